@@ -1,0 +1,37 @@
+"""Device choice for every torch step: CUDA when present (half precision), else CPU (float32)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def pick_device(prefer: str = "auto", half_precision: bool = True) -> DeviceChoice:
+    """`auto` picks CUDA when available; half precision (bf16 where supported, else fp16) only on CUDA."""
+    if prefer not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device must be auto, cuda or cpu, not {prefer!r}")
+    use_cuda = prefer == "cuda" or (prefer == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device")
+    if not use_cuda:
+        return DeviceChoice("cpu", torch.float32)
+    if not half_precision:
+        return DeviceChoice("cuda", torch.float32)
+    return DeviceChoice("cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def release_cuda_memory() -> None:
+    """Free cached CUDA blocks after a step drops its model, so the next GPU step starts clean."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

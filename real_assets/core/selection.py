@@ -1,0 +1,137 @@
+"""Pair selection strategies of the REAL paper over the candidate pairs of the train split.
+
+Semantics (DESIGN.md): with several responses per prompt, each strategy picks one pair per prompt; with
+exactly one candidate pair per prompt (HH-RLHF), pairs are ranked globally and a fraction is kept.
+Direction is decided before selection in SQL (chosen = higher label score), so a strategy only picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+STRATEGIES = ("easy", "hard", "random", "centroid")
+KEY_COLUMNS = ["prompt_id", "chosen_id", "rejected_id"]
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    strategy: str
+    mode: str = "auto"
+    """`per_prompt`, `global` or `auto` (global when every prompt has exactly one candidate pair)."""
+    keep_fraction: float = 0.5
+    seed: int = 0
+
+
+def resolve_mode(candidates: pd.DataFrame, mode: str) -> str:
+    """`auto` becomes `global` for one-pair-per-prompt data, else `per_prompt`."""
+    if mode not in ("auto", "per_prompt", "global"):
+        raise ValueError(f"selection mode must be auto, per_prompt or global, not {mode!r}")
+    if mode != "auto":
+        return mode
+    return "global" if candidates.groupby("prompt_id").size().max() == 1 else "per_prompt"
+
+
+def select_pairs(
+    candidates: pd.DataFrame,
+    config: SelectionConfig,
+    embeddings: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """The selected pairs (rows of `candidates`) for one strategy; deterministic for a seed."""
+    if config.strategy not in _STRATEGY_FUNCTIONS:
+        raise ValueError(f"unknown strategy {config.strategy!r}; known: {', '.join(STRATEGIES)}")
+    if candidates.empty:
+        return candidates.copy()
+    ordered = candidates.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+    mode = resolve_mode(ordered, config.mode)
+    picked = _STRATEGY_FUNCTIONS[config.strategy](ordered, mode, config, embeddings or {})
+    return picked.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+
+
+def _n_keep(candidates: pd.DataFrame, fraction: float) -> int:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], not {fraction}")
+    return max(1, round(len(candidates) * fraction))
+
+
+def _by_similarity(ascending: bool):
+    def pick(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _emb) -> pd.DataFrame:
+        ranked = candidates.sort_values(["cosine", *KEY_COLUMNS], ascending=[ascending, True, True, True],
+                                        kind="stable")
+        if mode == "global":
+            return ranked.head(_n_keep(candidates, config.keep_fraction))
+        return ranked.groupby("prompt_id", sort=False).head(1)
+
+    return pick
+
+
+def _random(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _emb) -> pd.DataFrame:
+    rng = np.random.default_rng(config.seed)
+    if mode == "global":
+        n = _n_keep(candidates, config.keep_fraction)
+        return candidates.iloc[np.sort(rng.choice(len(candidates), size=n, replace=False))]
+    keys = rng.random(len(candidates))
+    return candidates.assign(_key=keys).sort_values("_key").groupby("prompt_id").head(1).drop(columns="_key")
+
+
+def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embeddings) -> pd.DataFrame:
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    missing = {*candidates["chosen_id"], *candidates["rejected_id"]} - set(embeddings)
+    if missing:
+        raise ValueError(f"centroid selection needs embeddings for {len(missing)} responses without one")
+    if mode == "global":
+        # One pair per prompt: cluster the pairs' mean embeddings into as many clusters as pairs to keep
+        # and take the pair nearest each centre (representative, mutually distinct pairs).
+        n = _n_keep(candidates, config.keep_fraction)
+        means = np.stack([(embeddings[c] + embeddings[r]) / 2 for c, r in
+                          zip(candidates["chosen_id"], candidates["rejected_id"])])
+        km = MiniBatchKMeans(n_clusters=n, random_state=config.seed, n_init=3).fit(means)
+        dist = np.linalg.norm(means - km.cluster_centers_[km.labels_], axis=1)
+        nearest = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(["label", "dist"])
+        return candidates.iloc[np.sort(nearest.groupby("label").head(1).index.to_numpy())]
+
+    picked = []
+    for _, group in candidates.groupby("prompt_id", sort=True):
+        ids = sorted({*group["chosen_id"], *group["rejected_id"]})
+        vectors = np.stack([embeddings[i] for i in ids])
+        km = KMeans(n_clusters=2, random_state=config.seed, n_init=4).fit(vectors)
+        order = [
+            [ids[i] for i in np.argsort(np.linalg.norm(vectors - centre, axis=1)) if km.labels_[i] == c]
+            for c, centre in enumerate(km.cluster_centers_)
+        ]
+        pairs = {frozenset((a, b)): idx for idx, a, b in
+                 zip(group.index, group["chosen_id"], group["rejected_id"])}
+        # Nearest response to each centre; if that pair has no direction (tied labels), the next nearest.
+        for ra, rb in sorted(((a, b) for a in order[0] for b in order[1]),
+                             key=lambda ab: order[0].index(ab[0]) + order[1].index(ab[1])):
+            if frozenset((ra, rb)) in pairs:
+                picked.append(pairs[frozenset((ra, rb))])
+                break
+    return candidates.loc[picked]
+
+
+_STRATEGY_FUNCTIONS: dict[str, Callable[..., pd.DataFrame]] = {
+    "easy": _by_similarity(ascending=True),
+    "hard": _by_similarity(ascending=False),
+    "random": _random,
+    "centroid": _centroid,
+}
+
+
+def selection_summary(selected: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, float | int | None]:
+    """Pairs kept, prompts covered, mean similarity and label-error rate against gold (where known)."""
+    gold_known = selected["label_error"].notna() if "label_error" in selected else pd.Series(dtype=bool)
+    per_prompt = candidates.groupby("prompt_id")["n_responses"].first() if len(candidates) else pd.Series()
+    return {
+        "pairs": len(selected),
+        "prompts": int(selected["prompt_id"].nunique()) if len(selected) else 0,
+        "candidate_pairs": len(candidates),
+        "mean_cosine": float(selected["cosine"].mean()) if len(selected) else None,
+        "label_error_rate": float(selected.loc[gold_known, "label_error"].astype(float).mean())
+        if gold_known.any() else None,
+        "share_prompts_3plus_responses": float((per_prompt >= 3).mean()) if len(per_prompt) else None,
+    }

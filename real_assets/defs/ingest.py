@@ -1,0 +1,189 @@
+"""Ingest domain: `raw_responses` from the configured source, with every input row accepted or rejected."""
+
+
+import time
+import uuid
+
+import dagster as dg
+import pyarrow as pa
+
+from real_assets.core.hashing import digest
+from real_assets.core.records import SourceBatch
+from real_assets.core.sources import SourceSpec, check_source, iter_source
+from real_assets.defs.common import WAREHOUSE_POOL, finish
+from real_assets.resources import Tracking, Warehouse, table_digest
+
+RAW_RESPONSES_VERSION = "1"
+
+_DDL = """
+create table if not exists raw.responses (
+    response_id varchar primary key, prompt_id varchar not null, response varchar not null,
+    score double not null, gold double, source varchar not null, source_file varchar not null,
+    row_number bigint not null
+);
+create table if not exists raw.prompt_texts (
+    prompt_id varchar primary key, prompt varchar not null, split varchar not null, source varchar not null
+);
+create table if not exists raw.rejects (
+    source varchar not null, source_file varchar not null, row_number bigint not null,
+    field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null,
+    primary key (source_file, row_number, field, reason)
+);
+create table if not exists raw.ingestions (
+    ingestion_id varchar primary key, source varchar, source_file varchar, input_rows bigint,
+    accepted_rows bigint, rejected_rows bigint, new_responses bigint, new_rejects bigint,
+    ingested_at timestamp default current_timestamp
+);
+"""
+
+# `raw.prompts` is derived: one row per prompt with its response count and whether it can form a pair.
+_PROMPTS = """
+create or replace table raw.prompts as
+select t.prompt_id, t.prompt, t.split, t.source,
+       count(r.response_id) as n_responses, count(r.response_id) >= 2 as pairable
+from raw.prompt_texts as t
+left join raw.responses as r using (prompt_id)
+group by all
+"""
+
+
+class IngestConfig(dg.Config):
+    """Which source to read. `path` is a local file or a hub dataset id; `column_map` is for `table`."""
+
+    source: str = "synthetic"
+    path: str | None = None
+    revision: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    seed: int = 0
+    n_prompts: int = 360
+    test_fraction: float = 0.2
+    max_chars: int = 8000
+    column_map: dict[str, str] = {}
+
+    def spec(self) -> SourceSpec:
+        return SourceSpec(
+            source=self.source, path=self.path, revision=self.revision, split=self.split, limit=self.limit,
+            seed=self.seed, n_prompts=self.n_prompts, test_fraction=self.test_fraction,
+            max_chars=self.max_chars, column_map=dict(self.column_map) or None,
+        )
+
+
+def _responses_table(batch: SourceBatch) -> pa.Table:
+    rs = batch.responses
+    return pa.table({
+        "response_id": [r.response_id for r in rs], "prompt_id": [r.prompt_id for r in rs],
+        "prompt": [r.prompt for r in rs], "response": [r.response for r in rs],
+        "score": pa.array([r.score for r in rs], pa.float64()),
+        "gold": pa.array([r.gold for r in rs], pa.float64()), "split": [r.split for r in rs],
+        "source": [r.source for r in rs], "source_file": [r.source_file for r in rs],
+        "row_number": pa.array([r.row_number for r in rs], pa.int64()),
+    })
+
+
+def _rejects_table(batch: SourceBatch, ingestion_id: str) -> pa.Table:
+    rj = batch.rejects
+    return pa.table({
+        "source": [r.source for r in rj], "source_file": [r.source_file for r in rj],
+        "row_number": pa.array([r.row_number for r in rj], pa.int64()), "field": [r.field for r in rj],
+        "reason": [r.reason for r in rj], "excerpt": [r.excerpt for r in rj],
+        "ingestion_id": [ingestion_id] * len(rj),
+    })
+
+
+def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
+    """Stream a source into the raw layer in one transaction: a source that fails mid-way changes nothing.
+    Returns the counts; responses and rejects already present are left as they are (idempotent)."""
+    check_source(spec)
+    ingestion_id = uuid.uuid4().hex
+    counts = {"input_rows": 0, "accepted_rows": 0, "rejected_rows": 0, "new_responses": 0, "new_rejects": 0}
+    reasons: dict[str, int] = {}
+    started = time.perf_counter()
+    with warehouse.connect() as con:
+        con.execute(_DDL)
+        con.execute("begin transaction")
+        try:
+            for batch in iter_source(spec):
+                counts["input_rows"] += batch.input_rows
+                counts["accepted_rows"] += batch.accepted_rows
+                counts["rejected_rows"] += len(batch.rejects)
+                for r in batch.rejects:
+                    reasons[r.reason] = reasons.get(r.reason, 0) + 1
+                staged = _responses_table(batch)  # noqa: F841 - read by DuckDB below
+                before = con.execute("select count(*) from raw.responses").fetchone()[0]
+                con.execute("""
+                    insert into raw.responses
+                    select distinct on (response_id) response_id, prompt_id, response, score, gold, source,
+                           source_file, row_number
+                    from staged order by response_id, row_number
+                    on conflict do nothing""")
+                con.execute("""
+                    insert into raw.prompt_texts
+                    select distinct on (prompt_id) prompt_id, prompt, split, source from staged
+                    order by prompt_id, row_number
+                    on conflict do nothing""")
+                counts["new_responses"] += con.execute("select count(*) from raw.responses").fetchone()[0] - before
+                rejected = _rejects_table(batch, ingestion_id)  # noqa: F841 - read by DuckDB below
+                before = con.execute("select count(*) from raw.rejects").fetchone()[0]
+                con.execute("insert into raw.rejects select * from rejected on conflict do nothing")
+                counts["new_rejects"] += con.execute("select count(*) from raw.rejects").fetchone()[0] - before
+            if counts["input_rows"] != counts["accepted_rows"] + counts["rejected_rows"]:
+                raise RuntimeError(f"row accounting broke: {counts}")
+            con.execute(_PROMPTS)
+            con.execute(
+                "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
+                "rejected_rows, new_responses, new_rejects) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                [ingestion_id, spec.source, spec.path or f"{spec.source}:seed={spec.seed}",
+                 counts["input_rows"], counts["accepted_rows"], counts["rejected_rows"],
+                 counts["new_responses"], counts["new_rejects"]],
+            )
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        stats = con.execute("""
+            select count(*), count(distinct prompt_id),
+                   (select count(*) from raw.prompts where not pairable),
+                   (select avg((n_responses >= 3)::int) from raw.prompts where pairable)
+            from raw.responses""").fetchone()
+        digest, _ = table_digest(con, "raw.responses", ["response_id"])
+        prompts_digest, _ = table_digest(con, "raw.prompts", ["prompt_id"])
+    seconds = time.perf_counter() - started
+    return {
+        **counts,
+        "reasons": reasons,
+        "ingestion_id": ingestion_id,
+        "responses": stats[0],
+        "prompts": stats[1],
+        "prompts_not_pairable": stats[2],
+        "share_prompts_3plus_responses": float(stats[3] or 0.0),
+        "rows_per_second": counts["input_rows"] / seconds if seconds else 0.0,
+        "content_digest": digest,
+        "prompts_digest": prompts_digest,
+    }
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"duckdb", "python"},
+    code_version=RAW_RESPONSES_VERSION,
+    pool=WAREHOUSE_POOL,
+    description="Prompts and candidate responses with label scores (raw.responses, raw.prompts); "
+    "rows that fail validation go to raw.rejects with their reason.",
+)
+def raw_responses(
+    context: dg.AssetExecutionContext, config: IngestConfig, warehouse: Warehouse, tracking: Tracking
+) -> dg.MaterializeResult:
+    with tracking.step(context, RAW_RESPONSES_VERSION) as step:
+        step.log_params(config.model_dump(exclude={"column_map"}) | {"column_map": dict(config.column_map)})
+        result = ingest(warehouse, config.spec())
+        reasons = result.pop("reasons")
+        step.log_metrics({f"rejects/{reason}": n for reason, n in reasons.items()})
+        version = digest(result.pop("content_digest"), result.pop("prompts_digest"))[:16]
+        metadata = {
+            **result,
+            "table": "raw.responses",
+            "rejects_by_reason": dg.MetadataValue.json(reasons),
+            "dagster/row_count": result["responses"],
+        }
+        return finish(context, tracking, step, version, metadata)

@@ -1,0 +1,136 @@
+"""One asset per file in `dbt_like_sql/`: upstream assets and column lineage come from the parsed SQL."""
+
+
+import dagster as dg
+
+from real_assets.core.hashing import digest
+from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models
+from real_assets.defs.common import WAREHOUSE_POOL, finish, upstream_versions
+from real_assets.resources import Tracking, Warehouse, table_digest
+
+SQL_MODELS = {m.name: m for m in load_sql_models()}
+
+TABLE_OWNERS: dict[str, str] = {
+    "raw.responses": "raw_responses",
+    "raw.prompts": "raw_responses",
+    "features.response_embeddings": "response_embeddings",
+    **{m.table: m.name for m in SQL_MODELS.values()},
+}
+"""Which asset writes each warehouse table a SQL model may read."""
+
+ORDER_KEYS: dict[str, list[str]] = {
+    "response_similarity": ["prompt_id", "response_id_a", "response_id_b"],
+    "pair_candidates": ["prompt_id", "chosen_id", "rejected_id"],
+}
+"""Row order for each SQL model's content digest (a primary key)."""
+
+
+def _owner(model: SqlModel, table: str) -> dg.AssetKey:
+    if table not in TABLE_OWNERS:
+        raise ValueError(f"{model.path}: reads {table}, which no asset writes")
+    return dg.AssetKey(TABLE_OWNERS[table])
+
+
+def _lineage_metadata(model: SqlModel, warehouse: Warehouse) -> dict:
+    lineage = column_lineage(model, warehouse.lineage_schema())
+    deps = {
+        column: [dg.TableColumnDep(asset_key=dg.AssetKey(TABLE_OWNERS[t]), column_name=c) for t, c in sources]
+        for column, sources in lineage.items()
+    }
+    rows = ["| column | computed from |", "| --- | --- |"] + [
+        f"| `{column}` | {', '.join(f'`{t}.{c}`' for t, c in sources) or '(constant)'} |"
+        for column, sources in lineage.items()
+    ]
+    return {
+        "dagster/column_lineage": dg.TableColumnLineage(deps_by_column=deps),
+        "column_lineage": dg.MetadataValue.md("\n".join(rows)),
+    }
+
+
+def build_sql_asset(model: SqlModel) -> dg.AssetsDefinition:
+    """An asset that runs `create or replace table <schema>.<name> as <select>`."""
+    code_version = digest(model.sql)[:12]
+    deps = sorted({_owner(model, t) for t in model.upstream_tables}, key=lambda k: k.to_user_string())
+
+    @dg.asset(
+        name=model.name,
+        group_name=model.schema,
+        deps=deps,
+        kinds={"duckdb", "sql"},
+        code_version=code_version,
+        pool=WAREHOUSE_POOL,
+        description=f"`{model.table}`, built by `dbt_like_sql/{model.schema}/{model.path.name}`.",
+        metadata={"sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"), "table": model.table},
+    )
+    def _sql_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking):
+        with tracking.step(context, code_version, upstream_versions(context)) as step:
+            step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
+            with warehouse.connect() as con:
+                con.execute(f"create or replace table {model.table} as {model.sql}")
+                content, rows = table_digest(con, model.table, ORDER_KEYS[model.name])
+            metadata = {"table": model.table, "rows": rows, "dagster/row_count": rows,
+                        **_lineage_metadata(model, warehouse)}
+            return finish(context, tracking, step, content[:16], metadata)
+
+    return _sql_asset
+
+
+sql_assets = [build_sql_asset(m) for m in SQL_MODELS.values()]
+
+
+# Asset checks beside the SQL assets they check. Each query counts the offending rows.
+SIMILARITY_RANGE = "similarity_within_bounds"
+NO_SELF_PAIRS = "no_self_pairs"
+ONE_ROW_PER_PAIR = "one_row_per_unordered_pair"
+NO_ORPHAN_IDS = "no_orphan_ids"
+CANDIDATES_DIRECTED = "chosen_scores_above_rejected"
+
+_CHECKS: dict[tuple[str, str], tuple[str, str]] = {
+    ("response_similarity", SIMILARITY_RANGE): (
+        "cosine within [-1, 1] and not null",
+        "select count(*) from features.response_similarity where cosine is null or cosine not between -1 and 1",
+    ),
+    ("response_similarity", NO_SELF_PAIRS): (
+        "no response paired with itself",
+        "select count(*) from features.response_similarity where response_id_a = response_id_b",
+    ),
+    ("response_similarity", ONE_ROW_PER_PAIR): (
+        "exactly one row per unordered pair of responses to a prompt",
+        """select (select count(*) from features.response_similarity where response_id_a >= response_id_b)
+           + (select count(*) - count(distinct (response_id_a, response_id_b)) from features.response_similarity)
+           + abs((select count(*) from features.response_similarity)
+                 - (select coalesce(sum(n * (n - 1) / 2), 0) from
+                    (select count(*) as n from features.response_embeddings group by prompt_id)))""",
+    ),
+    ("response_similarity", NO_ORPHAN_IDS): (
+        "every response id and prompt id exists in raw.responses",
+        """select count(*) from features.response_similarity as s
+           left join raw.responses as a on a.response_id = s.response_id_a and a.prompt_id = s.prompt_id
+           left join raw.responses as b on b.response_id = s.response_id_b and b.prompt_id = s.prompt_id
+           where a.response_id is null or b.response_id is null""",
+    ),
+    ("pair_candidates", NO_ORPHAN_IDS): (
+        "every chosen and rejected id exists in raw.responses",
+        """select count(*) from selection.pair_candidates as c
+           left join raw.responses as a on a.response_id = c.chosen_id
+           left join raw.responses as b on b.response_id = c.rejected_id
+           where a.response_id is null or b.response_id is null""",
+    ),
+    ("pair_candidates", CANDIDATES_DIRECTED): (
+        "chosen has the higher label score in every pair",
+        "select count(*) from selection.pair_candidates where chosen_score <= rejected_score",
+    ),
+}
+
+
+def _build_check(asset_name: str, check_name: str, description: str, sql: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=dg.AssetKey(asset_name), name=check_name, description=description, blocking=True)
+    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
+        with warehouse.connect(read_only=True) as con:
+            bad = con.execute(sql).fetchone()[0]
+        return dg.AssetCheckResult(passed=bad == 0, metadata={"offending_rows": int(bad)})
+
+    return _check
+
+
+sql_checks = [_build_check(asset, name, desc, sql) for (asset, name), (desc, sql) in _CHECKS.items()]
