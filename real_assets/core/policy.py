@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
     TrainerCallback,
 )
+from transformers.trainer_callback import PrinterCallback
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
 
@@ -173,6 +174,7 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=[history],
     )
+    trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
     trainer.train()
     _save(trainer.model, tokenizer, out_dir)
     del trainer
@@ -203,6 +205,7 @@ def train_dpo(
         processing_class=tokenizer,
         callbacks=[history],
     )
+    trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
     trainer.train()
     _save(trainer.model, tokenizer, out_dir)
     del trainer, model

@@ -1,0 +1,82 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from real_assets.core.selection import STRATEGIES, SelectionConfig, resolve_mode, select_pairs, selection_summary
+
+
+def _candidates(rows):
+    frame = pd.DataFrame(rows, columns=["prompt_id", "chosen_id", "rejected_id", "cosine", "label_error"])
+    frame["n_responses"] = frame.groupby("prompt_id")["chosen_id"].transform("size")
+    return frame
+
+
+MULTI = _candidates([
+    ("p1", "a", "b", 0.9, False), ("p1", "a", "c", 0.1, True), ("p1", "b", "c", 0.5, False),
+    ("p2", "d", "e", 0.2, False), ("p2", "d", "f", 0.8, True), ("p2", "e", "f", 0.3, False),
+])
+SINGLE = _candidates([(f"p{i}", f"c{i}", f"r{i}", i / 10, i % 2 == 0) for i in range(10)])
+
+
+def test_easy_and_hard_pick_the_least_and_most_similar_pair_per_prompt():
+    easy = select_pairs(MULTI, SelectionConfig("easy"))
+    hard = select_pairs(MULTI, SelectionConfig("hard"))
+    assert list(zip(easy.prompt_id, easy.cosine)) == [("p1", 0.1), ("p2", 0.2)]
+    assert list(zip(hard.prompt_id, hard.cosine)) == [("p1", 0.9), ("p2", 0.8)]
+
+
+def test_global_mode_keeps_a_fraction_from_the_chosen_end():
+    assert resolve_mode(SINGLE, "auto") == "global"
+    assert resolve_mode(MULTI, "auto") == "per_prompt"
+    easy = select_pairs(SINGLE, SelectionConfig("easy", keep_fraction=0.3))
+    hard = select_pairs(SINGLE, SelectionConfig("hard", keep_fraction=0.3))
+    assert sorted(easy.cosine) == [0.0, 0.1, 0.2]
+    assert sorted(hard.cosine) == [0.7, 0.8, 0.9]
+    rand = select_pairs(SINGLE, SelectionConfig("random", keep_fraction=0.5))
+    assert len(rand) == 5
+
+
+def test_random_is_seeded_and_independent_of_input_order():
+    shuffled = MULTI.sample(frac=1.0, random_state=3)
+    a = select_pairs(MULTI, SelectionConfig("random", seed=1))
+    b = select_pairs(shuffled, SelectionConfig("random", seed=1))
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 2 and set(a.prompt_id) == {"p1", "p2"}
+    picks = {tuple(select_pairs(MULTI, SelectionConfig("random", seed=s)).chosen_id +
+                   select_pairs(MULTI, SelectionConfig("random", seed=s)).rejected_id) for s in range(20)}
+    assert len(picks) > 1
+
+
+def test_centroid_pairs_the_responses_nearest_each_cluster_centre():
+    # p1: a and b are close together, c is far away: the pair must cross the clusters, a-c or b-c,
+    # taking the member nearest its centre (a sits exactly at the centre of {a, b'} here).
+    emb = {
+        "a": np.array([1.0, 0.0]), "b": np.array([0.9, 0.1]), "c": np.array([-1.0, 0.0]),
+        "d": np.array([0.0, 1.0]), "e": np.array([0.0, -1.0]), "f": np.array([0.1, -0.9]),
+    }
+    picked = select_pairs(MULTI, SelectionConfig("centroid"), emb)
+    pairs = {frozenset((c, r)) for c, r in zip(picked.chosen_id, picked.rejected_id)}
+    assert len(picked) == 2
+    assert pairs & {frozenset("ac"), frozenset("bc")}
+    assert pairs & {frozenset("de"), frozenset("df")}
+    with pytest.raises(ValueError, match="embeddings"):
+        select_pairs(MULTI, SelectionConfig("centroid"), {})
+
+
+def test_unknown_strategy_and_bad_fraction_fail_clearly():
+    with pytest.raises(ValueError, match="unknown strategy"):
+        select_pairs(MULTI, SelectionConfig("best"))
+    with pytest.raises(ValueError, match="keep_fraction"):
+        select_pairs(SINGLE, SelectionConfig("easy", keep_fraction=0))
+    with pytest.raises(ValueError, match="mode"):
+        select_pairs(MULTI, SelectionConfig("easy", mode="sometimes"))
+
+
+def test_summary_reports_pairs_similarity_and_label_error():
+    easy = select_pairs(MULTI, SelectionConfig("easy"))
+    summary = selection_summary(easy, MULTI)
+    assert summary["pairs"] == 2 and summary["prompts"] == 2
+    assert summary["mean_cosine"] == pytest.approx(0.15)
+    assert summary["label_error_rate"] == pytest.approx(0.5)
+    assert summary["share_prompts_3plus_responses"] == 1.0
+    assert set(STRATEGIES) == {"easy", "hard", "random", "centroid"}

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from real_assets.core.sql_models import column_lineage, load_sql_models, parse_sql_model, validate_identifier
+
+SCHEMA = {
+    "features": {
+        "response_embeddings": {"response_id": "VARCHAR", "prompt_id": "VARCHAR", "model_id": "VARCHAR",
+                                "embedding": "FLOAT[384]"},
+        "response_similarity": {"prompt_id": "VARCHAR", "response_id_a": "VARCHAR",
+                                "response_id_b": "VARCHAR", "cosine": "DOUBLE"},
+    },
+    "raw": {
+        "responses": {"response_id": "VARCHAR", "prompt_id": "VARCHAR", "response": "VARCHAR",
+                      "score": "DOUBLE", "gold": "DOUBLE"},
+        "prompts": {"prompt_id": "VARCHAR", "prompt": "VARCHAR", "split": "VARCHAR", "n_responses": "BIGINT"},
+    },
+}
+
+
+def test_the_shipped_models_and_their_upstream_tables_come_from_the_sql():
+    models = {m.name: m for m in load_sql_models()}
+    assert set(models) == {"response_similarity", "pair_candidates"}
+    assert models["response_similarity"].upstream_tables == ("features.response_embeddings",)
+    assert models["pair_candidates"].upstream_tables == (
+        "features.response_similarity", "raw.prompts", "raw.responses")
+    assert models["pair_candidates"].table == "selection.pair_candidates"
+    assert "rank_least_similar" in models["pair_candidates"].columns
+
+
+def test_column_lineage_follows_expressions_through_ctes():
+    models = {m.name: m for m in load_sql_models()}
+    lineage = column_lineage(models["pair_candidates"], SCHEMA)
+    assert lineage["split"] == [("raw.prompts", "split")]
+    assert ("raw.responses", "gold") in lineage["gold_gap"]
+    assert ("raw.responses", "score") in lineage["chosen_id"]
+    assert lineage["cosine"] == [("features.response_similarity", "cosine")]
+    sim = column_lineage(models["response_similarity"], SCHEMA)
+    assert sim["cosine"] == [("features.response_embeddings", "embedding")]
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("select * from raw.responses", "select \\*"),
+    ("select a from responses", "schema-qualified"),
+    ("delete from raw.responses", "one select"),
+    ("select from where", "cannot parse"),
+])
+def test_bad_sql_models_fail_naming_the_file(tmp_path: Path, sql, message):
+    path = tmp_path / "selection" / "bad_model.sql"
+    path.parent.mkdir()
+    path.write_text(sql)
+    with pytest.raises(ValueError, match=message) as err:
+        parse_sql_model(path)
+    assert "bad_model.sql" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["Robert'); drop table x;--", "a b", "1abc", "", "raw.responses"])
+def test_identifiers_that_reach_sql_are_validated(name):
+    with pytest.raises(ValueError, match="invalid"):
+        validate_identifier(name)
