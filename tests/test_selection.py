@@ -80,3 +80,14 @@ def test_summary_reports_pairs_similarity_and_label_error():
     assert summary["label_error_rate"] == pytest.approx(0.5)
     assert summary["share_prompts_3plus_responses"] == 1.0
     assert set(STRATEGIES) == {"easy", "hard", "random", "centroid"}
+
+
+def test_centroid_in_global_mode_keeps_exactly_the_fraction():
+    rng = np.random.default_rng(0)
+    # many duplicate embeddings: k-means leaves clusters empty, the fill-up must still reach the count
+    emb = {}
+    for c, r in zip(SINGLE.chosen_id, SINGLE.rejected_id):
+        emb[c] = np.array([1.0, 0.0])
+        emb[r] = rng.normal(size=2) if c == "c0" else np.array([0.0, 1.0])
+    picked = select_pairs(SINGLE, SelectionConfig("centroid", keep_fraction=0.5), emb)
+    assert len(picked) == 5 and picked["prompt_id"].is_unique

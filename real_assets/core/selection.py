@@ -91,8 +91,11 @@ def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embe
                           zip(candidates["chosen_id"], candidates["rejected_id"])])
         km = MiniBatchKMeans(n_clusters=n, random_state=config.seed, n_init=3).fit(means)
         dist = np.linalg.norm(means - km.cluster_centers_[km.labels_], axis=1)
-        nearest = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(["label", "dist"])
-        return candidates.iloc[np.sort(nearest.groupby("label").head(1).index.to_numpy())]
+        ranked = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(["dist", "label"], kind="stable")
+        first = set(ranked.groupby("label").head(1).index)
+        # k-means can leave clusters empty: top up with the pairs nearest their own centre.
+        rest = [i for i in ranked.index if i not in first][: n - len(first)]
+        return candidates.iloc[np.sort([*first, *rest])]
 
     picked = []
     for _, group in candidates.groupby("prompt_id", sort=True):

@@ -1,0 +1,235 @@
+"""When things run by themselves: a daily ingest schedule, an inbox sensor and automation conditions.
+
+- `raw_responses` is owned by the schedule (`raw_responses_daily`, cron `$REAL_ASSETS_INGEST_CRON`, default
+  02:00 UTC, stopped by default) and by the inbox sensor; it has no automation condition.
+- Cheap steps follow their inputs at once (`AutomationCondition.eager()`).
+- Training and evaluation run when an input's *data version* changed (a rerun that reproduces the same
+  content triggers nothing), at most once per tick of `$REAL_ASSETS_TRAIN_CRON` (default 03:00 UTC).
+- The automation condition sensor is declared running: Dagster starts it stopped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import dagster as dg
+
+from real_assets.core.hashing import digest_file
+from real_assets.core.sources import SOURCE_NAMES, check_source
+from real_assets.defs.ingest import IngestConfig
+from real_assets.settings import home_dir
+
+INGEST_CRON_ENV = "REAL_ASSETS_INGEST_CRON"
+TRAIN_CRON_ENV = "REAL_ASSETS_TRAIN_CRON"
+INBOX_ENV = "REAL_ASSETS_INBOX"
+DEFAULT_INGEST_CRON = "0 2 * * *"
+DEFAULT_TRAIN_CRON = "0 3 * * *"
+CRON_TIMEZONE = "UTC"
+
+EAGER_ASSETS = frozenset(
+    {"response_embeddings", "response_similarity", "pair_candidates", "selected_pairs", "strategy_comparison"}
+)
+"""Cheap steps: they follow their inputs at once."""
+TRAINING_ASSETS = frozenset({"reference_policy", "dpo_checkpoint", "eval_scores"})
+"""Training and evaluation: on a data version change, at most once per training cron tick."""
+
+
+def ingest_cron() -> str:
+    return os.environ.get(INGEST_CRON_ENV) or DEFAULT_INGEST_CRON
+
+
+def train_cron() -> str:
+    return os.environ.get(TRAIN_CRON_ENV) or DEFAULT_TRAIN_CRON
+
+
+def on_data_change_at_most_per_cron(cron: str, timezone: str = CRON_TIMEZONE) -> dg.AutomationCondition:
+    """True when a cron tick has passed since the target was last requested or updated, AND an input's
+    data version changed since then (or the target is missing). So at most one request per tick, and
+    none for an upstream rerun that reproduced the same content. Not while an input is missing, in
+    progress or about to be requested (a DPO run waits for the reference retrained in the same tick)."""
+    A = dg.AutomationCondition
+    tick = A.cron_tick_passed(cron, timezone).since_last_handled().with_label(f"tick of {cron} since handled")
+    changed = (
+        A.any_deps_match(A.data_version_changed())
+        .since_last_handled()
+        .with_label("input data version changed since handled")
+    )
+    return (
+        tick
+        & (changed | A.missing())
+        & ~A.any_deps_missing()
+        & ~A.any_deps_in_progress()
+        & ~A.any_deps_match(A.will_be_requested()).with_label("input requested this tick")
+        & ~A.in_progress()
+    ).with_label(f"on_data_change_at_most_per_cron({cron}, {timezone})")
+
+
+def condition_for(key: dg.AssetKey, cron: str | None = None) -> dg.AutomationCondition | None:
+    name = key.to_user_string()
+    if name in EAGER_ASSETS:
+        return dg.AutomationCondition.eager()
+    if name in TRAINING_ASSETS:
+        return on_data_change_at_most_per_cron(cron or train_cron())
+    return None
+
+
+def apply_automation(assets: Iterable[dg.AssetsDefinition], cron: str | None = None) -> list:
+    """The assets with their automation conditions; the asset modules stay free of scheduling."""
+    return list(
+        dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(automation_condition=condition_for(spec.key, cron)),
+            list(assets),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+
+raw_responses_job = dg.define_asset_job(
+    "refresh_raw_responses",
+    selection=dg.AssetSelection.assets("raw_responses"),
+    description="Ingest the configured source into the raw layer; automation takes it from there.",
+)
+
+
+def default_ingest_run_config() -> dict:
+    """`IngestConfig` defaults, spelled out so the schedule's run config is visible in the UI."""
+    config = {k: v for k, v in IngestConfig().model_dump().items() if v is not None and v != {}}
+    return {"ops": {"raw_responses": {"config": config}}}
+
+
+raw_responses_schedule = dg.ScheduleDefinition(
+    name="raw_responses_daily",
+    job=raw_responses_job,
+    cron_schedule=ingest_cron(),
+    execution_timezone=CRON_TIMEZONE,
+    run_config=default_ingest_run_config(),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    tags={"real_assets/launched_by": "schedule"},
+    description=f"Refresh raw_responses (cron ${INGEST_CRON_ENV}, default {DEFAULT_INGEST_CRON} UTC).",
+)
+
+
+# ---------------------------------------------------------------------------------------------- inbox
+
+SIDECAR_SUFFIX = ".source.json"
+SIDECAR_KEYS = frozenset({"source", "split", "limit", "seed", "test_fraction", "max_chars", "column_map"})
+SETTLE_SECONDS = 5.0
+"""A file modified more recently than this is still being written: it waits for the next tick."""
+_IGNORED_SUFFIXES = (SIDECAR_SUFFIX, ".tmp", ".part", ".partial", ".crdownload")
+_FILE_SOURCES = tuple(s for s in SOURCE_NAMES if s != "synthetic")
+
+
+def inbox_dir() -> Path:
+    """`$REAL_ASSETS_INBOX`, else `<home>/inbox` (created)."""
+    configured = os.environ.get(INBOX_ENV)
+    path = Path(configured).expanduser().resolve() if configured else home_dir() / "inbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def inbox_ingest_config(path: Path) -> dict:
+    """The `raw_responses` config for one inbox file.
+
+    The source comes from a sidecar `<file name>.source.json` if there is one, e.g.
+    `prefs.csv.source.json` = `{"source": "table", "column_map": {"prompt": "q", ...}}` (keys: source,
+    split, limit, seed, test_fraction, max_chars, column_map); else from the file name
+    `<source>__<anything>.<ext>` with source one of hh_rlhf, shp2, ultrafeedback, table
+    (`shp2__week12.jsonl` -> shp2); else `table` (column names detected from the file).
+    Drop the sidecar first, then the data file. Raises ValueError on a bad sidecar."""
+    config: dict = {}
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if sidecar.is_file():
+        try:
+            config = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"sidecar {sidecar.name}: {e}") from e
+        if not isinstance(config, dict) or set(config) - SIDECAR_KEYS:
+            raise ValueError(f"sidecar {sidecar.name}: expected an object with keys from {sorted(SIDECAR_KEYS)}")
+    if "source" not in config:
+        prefix, sep, _ = path.name.partition("__")
+        config["source"] = prefix if sep and prefix in _FILE_SOURCES else "table"
+    return {**config, "path": str(path)}
+
+
+def _stamp(stat: os.stat_result) -> str:
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _candidates(inbox: Path) -> list[Path]:
+    return sorted(
+        p for p in inbox.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and not p.name.endswith(_IGNORED_SUFFIXES)
+    )
+
+
+@dg.sensor(
+    name="inbox_sensor",
+    job=raw_responses_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="One raw_responses run per file dropped into <home>/inbox (or $REAL_ASSETS_INBOX).",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext):
+    """Requests one `raw_responses` run per new or changed file, exactly once: the cursor holds
+    {file name: "size:mtime_ns"} of every file already handled (requested or skipped), and the run key
+    carries the content hash, so the daemon also drops a duplicate request. A file that fails
+    `check_source` (unreadable, wrong schema, bad sidecar) is logged, recorded and not retried until it
+    changes; the sensor goes on with the next file. See `inbox_ingest_config` for the naming rules."""
+    inbox = inbox_dir()
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    present: dict[str, str] = {}
+    now = time.time()
+    requests: list[dg.RunRequest] = []
+    skipped: list[str] = []
+    for path in _candidates(inbox):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # removed while we looked
+        stamp = _stamp(stat)
+        if seen.get(path.name) == stamp:
+            present[path.name] = stamp
+            continue
+        if now - stat.st_mtime < SETTLE_SECONDS:
+            continue  # still being written: next tick
+        present[path.name] = stamp
+        try:
+            config = inbox_ingest_config(path)
+            check_source(IngestConfig(**config).spec())
+            content = digest_file(path)
+        except Exception as e:  # one bad file never stops the sensor
+            context.log.warning(f"inbox: skipping {path.name}: {type(e).__name__}: {e}")
+            skipped.append(path.name)
+            continue
+        requests.append(
+            dg.RunRequest(
+                run_key=f"inbox:{path.name}:{content[:16]}",
+                run_config={"ops": {"raw_responses": {"config": config}}},
+                tags={"real_assets/launched_by": "inbox_sensor", "real_assets/inbox_file": path.name},
+            )
+        )
+    cursor = json.dumps(present, sort_keys=True)
+    if requests:
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+    reason = f"skipped unreadable {', '.join(skipped)}" if skipped else f"no new file in {inbox}"
+    return dg.SensorResult(skip_reason=reason, cursor=cursor)
+
+
+# ---------------------------------------------------------------------------------------------- automation
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "real_assets_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates every asset's automation condition (eager steps, training on data change).",
+)
+
+jobs = [raw_responses_job]
+schedules = [raw_responses_schedule]
+sensors = [inbox_sensor, automation_sensor]

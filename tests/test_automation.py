@@ -1,0 +1,226 @@
+"""Schedules, the inbox sensor, automation conditions and the concurrency pools."""
+
+import datetime as dt
+import json
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from real_assets import cli
+from real_assets.core.sample_files import write_shp2, write_table_csv
+from real_assets.core.selection import STRATEGIES
+from real_assets.defs import automation
+from real_assets.definitions import ASSETS, resources
+
+UTC = dt.UTC
+
+
+@pytest.fixture(autouse=True)
+def _offline_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv(automation.INBOX_ENV, raising=False)
+
+
+def _defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=automation.apply_automation(ASSETS),
+        jobs=automation.jobs,
+        schedules=automation.schedules,
+        sensors=automation.sensors,
+        resources=resources(),
+    )
+
+
+def test_definitions_resolve_with_automation():
+    defs = _defs()
+    repo = defs.get_repository_def()
+    assert repo.get_job("refresh_raw_responses").asset_layer.executable_asset_keys == {
+        dg.AssetKey("raw_responses")
+    }
+    graph = repo.asset_graph
+    for key in graph.get_all_asset_keys():
+        condition = graph.get(key).automation_condition
+        name = key.to_user_string()
+        if name == "raw_responses":
+            assert condition is None
+        elif name in automation.EAGER_ASSETS:
+            assert condition.get_label() == "eager"
+        else:
+            assert name in automation.TRAINING_ASSETS
+            assert condition.get_label().startswith("on_data_change_at_most_per_cron(0 3 * * *")
+    sensor = repo.get_sensor_def("real_assets_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert repo.get_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_train_cron_from_env(monkeypatch):
+    monkeypatch.setenv(automation.TRAIN_CRON_ENV, "30 4 * * 1")
+    [dpo] = [a for a in automation.apply_automation(ASSETS) if a.key == dg.AssetKey("dpo_checkpoint")]
+    assert "30 4 * * 1" in dpo.automation_conditions_by_key[dpo.key].get_label()
+
+
+def test_schedule_requests_raw_responses_with_default_config():
+    schedule = automation.raw_responses_schedule
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+        )
+        data = schedule.evaluate_tick(context)
+    [request] = data.run_requests
+    config = request.run_config["ops"]["raw_responses"]["config"]
+    assert config["source"] == "synthetic" and config["seed"] == 0
+    # The default config is valid for the job.
+    job = _defs().get_job_def("refresh_raw_responses")
+    assert job.run_config_schema.config_type is not None
+    assert dg.validate_run_config(job, request.run_config)
+
+
+def _age(path, seconds=60):
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+    return path
+
+
+def _tick(instance, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    result = automation.inbox_sensor.evaluate_tick(context)
+    return result, result.cursor
+
+
+def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
+    inbox = tmp_path / "drop"
+    monkeypatch.setenv(automation.INBOX_ENV, str(inbox))
+    inbox.mkdir()
+    with dg.instance_for_test() as instance:
+        result, cursor = _tick(instance)
+        assert result.run_requests == []
+
+        _age(write_shp2(inbox / "shp2__batch1.jsonl"))
+        result, cursor = _tick(instance, cursor)
+        [request] = result.run_requests
+        config = request.run_config["ops"]["raw_responses"]["config"]
+        assert config == {"source": "shp2", "path": str(inbox / "shp2__batch1.jsonl")}
+        assert request.run_key.startswith("inbox:shp2__batch1.jsonl:")
+        dg.validate_run_config(_defs().get_job_def("refresh_raw_responses"), request.run_config)
+
+        # The same file again: nothing.
+        result, cursor = _tick(instance, cursor)
+        assert result.run_requests == []
+
+        # A file that cannot be read is skipped and recorded; the good file next to it still runs;
+        # a file still being written waits; a sidecar sets the source.
+        (inbox / "broken.jsonl").write_text("not json at all\n")
+        _age(inbox / "broken.jsonl")
+        _age(write_table_csv(inbox / "labels.csv"))
+        (inbox / "fresh.csv").write_text((inbox / "labels.csv").read_text())
+        (inbox / "pairs.jsonl.source.json").write_text(json.dumps({"source": "shp2"}))
+        _age(write_shp2(inbox / "pairs.jsonl"))
+        result, cursor = _tick(instance, cursor)
+        by_file = {r.tags["real_assets/inbox_file"]: r for r in result.run_requests}
+        assert set(by_file) == {"labels.csv", "pairs.jsonl"}
+        assert by_file["labels.csv"].run_config["ops"]["raw_responses"]["config"]["source"] == "table"
+        assert by_file["pairs.jsonl"].run_config["ops"]["raw_responses"]["config"]["source"] == "shp2"
+        assert "broken.jsonl" in json.loads(cursor)
+        assert "fresh.csv" not in json.loads(cursor)
+
+        # Next tick: the broken file is not retried; the settled fresh file runs once.
+        _age(inbox / "fresh.csv")
+        result, cursor = _tick(instance, cursor)
+        assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["fresh.csv"]
+        result, cursor = _tick(instance, cursor)
+        assert result.run_requests == []
+
+        # A changed file is new content: one more run.
+        with open(inbox / "shp2__batch1.jsonl", "a") as f:
+            f.write("\n")
+        _age(inbox / "shp2__batch1.jsonl", 30)
+        result, cursor = _tick(instance, cursor)
+        assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["shp2__batch1.jsonl"]
+
+
+def _report(instance, name, version, partition=None):
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=name, partition=partition, tags={"dagster/data_version": version}
+        )
+    )
+
+
+def _materialize_all(instance, version="v1"):
+    for asset in ASSETS:
+        name = asset.key.to_user_string()
+        for partition in STRATEGIES if asset.partitions_def else [None]:
+            _report(instance, name, f"{name}-{partition}-{version}", partition)
+
+
+def test_training_runs_on_data_version_change_after_cron_tick():
+    defs = dg.Definitions(assets=automation.apply_automation(ASSETS, cron="0 3 * * *"), resources=resources())
+    ref, dpo, evals, emb = (dg.AssetKey(k) for k in
+                            ("reference_policy", "dpo_checkpoint", "eval_scores", "response_embeddings"))
+    day1 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        _materialize_all(instance)
+
+        def evaluate(when, cursor):
+            return dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=when,
+                                                     cursor=cursor)
+
+        result = evaluate(day1, None)
+        assert result.total_requested == 0
+
+        # A rerun of raw_responses with the same content: cheap steps follow, training does not,
+        # not even after the cron tick.
+        _report(instance, "raw_responses", "raw_responses-None-v1")
+        result = evaluate(day1 + dt.timedelta(hours=1), result.cursor)
+        assert result.get_num_requested(emb) == 1
+        assert result.get_num_requested(ref) == 0
+        result = evaluate(day1 + dt.timedelta(hours=15, minutes=5), result.cursor)  # day 2, 03:05
+        assert result.get_num_requested(ref) == 0
+
+        # New content upstream: reference_policy is requested; dpo_checkpoint waits for it.
+        _report(instance, "raw_responses", "raw_responses-None-v2")
+        result = evaluate(day1 + dt.timedelta(hours=16), result.cursor)
+        assert result.get_num_requested(ref) == 1
+        assert result.get_num_requested(dpo) == 0
+
+        # The new reference lands: every DPO partition trains, once.
+        _report(instance, "reference_policy", "reference-v2")
+        result = evaluate(day1 + dt.timedelta(hours=17), result.cursor)
+        assert result.get_requested_partitions(dpo) == set(STRATEGIES)
+        assert result.get_num_requested(ref) == 0
+        result = evaluate(day1 + dt.timedelta(hours=17, minutes=5), result.cursor)
+        assert result.total_requested == 0
+
+        # Another change the same day waits for the next tick (at most once per cron period).
+        _report(instance, "raw_responses", "raw_responses-None-v3")
+        result = evaluate(day1 + dt.timedelta(hours=18), result.cursor)
+        assert result.get_num_requested(ref) == 0
+        result = evaluate(day1 + dt.timedelta(days=1, hours=15, minutes=1), result.cursor)  # day 3, 03:01
+        assert result.get_num_requested(ref) == 1
+
+        # A new DPO checkpoint is evaluated in the same cron period; an identical one is not.
+        _report(instance, "dpo_checkpoint", "dpo-easy-v2", "easy")
+        _report(instance, "dpo_checkpoint", "dpo_checkpoint-hard-v1", "hard")
+        result = evaluate(day1 + dt.timedelta(days=1, hours=16), result.cursor)
+        assert result.get_requested_partitions(evals) == {"easy"}
+
+
+def test_pools_limit_one_step_at_a_time(tmp_path, monkeypatch):
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(cli.DAGSTER_YAML)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        for pool in ("warehouse", "gpu"):
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
+    # Every asset writes the warehouse (tables or models.checkpoints): each one is in a pool.
+    pools = {a.key.to_user_string(): a.op.pool for a in automation.apply_automation(ASSETS)}
+    assert set(pools.values()) == {"warehouse", "gpu"}, pools
