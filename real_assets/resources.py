@@ -63,10 +63,13 @@ class Warehouse(dg.ConfigurableResource):
         if not self.database().exists():
             return False
         with self.connect(read_only=True) as con:
-            return bool(con.execute(
-                "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                [schema, name],
-            ).fetchone()[0])
+            return bool(
+                con.execute(
+                    "select count(*) from information_schema.tables "
+                    "where table_schema = ? and table_name = ?",
+                    [schema, name],
+                ).fetchone()[0]
+            )
 
     def lineage_schema(self) -> dict[str, dict[str, dict[str, str]]]:
         """{schema: {table: {column: type}}} for sqlglot, from information_schema."""
@@ -212,8 +215,12 @@ class Tracking(dg.ConfigurableResource):
         return mlflow.create_experiment(self.experiment, artifact_location=artifacts)
 
     @contextlib.contextmanager
-    def step(self, context: dg.AssetExecutionContext, code_version: str | None,
-             upstream_versions: dict[str, str] | None = None) -> Iterator[StepRun]:
+    def step(
+        self,
+        context: dg.AssetExecutionContext,
+        code_version: str | None,
+        upstream_versions: dict[str, str] | None = None,
+    ) -> Iterator[StepRun]:
         """Start the MLflow run of this materialization, tagged with its Dagster identity, and end it
         FINISHED or FAILED; the asset sets the `dagster.data_version` tag once it knows its content."""
         import mlflow

@@ -12,9 +12,19 @@ from real_assets.definitions import defs
 from real_assets.resources import Warehouse
 
 TINY = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1"]
-TABLES = ["raw.responses", "raw.prompts", "raw.rejects", "raw.ingestions", "features.response_embeddings",
-          "features.response_similarity", "selection.pair_candidates", "selection.selected_pairs",
-          "models.checkpoints", "eval.eval_scores", "eval.strategy_comparison"]
+TABLES = [
+    "raw.responses",
+    "raw.prompts",
+    "raw.rejects",
+    "raw.ingestions",
+    "features.response_embeddings",
+    "features.response_similarity",
+    "selection.pair_candidates",
+    "selection.selected_pairs",
+    "models.checkpoints",
+    "eval.eval_scores",
+    "eval.strategy_comparison",
+]
 PARTITIONED = {"selected_pairs", "dpo_checkpoint", "eval_scores"}
 
 
@@ -31,8 +41,11 @@ def demo_home(tmp_path_factory):
 
 def _latest(instance, key, partition=None):
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
-        limit=1).records
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
+    ).records
     assert records, f"{key}[{partition}] was never materialized"
     return records[0]
 
@@ -43,23 +56,38 @@ def test_every_asset_leaves_its_table_and_eval_rows_for_all_strategies(demo_home
     with warehouse.connect(read_only=True) as con:
         for table in TABLES:
             schema, name = table.split(".")
-            assert con.execute("select count(*) from information_schema.tables where table_schema = ? "
-                               "and table_name = ?", [schema, name]).fetchone()[0] == 1, table
-        assert sorted(r[0] for r in con.execute("select strategy from eval.eval_scores").fetchall()) == sorted(
-            STRATEGIES)
-        sim = dict(con.execute("select strategy, avg(cosine) from selection.selected_pairs group by 1").fetchall())
+            assert (
+                con.execute(
+                    "select count(*) from information_schema.tables where table_schema = ? "
+                    "and table_name = ?",
+                    [schema, name],
+                ).fetchone()[0]
+                == 1
+            ), table
+        assert sorted(
+            r[0] for r in con.execute("select strategy from eval.eval_scores").fetchall()
+        ) == sorted(STRATEGIES)
+        sim = dict(
+            con.execute("select strategy, avg(cosine) from selection.selected_pairs group by 1").fetchall()
+        )
         assert sim["easy"] < sim["random"] < sim["hard"]
         # one pair per prompt of the train split that has a directed pair, for every strategy
         per_strategy = con.execute(
             "select strategy, count(*), count(distinct prompt_id) from selection.selected_pairs group by 1"
         ).fetchall()
-        train_prompts = con.execute("select count(distinct prompt_id) from selection.pair_candidates "
-                                    "where split = 'train'").fetchone()[0]
+        train_prompts = con.execute(
+            "select count(distinct prompt_id) from selection.pair_candidates where split = 'train'"
+        ).fetchone()[0]
         assert all(n == prompts == train_prompts for _, n, prompts in per_strategy)
-        assert con.execute("select count(*) from selection.selected_pairs where chosen_score <= rejected_score"
-                           ).fetchone()[0] == 0
-        wins = con.execute("select win_rate, win_rate_ci_low, win_rate_ci_high, judge from eval.eval_scores"
-                           ).fetchall()
+        assert (
+            con.execute(
+                "select count(*) from selection.selected_pairs where chosen_score <= rejected_score"
+            ).fetchone()[0]
+            == 0
+        )
+        wins = con.execute(
+            "select win_rate, win_rate_ci_low, win_rate_ci_high, judge from eval.eval_scores"
+        ).fetchall()
         assert all(lo <= w <= hi and judge == "gold" for w, lo, hi, judge in wins)
     assert list((home / "reports").glob("strategy_comparison-*.png"))
     for strategy in STRATEGIES:
@@ -84,8 +112,9 @@ def test_each_materialization_and_its_mlflow_run_point_at_each_other(demo_home):
             assert run.data.tags["dagster.partition"] == (partition or "")
             assert run.data.tags["dagster.data_version"] == version
             assert run.data.tags["dagster.code_version"]
-    dpo_run = client.get_run(_latest(instance, "dpo_checkpoint", "easy").asset_materialization
-                             .metadata["mlflow_run_id"].value)
+    dpo_run = client.get_run(
+        _latest(instance, "dpo_checkpoint", "easy").asset_materialization.metadata["mlflow_run_id"].value
+    )
     assert dpo_run.inputs.dataset_inputs, "selected pairs logged as an MLflow dataset input"
     history = client.get_metric_history(dpo_run.info.run_id, "rewards/margins")
     assert len(history) >= 1
@@ -97,7 +126,8 @@ def test_asset_checks_passed(demo_home):
     for key in ("response_similarity", "pair_candidates"):
         for check in ("no_orphan_ids",):
             record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-                [dg.AssetCheckKey(dg.AssetKey(key), check)])[dg.AssetCheckKey(dg.AssetKey(key), check)]
+                [dg.AssetCheckKey(dg.AssetKey(key), check)]
+            )[dg.AssetCheckKey(dg.AssetKey(key), check)]
             assert record.status.value == "SUCCEEDED"
     for check in ("similarity_within_bounds", "no_self_pairs", "one_row_per_unordered_pair"):
         ck = dg.AssetCheckKey(dg.AssetKey("response_similarity"), check)
@@ -106,14 +136,18 @@ def test_asset_checks_passed(demo_home):
 
 
 def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_home):
-    home, instance = demo_home
+    _, instance = demo_home
     keys = ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"]
     before = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
     from real_assets.definitions import ASSETS, resources, sql_checks
 
-    result = dg.materialize([*ASSETS, *sql_checks], selection=[dg.AssetKey(k) for k in keys],
-                            instance=instance, resources=resources(),
-                            run_config={"ops": {"raw_responses": {"config": {"n_prompts": 40}}}})
+    result = dg.materialize(
+        [*ASSETS, *sql_checks],
+        selection=[dg.AssetKey(k) for k in keys],
+        instance=instance,
+        resources=resources(),
+        run_config={"ops": {"raw_responses": {"config": {"n_prompts": 40}}}},
+    )
     assert result.success
     after = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
     assert after == before
@@ -123,8 +157,24 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
     path = sf.write_hh_rlhf(tmp_path / "hh.jsonl")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "hh_home"
-    assert cli.main(["demo", "--home", str(home), "--source", "hh_rlhf", "--path", str(path),
-                     "--sft-epochs", "2", "--dpo-epochs", "1"]) == 0
+    assert (
+        cli.main(
+            [
+                "demo",
+                "--home",
+                str(home),
+                "--source",
+                "hh_rlhf",
+                "--path",
+                str(path),
+                "--sft-epochs",
+                "2",
+                "--dpo-epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "strategy_comparison" in out and "| easy |" in out
     with Warehouse(path=str(home / "warehouse.duckdb")).connect(read_only=True) as con:

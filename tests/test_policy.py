@@ -32,11 +32,22 @@ def trained(tmp_path_factory):
     model, tokenizer = build_base(BaseModelConfig(vocab_size=300, n_layer=1, n_embd=32), corpus)
     sft_rows = [{"prompt": format_prompt(PROMPT), "completion": format_completion(GOOD)}] * 8
     sft_log = train_sft(model, tokenizer, sft_rows, TrainConfig(epochs=2, batch_size=4), root / "ref", device)
-    dpo_rows = [{"prompt": format_prompt(PROMPT), "chosen": format_completion(GOOD),
-                 "rejected": format_completion(BAD)}] * 8
+    dpo_rows = [
+        {
+            "prompt": format_prompt(PROMPT),
+            "chosen": format_completion(GOOD),
+            "rejected": format_completion(BAD),
+        }
+    ] * 8
     curve = []
-    dpo_log = train_dpo(root / "ref", dpo_rows, TrainConfig(epochs=3, batch_size=4, learning_rate=1e-3),
-                        root / "dpo", device, on_log=lambda step, logs: curve.append((step, logs)))
+    dpo_log = train_dpo(
+        root / "ref",
+        dpo_rows,
+        TrainConfig(epochs=3, batch_size=4, learning_rate=1e-3),
+        root / "dpo",
+        device,
+        on_log=lambda step, logs: curve.append((step, logs)),
+    )
     return root, device, sft_log, dpo_log, curve
 
 
@@ -63,8 +74,9 @@ def test_dpo_moves_the_implicit_reward_towards_chosen(trained):
 def test_evaluation_reports_accuracy_margin_and_win_rate(trained):
     root, device, *_ = trained
     cfg = EvalConfig(samples_per_prompt=3, max_new_tokens=8)
-    metrics = evaluate_policy(root / "dpo", root / "ref", [HeldOutPair(PROMPT, GOOD, BAD)], [PROMPT],
-                              gold_scorer, cfg, device)
+    metrics = evaluate_policy(
+        root / "dpo", root / "ref", [HeldOutPair(PROMPT, GOOD, BAD)], [PROMPT], gold_scorer, cfg, device
+    )
     assert metrics["eval_pairs"] == 1 and metrics["preference_accuracy"] == 1.0
     assert metrics["reward_margin"] > 0
     assert metrics["win_comparisons"] == 3

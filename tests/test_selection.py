@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from real_assets.core.selection import STRATEGIES, SelectionConfig, resolve_mode, select_pairs, selection_summary
+from real_assets.core.selection import (
+    STRATEGIES,
+    SelectionConfig,
+    resolve_mode,
+    select_pairs,
+    selection_summary,
+)
 
 
 def _candidates(rows):
@@ -11,10 +17,16 @@ def _candidates(rows):
     return frame
 
 
-MULTI = _candidates([
-    ("p1", "a", "b", 0.9, False), ("p1", "a", "c", 0.1, True), ("p1", "b", "c", 0.5, False),
-    ("p2", "d", "e", 0.2, False), ("p2", "d", "f", 0.8, True), ("p2", "e", "f", 0.3, False),
-])
+MULTI = _candidates(
+    [
+        ("p1", "a", "b", 0.9, False),
+        ("p1", "a", "c", 0.1, True),
+        ("p1", "b", "c", 0.5, False),
+        ("p2", "d", "e", 0.2, False),
+        ("p2", "d", "f", 0.8, True),
+        ("p2", "e", "f", 0.3, False),
+    ]
+)
 SINGLE = _candidates([(f"p{i}", f"c{i}", f"r{i}", i / 10, i % 2 == 0) for i in range(10)])
 
 
@@ -42,8 +54,13 @@ def test_random_is_seeded_and_independent_of_input_order():
     b = select_pairs(shuffled, SelectionConfig("random", seed=1))
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == 2 and set(a.prompt_id) == {"p1", "p2"}
-    picks = {tuple(select_pairs(MULTI, SelectionConfig("random", seed=s)).chosen_id +
-                   select_pairs(MULTI, SelectionConfig("random", seed=s)).rejected_id) for s in range(20)}
+    picks = {
+        tuple(
+            select_pairs(MULTI, SelectionConfig("random", seed=s)).chosen_id
+            + select_pairs(MULTI, SelectionConfig("random", seed=s)).rejected_id
+        )
+        for s in range(20)
+    }
     assert len(picks) > 1
 
 
@@ -51,8 +68,12 @@ def test_centroid_pairs_the_responses_nearest_each_cluster_centre():
     # p1: a and b are close together, c is far away: the pair must cross the clusters, a-c or b-c,
     # taking the member nearest its centre (a sits exactly at the centre of {a, b'} here).
     emb = {
-        "a": np.array([1.0, 0.0]), "b": np.array([0.9, 0.1]), "c": np.array([-1.0, 0.0]),
-        "d": np.array([0.0, 1.0]), "e": np.array([0.0, -1.0]), "f": np.array([0.1, -0.9]),
+        "a": np.array([1.0, 0.0]),
+        "b": np.array([0.9, 0.1]),
+        "c": np.array([-1.0, 0.0]),
+        "d": np.array([0.0, 1.0]),
+        "e": np.array([0.0, -1.0]),
+        "f": np.array([0.1, -0.9]),
     }
     picked = select_pairs(MULTI, SelectionConfig("centroid"), emb)
     pairs = {frozenset((c, r)) for c, r in zip(picked.chosen_id, picked.rejected_id)}

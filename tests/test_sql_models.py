@@ -6,14 +6,27 @@ from real_assets.core.sql_models import column_lineage, load_sql_models, parse_s
 
 SCHEMA = {
     "features": {
-        "response_embeddings": {"response_id": "VARCHAR", "prompt_id": "VARCHAR", "model_id": "VARCHAR",
-                                "embedding": "FLOAT[384]"},
-        "response_similarity": {"prompt_id": "VARCHAR", "response_id_a": "VARCHAR",
-                                "response_id_b": "VARCHAR", "cosine": "DOUBLE"},
+        "response_embeddings": {
+            "response_id": "VARCHAR",
+            "prompt_id": "VARCHAR",
+            "model_id": "VARCHAR",
+            "embedding": "FLOAT[384]",
+        },
+        "response_similarity": {
+            "prompt_id": "VARCHAR",
+            "response_id_a": "VARCHAR",
+            "response_id_b": "VARCHAR",
+            "cosine": "DOUBLE",
+        },
     },
     "raw": {
-        "responses": {"response_id": "VARCHAR", "prompt_id": "VARCHAR", "response": "VARCHAR",
-                      "score": "DOUBLE", "gold": "DOUBLE"},
+        "responses": {
+            "response_id": "VARCHAR",
+            "prompt_id": "VARCHAR",
+            "response": "VARCHAR",
+            "score": "DOUBLE",
+            "gold": "DOUBLE",
+        },
         "prompts": {"prompt_id": "VARCHAR", "prompt": "VARCHAR", "split": "VARCHAR", "n_responses": "BIGINT"},
     },
 }
@@ -24,7 +37,10 @@ def test_the_shipped_models_and_their_upstream_tables_come_from_the_sql():
     assert set(models) == {"response_similarity", "pair_candidates"}
     assert models["response_similarity"].upstream_tables == ("features.response_embeddings",)
     assert models["pair_candidates"].upstream_tables == (
-        "features.response_similarity", "raw.prompts", "raw.responses")
+        "features.response_similarity",
+        "raw.prompts",
+        "raw.responses",
+    )
     assert models["pair_candidates"].table == "selection.pair_candidates"
     assert "rank_least_similar" in models["pair_candidates"].columns
 
@@ -40,12 +56,15 @@ def test_column_lineage_follows_expressions_through_ctes():
     assert sim["cosine"] == [("features.response_embeddings", "embedding")]
 
 
-@pytest.mark.parametrize(("sql", "message"), [
-    ("select * from raw.responses", "select \\*"),
-    ("select a from responses", "schema-qualified"),
-    ("delete from raw.responses", "one select"),
-    ("select from where", "cannot parse"),
-])
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("select * from raw.responses", "select \\*"),
+        ("select a from responses", "schema-qualified"),
+        ("delete from raw.responses", "one select"),
+        ("select from where", "cannot parse"),
+    ],
+)
 def test_bad_sql_models_fail_naming_the_file(tmp_path: Path, sql, message):
     path = tmp_path / "selection" / "bad_model.sql"
     path.parent.mkdir()

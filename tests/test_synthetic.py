@@ -48,8 +48,12 @@ def test_near_paraphrases_and_very_different_answers_both_occur():
     by_prompt = collections.defaultdict(list)
     for r in rs:
         by_prompt[r.prompt_id].append(r)
-    gaps = [abs(a.gold - b.gold) for group in by_prompt.values() for i, a in enumerate(group)
-            for b in group[i + 1:]]
+    gaps = [
+        abs(a.gold - b.gold)
+        for group in by_prompt.values()
+        for i, a in enumerate(group)
+        for b in group[i + 1 :]
+    ]
     assert min(gaps) == 0.0 and max(gaps) >= 5.0
     assert any("Here is what works." in r.response or "Glad to help." in r.response for r in rs)
     assert all(any(t.name in r.prompt for t in TOPICS) for r in rs)
@@ -63,7 +67,7 @@ def test_labels_follow_bradley_terry_on_the_gold_gap():
     agree, expected = [], []
     for group in by_prompt.values():
         for i, a in enumerate(group):
-            for b in group[i + 1:]:
+            for b in group[i + 1 :]:
                 if a.gold == b.gold:
                     continue
                 hi, lo = (a, b) if a.gold > b.gold else (b, a)

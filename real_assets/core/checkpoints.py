@@ -48,6 +48,9 @@ def verify(path: Path, manifest: dict[str, str]) -> list[str]:
     actual = digest_directory(path)
     problems = [f"{name}: missing" for name in sorted(set(manifest) - set(actual))]
     problems += [f"{name}: not in manifest" for name in sorted(set(actual) - set(manifest))]
-    problems += [f"{name}: sha256 differs" for name in sorted(set(manifest) & set(actual))
-                 if manifest[name] != actual[name]]
+    problems += [
+        f"{name}: sha256 differs"
+        for name in sorted(set(manifest) & set(actual))
+        if manifest[name] != actual[name]
+    ]
     return problems

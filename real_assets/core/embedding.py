@@ -11,7 +11,7 @@ from real_assets.core.device import DeviceChoice
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_EMBEDDER, "all-MiniLM-L6-v2", "packaged:all-MiniLM-L6-v2"}
 POLICY_LM_PREFIX = "policy-lm:"
-"""`policy-lm:<model id or path>` embeds with a causal LM's mean-pooled last hidden state (the paper's way)."""
+"""`policy-lm:<model id or path>`: a causal LM's mean-pooled last hidden state (the paper's way)."""
 
 
 def resolve_model_path(model_id: str) -> str:
@@ -56,7 +56,10 @@ def _embed_with_sentence_transformers(texts, model_id, device, batch_size, trust
     )
     try:
         return model.encode(
-            list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
             show_progress_bar=False,
         )
     finally:
@@ -77,8 +80,13 @@ def _embed_with_causal_lm(texts, model_path, device, batch_size, trust_remote_co
     try:
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                enc = tokenizer(list(texts[start:start + batch_size]), return_tensors="pt", padding=True,
-                                truncation=True, max_length=512).to(device.device)
+                enc = tokenizer(
+                    list(texts[start : start + batch_size]),
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=512,
+                ).to(device.device)
                 hidden = model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).float()
                 out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())

@@ -71,7 +71,7 @@ def _reward_metrics(policy, reference, tokenizer, pairs, config, device) -> dict
         for name, model in (("policy", policy), ("reference", reference))
     }
     rewards = config.beta * (logps["policy"] - logps["reference"])
-    better, worse = rewards[: len(pairs)], rewards[len(pairs):]
+    better, worse = rewards[: len(pairs)], rewards[len(pairs) :]
     return {
         "eval_pairs": len(pairs),
         "preference_accuracy": float(np.mean(better > worse)),
@@ -81,13 +81,26 @@ def _reward_metrics(policy, reference, tokenizer, pairs, config, device) -> dict
 
 def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device) -> dict[str, float | int | None]:
     if scorer is None or not prompts:
-        return {"win_rate": None, "win_rate_ci_low": None, "win_rate_ci_high": None, "win_comparisons": 0,
-                "policy_quality": None, "reference_quality": None}
+        return {
+            "win_rate": None,
+            "win_rate_ci_low": None,
+            "win_rate_ci_high": None,
+            "win_comparisons": 0,
+            "policy_quality": None,
+            "reference_quality": None,
+        }
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
     samples = {
-        name: generate(model, tokenizer, repeated, device, seed=config.seed,
-                       max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                       batch_size=config.batch_size)
+        name: generate(
+            model,
+            tokenizer,
+            repeated,
+            device,
+            seed=config.seed,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            batch_size=config.batch_size,
+        )
         for name, model in (("policy", policy), ("reference", reference))
     }
     policy_q = scorer(repeated, samples["policy"])
@@ -111,23 +124,33 @@ def gold_scorer(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     return np.array([gold_quality(p, r) for p, r in zip(prompts, responses)], dtype=float)
 
 
-def reward_model_scorer(model_id: str, device: DeviceChoice, trust_remote_code: bool = False,
-                        batch_size: int = 16) -> Scorer:
+def reward_model_scorer(
+    model_id: str, device: DeviceChoice, trust_remote_code: bool = False, batch_size: int = 16
+) -> Scorer:
     """A scorer backed by any sequence-classification reward model (id or path); first logit is the score."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     def score(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_id, dtype=device.dtype, trust_remote_code=trust_remote_code
-        ).to(device.device).eval()
+        model = (
+            AutoModelForSequenceClassification.from_pretrained(
+                model_id, dtype=device.dtype, trust_remote_code=trust_remote_code
+            )
+            .to(device.device)
+            .eval()
+        )
         out = []
         with torch.no_grad():
             for start in range(0, len(prompts), batch_size):
-                enc = tokenizer(list(prompts[start:start + batch_size]),
-                                list(responses[start:start + batch_size]),
-                                return_tensors="pt", padding=True, truncation=True, max_length=512)
+                enc = tokenizer(
+                    list(prompts[start : start + batch_size]),
+                    list(responses[start : start + batch_size]),
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=512,
+                )
                 out.append(model(**enc.to(device.device)).logits[:, 0].float().cpu().numpy())
         del model
         release_cuda_memory()

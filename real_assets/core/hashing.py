@@ -63,11 +63,7 @@ def digest_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 def digest_directory(root: Path) -> dict[str, str]:
     """Digest of every file under root, keyed by its path relative to root (sorted)."""
-    return {
-        str(p.relative_to(root)): digest_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): digest_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def digest_manifest(manifest: dict[str, str]) -> str:

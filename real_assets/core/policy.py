@@ -92,9 +92,7 @@ def build_base(config: BaseModelConfig, corpus: Sequence[str]):
         tokenizer = AutoTokenizer.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(
-            config.model, trust_remote_code=config.trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
         return model, tokenizer
     tokenizer = build_tokenizer(corpus, config.vocab_size)
     model = GPT2LMHeadModel(
@@ -221,13 +219,22 @@ def load_policy(path: Path, device: DeviceChoice):
 
 
 @torch.no_grad()
-def sequence_logps(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], device: DeviceChoice,
-                   batch_size: int = 32, max_length: int = 192) -> list[float]:
+def sequence_logps(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    device: DeviceChoice,
+    batch_size: int = 32,
+    max_length: int = 192,
+) -> list[float]:
     """Sum of log-probabilities of each formatted response (with EOS) given its formatted prompt."""
     out: list[float] = []
     for start in range(0, len(prompts), batch_size):
         ids, masks = [], []
-        for prompt, response in zip(prompts[start:start + batch_size], responses[start:start + batch_size]):
+        for prompt, response in zip(
+            prompts[start : start + batch_size], responses[start : start + batch_size]
+        ):
             p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
             c = tokenizer(format_completion(response), add_special_tokens=False)["input_ids"] + [
                 tokenizer.eos_token_id
@@ -251,21 +258,36 @@ def sequence_logps(model, tokenizer, prompts: Sequence[str], responses: Sequence
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], device: DeviceChoice, seed: int,
-             max_new_tokens: int = 48, temperature: float = 0.7, batch_size: int = 32) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    device: DeviceChoice,
+    seed: int,
+    max_new_tokens: int = 48,
+    temperature: float = 0.7,
+    batch_size: int = 32,
+) -> list[str]:
     """Sampled completions, one per prompt, seeded; returns the decoded response text only."""
     torch.manual_seed(seed)
     tokenizer.padding_side = "left"
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        batch = [format_prompt(p) for p in prompts[start:start + batch_size]]
+        batch = [format_prompt(p) for p in prompts[start : start + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device.device)
         gen = model.generate(
-            **enc, do_sample=True, temperature=temperature, top_k=0, max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            **enc,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
-        out.extend(t.strip() for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
-                                                              skip_special_tokens=True))
+        out.extend(
+            t.strip()
+            for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        )
     return out
 
 

@@ -30,8 +30,13 @@ def comparison_plot(table: pd.DataFrame, path: Path) -> Path:
             high = pd.to_numeric(table["win_rate_ci_high"], errors="coerce")
             errors = [(values - low).fillna(0), (high - values).fillna(0)]
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.bar(table["strategy"], values.fillna(0), yerr=errors, capsize=4,
-               color=["#2b8cbe" if s == "easy" else "#a6bddb" for s in table["strategy"]])
+        ax.bar(
+            table["strategy"],
+            values.fillna(0),
+            yerr=errors,
+            capsize=4,
+            color=["#2b8cbe" if s == "easy" else "#a6bddb" for s in table["strategy"]],
+        )
         ax.set_title(title, fontsize=10)
     fig.suptitle("REAL: pair selection strategies")
     fig.tight_layout()

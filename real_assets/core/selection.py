@@ -59,8 +59,9 @@ def _n_keep(candidates: pd.DataFrame, fraction: float) -> int:
 
 def _by_similarity(ascending: bool):
     def pick(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _emb) -> pd.DataFrame:
-        ranked = candidates.sort_values(["cosine", *KEY_COLUMNS], ascending=[ascending, True, True, True],
-                                        kind="stable")
+        ranked = candidates.sort_values(
+            ["cosine", *KEY_COLUMNS], ascending=[ascending, True, True, True], kind="stable"
+        )
         if mode == "global":
             return ranked.head(_n_keep(candidates, config.keep_fraction))
         return ranked.groupby("prompt_id", sort=False).head(1)
@@ -87,11 +88,17 @@ def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embe
         # One pair per prompt: cluster the pairs' mean embeddings into as many clusters as pairs to keep
         # and take the pair nearest each centre (representative, mutually distinct pairs).
         n = _n_keep(candidates, config.keep_fraction)
-        means = np.stack([(embeddings[c] + embeddings[r]) / 2 for c, r in
-                          zip(candidates["chosen_id"], candidates["rejected_id"])])
+        means = np.stack(
+            [
+                (embeddings[c] + embeddings[r]) / 2
+                for c, r in zip(candidates["chosen_id"], candidates["rejected_id"])
+            ]
+        )
         km = MiniBatchKMeans(n_clusters=n, random_state=config.seed, n_init=3).fit(means)
         dist = np.linalg.norm(means - km.cluster_centers_[km.labels_], axis=1)
-        ranked = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(["dist", "label"], kind="stable")
+        ranked = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(
+            ["dist", "label"], kind="stable"
+        )
         first = set(ranked.groupby("label").head(1).index)
         # k-means can leave clusters empty: top up with the pairs nearest their own centre.
         rest = [i for i in ranked.index if i not in first][: n - len(first)]
@@ -106,11 +113,14 @@ def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embe
             [ids[i] for i in np.argsort(np.linalg.norm(vectors - centre, axis=1)) if km.labels_[i] == c]
             for c, centre in enumerate(km.cluster_centers_)
         ]
-        pairs = {frozenset((a, b)): idx for idx, a, b in
-                 zip(group.index, group["chosen_id"], group["rejected_id"])}
+        pairs = {
+            frozenset((a, b)): idx for idx, a, b in zip(group.index, group["chosen_id"], group["rejected_id"])
+        }
         # Nearest response to each centre; if that pair has no direction (tied labels), the next nearest.
-        for ra, rb in sorted(((a, b) for a in order[0] for b in order[1]),
-                             key=lambda ab: order[0].index(ab[0]) + order[1].index(ab[1])):
+        for ra, rb in sorted(
+            ((a, b) for a in order[0] for b in order[1]),
+            key=lambda ab: order[0].index(ab[0]) + order[1].index(ab[1]),
+        ):
             if frozenset((ra, rb)) in pairs:
                 picked.append(pairs[frozenset((ra, rb))])
                 break
@@ -135,6 +145,7 @@ def selection_summary(selected: pd.DataFrame, candidates: pd.DataFrame) -> dict[
         "candidate_pairs": len(candidates),
         "mean_cosine": float(selected["cosine"].mean()) if len(selected) else None,
         "label_error_rate": float(selected.loc[gold_known, "label_error"].astype(float).mean())
-        if gold_known.any() else None,
+        if gold_known.any()
+        else None,
         "share_prompts_3plus_responses": float((per_prompt >= 3).mean()) if len(per_prompt) else None,
     }

@@ -28,42 +28,138 @@ class Topic:
 
 
 TOPICS: tuple[Topic, ...] = (
-    Topic("plants", ("tomatoes", "basil", "roses", "ferns", "orchids", "cacti"),
-          ("water in the morning", "check the soil moisture", "use pots with drainage holes",
-           "give them bright indirect light", "feed with a balanced fertiliser")),
-    Topic("sleep", ("a toddler", "a night shift worker", "a student", "a new parent", "an athlete"),
-          ("keep a fixed bedtime", "avoid screens before bed", "keep the room dark and cool",
-           "limit caffeine after noon", "get morning daylight")),
-    Topic("bread", ("sourdough", "rye bread", "focaccia", "bagels", "brioche"),
-          ("weigh the flour", "let the dough rise until doubled", "knead to build gluten",
-           "bake in a hot preheated oven", "cool on a wire rack")),
-    Topic("running", ("a first 5k", "a half marathon", "trail running", "a marathon", "sprints"),
-          ("increase weekly distance slowly", "warm up before each run", "wear fitted running shoes",
-           "take rest days", "drink water during long runs")),
-    Topic("budget", ("a student", "a family of four", "a freelancer", "a retiree", "a couple"),
-          ("track every expense", "set up an emergency fund", "pay off high interest debt first",
-           "automate your savings", "review subscriptions monthly")),
-    Topic("python", ("a web scraper", "a data pipeline", "a command line tool", "unit tests", "a small api"),
-          ("use a virtual environment", "write small functions", "add type hints",
-           "run the tests often", "read the error message carefully")),
-    Topic("bikes", ("a road bike", "a mountain bike", "a commuter bike", "an old bike", "a kids bike"),
-          ("check the tyre pressure", "clean and oil the chain", "test the brakes",
-           "adjust the saddle height", "tighten loose bolts")),
-    Topic("interview", ("a nurse job", "a teaching job", "a developer job", "a sales job", "an internship"),
-          ("research the company", "practise common questions", "prepare your own questions",
-           "arrive ten minutes early", "send a thank you note")),
-    Topic("coffee", ("espresso", "pour over", "cold brew", "french press", "a moka pot"),
-          ("use freshly ground beans", "weigh the coffee and water", "use water just off the boil",
-           "clean the equipment", "store beans in an airtight jar")),
-    Topic("painting", ("a bedroom wall", "a fence", "a kitchen cabinet", "a door", "a ceiling"),
-          ("clean the surface first", "apply a primer", "use painters tape on edges",
-           "apply two thin coats", "let each coat dry fully")),
-    Topic("dogs", ("a puppy", "a rescue dog", "an old dog", "a shy dog", "a big dog"),
-          ("reward good behaviour", "keep training sessions short", "walk them every day",
-           "be consistent with commands", "socialise them early")),
-    Topic("studying", ("maths", "history", "chemistry", "a new language", "biology"),
-          ("space out your revision", "test yourself often", "teach the idea to someone",
-           "take short breaks", "sleep well before the exam")),
+    Topic(
+        "plants",
+        ("tomatoes", "basil", "roses", "ferns", "orchids", "cacti"),
+        (
+            "water in the morning",
+            "check the soil moisture",
+            "use pots with drainage holes",
+            "give them bright indirect light",
+            "feed with a balanced fertiliser",
+        ),
+    ),
+    Topic(
+        "sleep",
+        ("a toddler", "a night shift worker", "a student", "a new parent", "an athlete"),
+        (
+            "keep a fixed bedtime",
+            "avoid screens before bed",
+            "keep the room dark and cool",
+            "limit caffeine after noon",
+            "get morning daylight",
+        ),
+    ),
+    Topic(
+        "bread",
+        ("sourdough", "rye bread", "focaccia", "bagels", "brioche"),
+        (
+            "weigh the flour",
+            "let the dough rise until doubled",
+            "knead to build gluten",
+            "bake in a hot preheated oven",
+            "cool on a wire rack",
+        ),
+    ),
+    Topic(
+        "running",
+        ("a first 5k", "a half marathon", "trail running", "a marathon", "sprints"),
+        (
+            "increase weekly distance slowly",
+            "warm up before each run",
+            "wear fitted running shoes",
+            "take rest days",
+            "drink water during long runs",
+        ),
+    ),
+    Topic(
+        "budget",
+        ("a student", "a family of four", "a freelancer", "a retiree", "a couple"),
+        (
+            "track every expense",
+            "set up an emergency fund",
+            "pay off high interest debt first",
+            "automate your savings",
+            "review subscriptions monthly",
+        ),
+    ),
+    Topic(
+        "python",
+        ("a web scraper", "a data pipeline", "a command line tool", "unit tests", "a small api"),
+        (
+            "use a virtual environment",
+            "write small functions",
+            "add type hints",
+            "run the tests often",
+            "read the error message carefully",
+        ),
+    ),
+    Topic(
+        "bikes",
+        ("a road bike", "a mountain bike", "a commuter bike", "an old bike", "a kids bike"),
+        (
+            "check the tyre pressure",
+            "clean and oil the chain",
+            "test the brakes",
+            "adjust the saddle height",
+            "tighten loose bolts",
+        ),
+    ),
+    Topic(
+        "interview",
+        ("a nurse job", "a teaching job", "a developer job", "a sales job", "an internship"),
+        (
+            "research the company",
+            "practise common questions",
+            "prepare your own questions",
+            "arrive ten minutes early",
+            "send a thank you note",
+        ),
+    ),
+    Topic(
+        "coffee",
+        ("espresso", "pour over", "cold brew", "french press", "a moka pot"),
+        (
+            "use freshly ground beans",
+            "weigh the coffee and water",
+            "use water just off the boil",
+            "clean the equipment",
+            "store beans in an airtight jar",
+        ),
+    ),
+    Topic(
+        "painting",
+        ("a bedroom wall", "a fence", "a kitchen cabinet", "a door", "a ceiling"),
+        (
+            "clean the surface first",
+            "apply a primer",
+            "use painters tape on edges",
+            "apply two thin coats",
+            "let each coat dry fully",
+        ),
+    ),
+    Topic(
+        "dogs",
+        ("a puppy", "a rescue dog", "an old dog", "a shy dog", "a big dog"),
+        (
+            "reward good behaviour",
+            "keep training sessions short",
+            "walk them every day",
+            "be consistent with commands",
+            "socialise them early",
+        ),
+    ),
+    Topic(
+        "studying",
+        ("maths", "history", "chemistry", "a new language", "biology"),
+        (
+            "space out your revision",
+            "test yourself often",
+            "teach the idea to someone",
+            "take short breaks",
+            "sleep well before the exam",
+        ),
+    ),
 )
 
 TEMPLATES = (
@@ -75,15 +171,30 @@ TEMPLATES = (
     "Any practical steps for {topic} with {subject}?",
 )
 
-OPENERS = ("Here is what helps.", "Good question.", "Sure, here are some ideas.", "Happy to help.",
-           "A few things work well.", "Try this.")
-PARAPHRASE_OPENERS = ("Here is what works.", "Great question.", "Of course, some ideas.",
-                      "Glad to help.", "Several things work well.", "Give this a go.")
+OPENERS = (
+    "Here is what helps.",
+    "Good question.",
+    "Sure, here are some ideas.",
+    "Happy to help.",
+    "A few things work well.",
+    "Try this.",
+)
+PARAPHRASE_OPENERS = (
+    "Here is what works.",
+    "Great question.",
+    "Of course, some ideas.",
+    "Glad to help.",
+    "Several things work well.",
+    "Give this a go.",
+)
 CLOSERS = ("Good luck.", "Hope this helps.", "You will get there.", "Enjoy it.", "")
 REFUSALS = ("I am sorry, but I cannot help with that.", "I would rather not answer that question.")
 RUDE = ("That is a stupid question.", "Just figure it out yourself.", "Nobody cares, stop asking.")
-VAGUE = ("It depends on many things.", "Everyone is different, so just try stuff.",
-         "There is no single answer to this.")
+VAGUE = (
+    "It depends on many things.",
+    "Everyone is different, so just try stuff.",
+    "There is no single answer to this.",
+)
 
 RUDE_WORDS = ("stupid", "nobody cares", "figure it out yourself", "stop asking")
 REFUSAL_WORDS = ("cannot help", "rather not answer")
@@ -105,9 +216,7 @@ def gold_quality(prompt: str, response: str) -> float:
     low = response.lower()
     topic = topic_of(prompt)
     relevant = sum(fact in low for fact in topic.facts) if topic else 0
-    off_topic = sum(
-        fact in low for other in TOPICS if other is not topic for fact in other.facts
-    )
+    off_topic = sum(fact in low for other in TOPICS if other is not topic for fact in other.facts)
     words = _WORD.findall(low)
     repetition = 0.0 if len(words) < 4 else 1.0 - len(set(words)) / len(words)
     too_long = max(0, len(words) - 60) / 20
@@ -125,7 +234,11 @@ def _helpful(rng: np.random.Generator, topic: Topic, openers: tuple[str, ...]) -
     n_facts = int(rng.integers(1, len(topic.facts) + 1))
     chosen = sorted(rng.choice(len(topic.facts), size=n_facts, replace=False).tolist())
     opener = int(rng.integers(len(OPENERS)))
-    return _render(openers[opener], [topic.facts[i] for i in chosen], CLOSERS[opener % len(CLOSERS)]), chosen, opener
+    return (
+        _render(openers[opener], [topic.facts[i] for i in chosen], CLOSERS[opener % len(CLOSERS)]),
+        chosen,
+        opener,
+    )
 
 
 def _render(opener: str, facts: list[str], closer: str) -> str:
@@ -136,8 +249,10 @@ def _render(opener: str, facts: list[str], closer: str) -> str:
 def _responses_for(rng: np.random.Generator, topic: Topic, n: int) -> list[str]:
     out: list[str] = []
     while len(dict.fromkeys(out)) < n:
-        kind = rng.choice(["helpful", "paraphrase", "refusal", "rude", "off_topic", "vague"],
-                          p=[0.35, 0.2, 0.1, 0.1, 0.1, 0.15])
+        kind = rng.choice(
+            ["helpful", "paraphrase", "refusal", "rude", "off_topic", "vague"],
+            p=[0.35, 0.2, 0.1, 0.1, 0.1, 0.15],
+        )
         if kind == "helpful" or (kind == "paraphrase" and not out):
             out.append(_helpful(rng, topic, OPENERS)[0])
         elif kind == "paraphrase":
@@ -187,12 +302,20 @@ def iter_synthetic(
             rid = response_id(pid, text)
             gold = gold_quality(prompt, text)
             noise = np.random.default_rng(int(digest(str(seed), rid)[:15], 16)).gumbel()
-            batch.responses.append(ResponseRecord(
-                prompt_id=pid, response_id=rid, prompt=prompt, response=text,
-                score=round(gold / label_temperature + float(noise), 6), gold=gold,
-                split=split_for(pid, test_fraction), source=SOURCE_NAME,
-                source_file=f"synthetic:seed={seed}", row_number=row_number,
-            ))
+            batch.responses.append(
+                ResponseRecord(
+                    prompt_id=pid,
+                    response_id=rid,
+                    prompt=prompt,
+                    response=text,
+                    score=round(gold / label_temperature + float(noise), 6),
+                    gold=gold,
+                    split=split_for(pid, test_fraction),
+                    source=SOURCE_NAME,
+                    source_file=f"synthetic:seed={seed}",
+                    row_number=row_number,
+                )
+            )
         if len(batch.responses) >= batch_size:
             yield batch
             batch = SourceBatch()

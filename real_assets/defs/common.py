@@ -1,6 +1,5 @@
 """What every asset shares: pools, partitions, upstream versions and the materialization result."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -60,7 +59,9 @@ def finish(
     """Close the loop between Dagster and MLflow: the MLflow run gets the data version, the
     materialization gets the MLflow run id and link."""
     step.set_tags({"dagster.data_version": data_version})
-    step.log_metrics({k: v for k, v in metadata.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    step.log_metrics(
+        {k: v for k, v in metadata.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(data_version),
         metadata={

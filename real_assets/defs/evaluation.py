@@ -1,6 +1,5 @@
 """Evaluation domain: held-out scores per strategy and the paper's comparison across strategies."""
 
-
 import base64
 import json
 
@@ -33,9 +32,22 @@ create table if not exists eval.eval_scores (
     judge varchar, seed bigint, beta double
 )
 """
-EVAL_COLUMNS = ["strategy", "checkpoint_version", "eval_pairs", "preference_accuracy", "reward_margin",
-                "win_rate", "win_rate_ci_low", "win_rate_ci_high", "win_comparisons", "policy_quality",
-                "reference_quality", "judge", "seed", "beta"]
+EVAL_COLUMNS = [
+    "strategy",
+    "checkpoint_version",
+    "eval_pairs",
+    "preference_accuracy",
+    "reward_margin",
+    "win_rate",
+    "win_rate_ci_low",
+    "win_rate_ci_high",
+    "win_comparisons",
+    "policy_quality",
+    "reference_quality",
+    "judge",
+    "seed",
+    "beta",
+]
 
 
 class EvalParams(dg.Config):
@@ -58,17 +70,24 @@ def _held_out(warehouse: Warehouse, params: EvalParams) -> tuple[list[HeldOutPai
     """Test-split pairs directed by gold quality (by label where gold is unknown; gold ties left out),
     the test prompts, and whether every test response has a gold quality."""
     with warehouse.connect(read_only=True) as con:
-        rows = con.execute("""
+        rows = con.execute(
+            """
             select p.prompt, c.response, r.response, c.gold, r.gold
             from selection.pair_candidates as k
             join raw.prompts as p using (prompt_id)
             join raw.responses as c on c.response_id = k.chosen_id
             join raw.responses as r on r.response_id = k.rejected_id
             where k.split = 'test' and (k.gold_gap is null or k.gold_gap <> 0)
-            order by k.prompt_id, k.chosen_id, k.rejected_id limit ?""", [params.max_eval_pairs]).fetchall()
-        prompts = [r[0] for r in con.execute(
-            "select prompt from raw.prompts where split = 'test' and pairable order by prompt_id limit ?",
-            [params.max_eval_prompts]).fetchall()]
+            order by k.prompt_id, k.chosen_id, k.rejected_id limit ?""",
+            [params.max_eval_pairs],
+        ).fetchall()
+        prompts = [
+            r[0]
+            for r in con.execute(
+                "select prompt from raw.prompts where split = 'test' and pairable order by prompt_id limit ?",
+                [params.max_eval_prompts],
+            ).fetchall()
+        ]
         all_gold = con.execute("""
             select count(*) = count(r.gold) from raw.responses as r join raw.prompts as p using (prompt_id)
             where p.split = 'test'""").fetchone()[0]
@@ -90,8 +109,9 @@ def _scorer(params: EvalParams, all_gold: bool, compute: Compute):
     if judge == "reward_model":
         if not params.reward_model:
             raise dg.Failure("judge='reward_model' needs `reward_model` (a model id or path)")
-        return params.reward_model, reward_model_scorer(params.reward_model, compute.choice(),
-                                                        params.trust_remote_code)
+        return params.reward_model, reward_model_scorer(
+            params.reward_model, compute.choice(), params.trust_remote_code
+        )
     if judge == "none":
         return "none", None
     raise dg.Failure(f"unknown judge {params.judge!r}: use auto, gold, reward_model or none")
@@ -104,13 +124,21 @@ def _scorer(params: EvalParams, all_gold: bool, compute: Compute):
     partitions_def=strategy_partitions,
     code_version=EVAL_VERSION,
     pool=GPU_POOL,
-    check_specs=[dg.AssetCheckSpec(POLICY_NOT_WORSE, asset="eval_scores",
-                                   description="warns when the DPO policy loses to its reference")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            POLICY_NOT_WORSE,
+            asset="eval_scores",
+            description="warns when the DPO policy loses to its reference",
+        )
+    ],
     description="Held-out scores of one strategy's DPO policy (eval.eval_scores): implicit-reward "
     "preference accuracy and margin against gold, and win rate over the reference with a 95% interval.",
 )
 def eval_scores(
-    context: dg.AssetExecutionContext, config: EvalParams, warehouse: Warehouse, compute: Compute,
+    context: dg.AssetExecutionContext,
+    config: EvalParams,
+    warehouse: Warehouse,
+    compute: Compute,
     tracking: Tracking,
 ):
     strategy = context.partition_key
@@ -120,27 +148,44 @@ def eval_scores(
         reference = latest_checkpoint(warehouse, "reference_policy")
         pairs, prompts, all_gold = _held_out(warehouse, config)
         judge, scorer = _scorer(config, all_gold, compute)
-        eval_cfg = EvalConfig(beta=config.beta, samples_per_prompt=config.samples_per_prompt,
-                              max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                              seed=config.seed)
+        eval_cfg = EvalConfig(
+            beta=config.beta,
+            samples_per_prompt=config.samples_per_prompt,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            seed=config.seed,
+        )
         metrics = evaluate_policy(policy, reference, pairs, prompts, scorer, eval_cfg, compute.choice())
-        row = {"strategy": strategy, "checkpoint_version": policy.name, **metrics, "judge": judge,
-               "seed": config.seed, "beta": config.beta}
-        frame = pd.DataFrame([row])[EVAL_COLUMNS]  # noqa: F841 - read by DuckDB below
+        row = {
+            "strategy": strategy,
+            "checkpoint_version": policy.name,
+            **metrics,
+            "judge": judge,
+            "seed": config.seed,
+            "beta": config.beta,
+        }
         with warehouse.connect() as con:
+            con.register("frame", pd.DataFrame([row])[EVAL_COLUMNS])
             con.execute(_DDL)
             con.execute("insert or replace into eval.eval_scores select * from frame")
             content, _ = table_digest(con, "eval.eval_scores", ["strategy"], where=("strategy", strategy))
-        result = finish(context, tracking, step, content[:16],
-                        {k: v for k, v in row.items() if v is not None} | {"table": "eval.eval_scores"})
+        result = finish(
+            context,
+            tracking,
+            step,
+            content[:16],
+            {k: v for k, v in row.items() if v is not None} | {"table": "eval.eval_scores"},
+        )
     yield result
     win, high = metrics.get("win_rate"), metrics.get("win_rate_ci_high")
     yield dg.AssetCheckResult(
         check_name=POLICY_NOT_WORSE,
         passed=win is None or high >= 0.5,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"win_rate": win if win is not None else float("nan"),
-                  "win_rate_ci_high": high if high is not None else float("nan")},
+        metadata={
+            "win_rate": win if win is not None else float("nan"),
+            "win_rate_ci_high": high if high is not None else float("nan"),
+        },
     )
 
 

@@ -1,6 +1,5 @@
 """Features domain: response embeddings (GPU when present) and the SQL models built on them."""
 
-
 import time
 
 import dagster as dg
@@ -35,7 +34,8 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
         if current:
             todo = con.execute(
                 "select response_id, prompt_id, response from raw.responses where response_id not in "
-                "(select response_id from features.response_embeddings where model_id = ?) order by response_id",
+                "(select response_id from features.response_embeddings where model_id = ?) "
+                "order by response_id",
                 [config.model],
             ).fetchall()
         else:
@@ -45,8 +45,11 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
     device = compute.choice()
     started = time.perf_counter()
     vectors = (
-        embed_texts([t[2] for t in todo], config.model, device, compute.embed_batch_size,
-                    config.trust_remote_code) if todo else np.zeros((0, 0), np.float32)
+        embed_texts(
+            [t[2] for t in todo], config.model, device, compute.embed_batch_size, config.trust_remote_code
+        )
+        if todo
+        else np.zeros((0, 0), np.float32)
     )
     seconds = time.perf_counter() - started
     with warehouse.connect() as con:
@@ -65,18 +68,28 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
                 f"create table if not exists features.response_embeddings (response_id varchar primary key, "
                 f"prompt_id varchar not null, model_id varchar not null, embedding float[{dim}] not null)"
             )
-            staged = pa.table({  # noqa: F841 - read by DuckDB below
-                "response_id": [t[0] for t in todo], "prompt_id": [t[1] for t in todo],
-                "model_id": [config.model] * len(todo),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
-            })
+            con.register(
+                "staged",
+                pa.table(
+                    {
+                        "response_id": [t[0] for t in todo],
+                        "prompt_id": [t[1] for t in todo],
+                        "model_id": [config.model] * len(todo),
+                        "embedding": pa.FixedSizeListArray.from_arrays(
+                            pa.array(vectors.reshape(-1), pa.float32()), dim
+                        ),
+                    }
+                ),
+            )
             con.execute("insert or replace into features.response_embeddings select * from staged")
         con.execute(
             "delete from features.response_embeddings where response_id not in "
             "(select response_id from raw.responses)"
         )
         content, rows = table_digest(con, "features.response_embeddings", ["response_id"])
-        dim = con.execute("select array_length(embedding) from features.response_embeddings limit 1").fetchone()
+        dim = con.execute(
+            "select array_length(embedding) from features.response_embeddings limit 1"
+        ).fetchone()
     return {
         "model": config.model,
         "device": device.device,

@@ -1,11 +1,11 @@
 """Ingest domain: `raw_responses` from the configured source, with every input row accepted or rejected."""
 
-
 import time
 import uuid
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
 
 from real_assets.core.hashing import digest
 from real_assets.core.records import SourceBatch
@@ -59,36 +59,54 @@ class IngestConfig(dg.Config):
     n_prompts: int = 360
     test_fraction: float = 0.2
     max_chars: int = 8000
-    column_map: dict[str, str] = {}
+    column_map: dict[str, str] = Field(default_factory=dict)
 
     def spec(self) -> SourceSpec:
         return SourceSpec(
-            source=self.source, path=self.path, revision=self.revision, split=self.split, limit=self.limit,
-            seed=self.seed, n_prompts=self.n_prompts, test_fraction=self.test_fraction,
-            max_chars=self.max_chars, column_map=dict(self.column_map) or None,
+            source=self.source,
+            path=self.path,
+            revision=self.revision,
+            split=self.split,
+            limit=self.limit,
+            seed=self.seed,
+            n_prompts=self.n_prompts,
+            test_fraction=self.test_fraction,
+            max_chars=self.max_chars,
+            column_map=dict(self.column_map) or None,
         )
 
 
 def _responses_table(batch: SourceBatch) -> pa.Table:
     rs = batch.responses
-    return pa.table({
-        "response_id": [r.response_id for r in rs], "prompt_id": [r.prompt_id for r in rs],
-        "prompt": [r.prompt for r in rs], "response": [r.response for r in rs],
-        "score": pa.array([r.score for r in rs], pa.float64()),
-        "gold": pa.array([r.gold for r in rs], pa.float64()), "split": [r.split for r in rs],
-        "source": [r.source for r in rs], "source_file": [r.source_file for r in rs],
-        "row_number": pa.array([r.row_number for r in rs], pa.int64()),
-    })
+    return pa.table(
+        {
+            "response_id": [r.response_id for r in rs],
+            "prompt_id": [r.prompt_id for r in rs],
+            "prompt": [r.prompt for r in rs],
+            "response": [r.response for r in rs],
+            "score": pa.array([r.score for r in rs], pa.float64()),
+            "gold": pa.array([r.gold for r in rs], pa.float64()),
+            "split": [r.split for r in rs],
+            "source": [r.source for r in rs],
+            "source_file": [r.source_file for r in rs],
+            "row_number": pa.array([r.row_number for r in rs], pa.int64()),
+        }
+    )
 
 
 def _rejects_table(batch: SourceBatch, ingestion_id: str) -> pa.Table:
     rj = batch.rejects
-    return pa.table({
-        "source": [r.source for r in rj], "source_file": [r.source_file for r in rj],
-        "row_number": pa.array([r.row_number for r in rj], pa.int64()), "field": [r.field for r in rj],
-        "reason": [r.reason for r in rj], "excerpt": [r.excerpt for r in rj],
-        "ingestion_id": [ingestion_id] * len(rj),
-    })
+    return pa.table(
+        {
+            "source": [r.source for r in rj],
+            "source_file": [r.source_file for r in rj],
+            "row_number": pa.array([r.row_number for r in rj], pa.int64()),
+            "field": [r.field for r in rj],
+            "reason": [r.reason for r in rj],
+            "excerpt": [r.excerpt for r in rj],
+            "ingestion_id": [ingestion_id] * len(rj),
+        }
+    )
 
 
 def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
@@ -109,7 +127,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                 counts["rejected_rows"] += len(batch.rejects)
                 for r in batch.rejects:
                     reasons[r.reason] = reasons.get(r.reason, 0) + 1
-                staged = _responses_table(batch)  # noqa: F841 - read by DuckDB below
+                con.register("staged", _responses_table(batch))
                 before = con.execute("select count(*) from raw.responses").fetchone()[0]
                 con.execute("""
                     insert into raw.responses
@@ -122,20 +140,31 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                     select distinct on (prompt_id) prompt_id, prompt, split, source from staged
                     order by prompt_id, row_number
                     on conflict do nothing""")
-                counts["new_responses"] += con.execute("select count(*) from raw.responses").fetchone()[0] - before
-                rejected = _rejects_table(batch, ingestion_id)  # noqa: F841 - read by DuckDB below
+                counts["new_responses"] += (
+                    con.execute("select count(*) from raw.responses").fetchone()[0] - before
+                )
+                con.register("rejected", _rejects_table(batch, ingestion_id))
                 before = con.execute("select count(*) from raw.rejects").fetchone()[0]
                 con.execute("insert into raw.rejects select * from rejected on conflict do nothing")
-                counts["new_rejects"] += con.execute("select count(*) from raw.rejects").fetchone()[0] - before
+                counts["new_rejects"] += (
+                    con.execute("select count(*) from raw.rejects").fetchone()[0] - before
+                )
             if counts["input_rows"] != counts["accepted_rows"] + counts["rejected_rows"]:
                 raise RuntimeError(f"row accounting broke: {counts}")
             con.execute(_PROMPTS)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
                 "rejected_rows, new_responses, new_rejects) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                [ingestion_id, spec.source, spec.path or f"{spec.source}:seed={spec.seed}",
-                 counts["input_rows"], counts["accepted_rows"], counts["rejected_rows"],
-                 counts["new_responses"], counts["new_rejects"]],
+                [
+                    ingestion_id,
+                    spec.source,
+                    spec.path or f"{spec.source}:seed={spec.seed}",
+                    counts["input_rows"],
+                    counts["accepted_rows"],
+                    counts["rejected_rows"],
+                    counts["new_responses"],
+                    counts["new_rejects"],
+                ],
             )
             con.execute("commit")
         except BaseException:

@@ -1,6 +1,5 @@
 """Selection domain: `selected_pairs`, one partition per strategy of the paper."""
 
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -22,8 +21,18 @@ create table if not exists selection.selected_pairs (
     primary key (strategy, prompt_id, chosen_id, rejected_id)
 )
 """
-PAIR_COLUMNS = ["prompt_id", "chosen_id", "rejected_id", "chosen_score", "rejected_score", "score_gap",
-                "gold_gap", "label_error", "cosine", "n_responses"]
+PAIR_COLUMNS = [
+    "prompt_id",
+    "chosen_id",
+    "rejected_id",
+    "chosen_score",
+    "rejected_score",
+    "score_gap",
+    "gold_gap",
+    "label_error",
+    "cosine",
+    "n_responses",
+]
 
 
 class SelectionParams(dg.Config):
@@ -53,15 +62,19 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
 
 def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame) -> tuple[str, int]:
     """Replace one strategy's rows; returns the partition's content digest and row count."""
-    frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]  # noqa: F841
     with warehouse.connect() as con:
+        con.register("frame", selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]])
         con.execute(_DDL)
         con.execute("begin transaction")
         con.execute("delete from selection.selected_pairs where strategy = ?", [strategy])
         con.execute("insert into selection.selected_pairs select * from frame")
         con.execute("commit")
-        return table_digest(con, "selection.selected_pairs", ["prompt_id", "chosen_id", "rejected_id"],
-                            where=("strategy", strategy))
+        return table_digest(
+            con,
+            "selection.selected_pairs",
+            ["prompt_id", "chosen_id", "rejected_id"],
+            where=("strategy", strategy),
+        )
 
 
 @dg.asset(
@@ -79,8 +92,9 @@ def selected_pairs(
 ) -> dg.MaterializeResult:
     strategy = context.partition_key
     with tracking.step(context, SELECTED_PAIRS_VERSION, upstream_versions(context)) as step:
-        params = SelectionConfig(strategy=strategy, mode=config.mode, keep_fraction=config.keep_fraction,
-                                 seed=config.seed)
+        params = SelectionConfig(
+            strategy=strategy, mode=config.mode, keep_fraction=config.keep_fraction, seed=config.seed
+        )
         step.log_params(config.model_dump() | {"strategy": strategy})
         candidates, embeddings = read_train_candidates(warehouse, with_embeddings=strategy == "centroid")
         if candidates.empty:
@@ -88,6 +102,9 @@ def selected_pairs(
         selected = select_pairs(candidates, params, embeddings)
         content, rows = write_selection(warehouse, strategy, selected)
         summary = selection_summary(selected, candidates)
-        metadata = {**{k: v for k, v in summary.items() if v is not None},
-                    "table": "selection.selected_pairs", "dagster/row_count": rows}
+        metadata = {
+            **{k: v for k, v in summary.items() if v is not None},
+            "table": "selection.selected_pairs",
+            "dagster/row_count": rows,
+        }
         return finish(context, tracking, step, content[:16], metadata)

@@ -1,6 +1,5 @@
 """One asset per file in `dbt_like_sql/`: upstream assets and column lineage come from the parsed SQL."""
 
-
 import dagster as dg
 
 from real_assets.core.hashing import digest
@@ -68,8 +67,12 @@ def build_sql_asset(model: SqlModel) -> dg.AssetsDefinition:
             with warehouse.connect() as con:
                 con.execute(f"create or replace table {model.table} as {model.sql}")
                 content, rows = table_digest(con, model.table, ORDER_KEYS[model.name])
-            metadata = {"table": model.table, "rows": rows, "dagster/row_count": rows,
-                        **_lineage_metadata(model, warehouse)}
+            metadata = {
+                "table": model.table,
+                "rows": rows,
+                "dagster/row_count": rows,
+                **_lineage_metadata(model, warehouse),
+            }
             return finish(context, tracking, step, content[:16], metadata)
 
     return _sql_asset
@@ -88,7 +91,8 @@ CANDIDATES_DIRECTED = "chosen_scores_above_rejected"
 _CHECKS: dict[tuple[str, str], tuple[str, str]] = {
     ("response_similarity", SIMILARITY_RANGE): (
         "cosine within [-1, 1] and not null",
-        "select count(*) from features.response_similarity where cosine is null or cosine not between -1 and 1",
+        "select count(*) from features.response_similarity "
+        "where cosine is null or cosine not between -1 and 1",
     ),
     ("response_similarity", NO_SELF_PAIRS): (
         "no response paired with itself",
@@ -97,7 +101,8 @@ _CHECKS: dict[tuple[str, str], tuple[str, str]] = {
     ("response_similarity", ONE_ROW_PER_PAIR): (
         "exactly one row per unordered pair of responses to a prompt",
         """select (select count(*) from features.response_similarity where response_id_a >= response_id_b)
-           + (select count(*) - count(distinct (response_id_a, response_id_b)) from features.response_similarity)
+           + (select count(*) - count(distinct (response_id_a, response_id_b))
+              from features.response_similarity)
            + abs((select count(*) from features.response_similarity)
                  - (select coalesce(sum(n * (n - 1) / 2), 0) from
                     (select count(*) as n from features.response_embeddings group by prompt_id)))""",

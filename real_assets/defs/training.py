@@ -1,6 +1,5 @@
 """Training domain: the SFT reference policy and one DPO checkpoint per selection strategy."""
 
-
 import json
 from pathlib import Path
 
@@ -62,16 +61,24 @@ class DpoConfig(dg.Config):
     seed: int = 0
 
 
-def record_checkpoint(warehouse: Warehouse, asset: str, partition: str, ckpt: Checkpoint, step: StepRun,
-                      run_id: str) -> None:
+def record_checkpoint(
+    warehouse: Warehouse, asset: str, partition: str, ckpt: Checkpoint, step: StepRun, run_id: str
+) -> None:
     """The manifest row the audit later re-hashes the checkpoint files against."""
     with warehouse.connect() as con:
         con.execute(_DDL)
         con.execute(
             "insert or replace into models.checkpoints (asset, partition, data_version, path, manifest, "
             "mlflow_run_id, dagster_run_id) values (?, ?, ?, ?, ?, ?, ?)",
-            [asset, partition, ckpt.data_version, str(ckpt.path), json.dumps(ckpt.manifest), step.run_id,
-             run_id],
+            [
+                asset,
+                partition,
+                ckpt.data_version,
+                str(ckpt.path),
+                json.dumps(ckpt.manifest),
+                step.run_id,
+                run_id,
+            ],
         )
 
 
@@ -80,7 +87,8 @@ def latest_checkpoint(warehouse: Warehouse, asset: str, partition: str = "_") ->
     with warehouse.connect(read_only=True) as con:
         row = con.execute(
             "select path from models.checkpoints where asset = ? and partition = ? "
-            "order by created_at desc limit 1", [asset, partition]
+            "order by created_at desc limit 1",
+            [asset, partition],
         ).fetchone()
     if row is None:
         raise dg.Failure(f"no checkpoint of {asset}[{partition}] recorded: materialize it first")
@@ -89,7 +97,9 @@ def latest_checkpoint(warehouse: Warehouse, asset: str, partition: str = "_") ->
 
 def _log_curve(step: StepRun, prefix: str):
     def on_log(global_step: int, logs: dict[str, float]) -> None:
-        step.log_metrics({f"{prefix}/{k}" if "/" not in k else k: v for k, v in logs.items()}, step=global_step)
+        step.log_metrics(
+            {f"{prefix}/{k}" if "/" not in k else k: v for k, v in logs.items()}, step=global_step
+        )
 
     return on_log
 
@@ -104,7 +114,10 @@ def _log_curve(step: StepRun, prefix: str):
     "chosen (highest-label) response of each train prompt. Safetensors under <home>/checkpoints.",
 )
 def reference_policy(
-    context: dg.AssetExecutionContext, config: ReferenceConfig, warehouse: Warehouse, compute: Compute,
+    context: dg.AssetExecutionContext,
+    config: ReferenceConfig,
+    warehouse: Warehouse,
+    compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
     with tracking.step(context, REFERENCE_VERSION, upstream_versions(context)) as step:
@@ -121,14 +134,24 @@ def reference_policy(
         corpus = [format_prompt(p) + format_completion(r) for p, r, _s, _i in train]
         device = compute.choice()
         model, tokenizer = build_base(
-            BaseModelConfig(model=config.base_model, vocab_size=config.vocab_size, n_layer=config.n_layer,
-                            n_embd=config.n_embd, trust_remote_code=config.trust_remote_code,
-                            seed=config.seed),
+            BaseModelConfig(
+                model=config.base_model,
+                vocab_size=config.vocab_size,
+                n_layer=config.n_layer,
+                n_embd=config.n_embd,
+                trust_remote_code=config.trust_remote_code,
+                seed=config.seed,
+            ),
             corpus,
         )
         out = staging_dir(checkpoints_dir(), "reference_policy", None)
-        train_cfg = TrainConfig(learning_rate=config.learning_rate, epochs=config.epochs,
-                                batch_size=config.batch_size, max_length=config.max_length, seed=config.seed)
+        train_cfg = TrainConfig(
+            learning_rate=config.learning_rate,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            seed=config.seed,
+        )
         history = train_sft(model, tokenizer, rows, train_cfg, out, device, _log_curve(step, "sft"))
         ckpt = finalize(out)
         record_checkpoint(warehouse, "reference_policy", "_", ckpt, step, context.run_id)
@@ -154,7 +177,10 @@ def reference_policy(
     "(loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow.",
 )
 def dpo_checkpoint(
-    context: dg.AssetExecutionContext, config: DpoConfig, warehouse: Warehouse, compute: Compute,
+    context: dg.AssetExecutionContext,
+    config: DpoConfig,
+    warehouse: Warehouse,
+    compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
     strategy = context.partition_key
@@ -162,30 +188,44 @@ def dpo_checkpoint(
         step.log_params(config.model_dump() | {"strategy": strategy})
         reference = latest_checkpoint(warehouse, "reference_policy")
         with warehouse.connect(read_only=True) as con:
-            pairs = con.execute("""
+            pairs = con.execute(
+                """
                 select s.prompt_id, s.chosen_id, s.rejected_id, p.prompt, c.response as chosen,
                        r.response as rejected
                 from selection.selected_pairs as s
                 join raw.prompts as p using (prompt_id)
                 join raw.responses as c on c.response_id = s.chosen_id
                 join raw.responses as r on r.response_id = s.rejected_id
-                where s.strategy = ? order by s.prompt_id, s.chosen_id, s.rejected_id""", [strategy]).df()
+                where s.strategy = ? order by s.prompt_id, s.chosen_id, s.rejected_id""",
+                [strategy],
+            ).df()
         if pairs.empty:
             raise dg.Failure(f"selected_pairs[{strategy}] is empty")
-        dataset_digest = step.log_dataset(pairs, name=f"selected_pairs[{strategy}]",
-                                          source=str(warehouse.database()))
-        rows = [{"prompt": format_prompt(p), "chosen": format_completion(c), "rejected": format_completion(r)}
-                for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])]
+        dataset_digest = step.log_dataset(
+            pairs, name=f"selected_pairs[{strategy}]", source=str(warehouse.database())
+        )
+        rows = [
+            {"prompt": format_prompt(p), "chosen": format_completion(c), "rejected": format_completion(r)}
+            for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])
+        ]
         device = compute.choice()
         out = staging_dir(checkpoints_dir(), "dpo_checkpoint", strategy)
-        train_cfg = TrainConfig(learning_rate=config.learning_rate, epochs=config.epochs,
-                                batch_size=config.batch_size, max_length=config.max_length, beta=config.beta,
-                                seed=config.seed)
+        train_cfg = TrainConfig(
+            learning_rate=config.learning_rate,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            beta=config.beta,
+            seed=config.seed,
+        )
         history = train_dpo(reference, rows, train_cfg, out, device, _log_curve(step, "train"))
         ckpt = finalize(out)
         record_checkpoint(warehouse, "dpo_checkpoint", strategy, ckpt, step, context.run_id)
-        version = step.register_model(f"real-assets-dpo-{strategy}", ckpt.path,
-                                      {"data_version": ckpt.data_version, "strategy": strategy})
+        version = step.register_model(
+            f"real-assets-dpo-{strategy}",
+            ckpt.path,
+            {"data_version": ckpt.data_version, "strategy": strategy},
+        )
         last = next((h for h in reversed(history) if "rewards/margins" in h), {})
         metadata = {
             "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
