@@ -164,8 +164,8 @@ def eval_scores(
             "seed": config.seed,
             "beta": config.beta,
         }
+        frame = pd.DataFrame([row])[EVAL_COLUMNS]  # noqa: F841 - read by DuckDB by name
         with warehouse.connect() as con:
-            con.register("frame", pd.DataFrame([row])[EVAL_COLUMNS])
             con.execute(_DDL)
             con.execute("insert or replace into eval.eval_scores select * from frame")
             content, _ = table_digest(con, "eval.eval_scores", ["strategy"], where=("strategy", strategy))

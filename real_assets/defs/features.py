@@ -68,18 +68,15 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
                 f"create table if not exists features.response_embeddings (response_id varchar primary key, "
                 f"prompt_id varchar not null, model_id varchar not null, embedding float[{dim}] not null)"
             )
-            con.register(
-                "staged",
-                pa.table(
-                    {
-                        "response_id": [t[0] for t in todo],
-                        "prompt_id": [t[1] for t in todo],
-                        "model_id": [config.model] * len(todo),
-                        "embedding": pa.FixedSizeListArray.from_arrays(
-                            pa.array(vectors.reshape(-1), pa.float32()), dim
-                        ),
-                    }
-                ),
+            staged = pa.table(  # noqa: F841 - read by DuckDB by name
+                {
+                    "response_id": [t[0] for t in todo],
+                    "prompt_id": [t[1] for t in todo],
+                    "model_id": [config.model] * len(todo),
+                    "embedding": pa.FixedSizeListArray.from_arrays(
+                        pa.array(vectors.reshape(-1), pa.float32()), dim
+                    ),
+                }
             )
             con.execute("insert or replace into features.response_embeddings select * from staged")
         con.execute(

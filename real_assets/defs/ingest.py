@@ -127,7 +127,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                 counts["rejected_rows"] += len(batch.rejects)
                 for r in batch.rejects:
                     reasons[r.reason] = reasons.get(r.reason, 0) + 1
-                con.register("staged", _responses_table(batch))
+                staged = _responses_table(batch)  # noqa: F841 - DuckDB reads local Arrow tables by name
                 before = con.execute("select count(*) from raw.responses").fetchone()[0]
                 con.execute("""
                     insert into raw.responses
@@ -143,7 +143,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                 counts["new_responses"] += (
                     con.execute("select count(*) from raw.responses").fetchone()[0] - before
                 )
-                con.register("rejected", _rejects_table(batch, ingestion_id))
+                rejected = _rejects_table(batch, ingestion_id)  # noqa: F841 - read by DuckDB by name
                 before = con.execute("select count(*) from raw.rejects").fetchone()[0]
                 con.execute("insert into raw.rejects select * from rejected on conflict do nothing")
                 counts["new_rejects"] += (

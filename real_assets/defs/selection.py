@@ -62,8 +62,8 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
 
 def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame) -> tuple[str, int]:
     """Replace one strategy's rows; returns the partition's content digest and row count."""
+    frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]  # noqa: F841
     with warehouse.connect() as con:
-        con.register("frame", selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]])
         con.execute(_DDL)
         con.execute("begin transaction")
         con.execute("delete from selection.selected_pairs where strategy = ?", [strategy])
