@@ -1,8 +1,8 @@
 """`real-assets audit`: walk every checkpoint and eval row back to the raw data and re-check every link.
 
-For each step of the lineage (raw_responses -> response_embeddings -> response_similarity -> pair_candidates
--> selected_pairs[s] -> reference_policy, dpo_checkpoint[s] -> eval_scores[s] -> strategy_comparison) the audit
-takes the latest Dagster materialization and
+For each step of the lineage (raw_responses -> response_embeddings -> response_similarity ->
+pair_candidates -> selected_pairs[s] -> reference_policy, dpo_checkpoint[s] -> eval_scores[s] ->
+strategy_comparison) the audit takes the latest Dagster materialization and
 
 - recomputes the content version from the warehouse exactly as the asset does (`content_version`), or for
   checkpoints re-hashes every file against the `models.checkpoints` manifest (`checkpoint_problems`); the
@@ -68,14 +68,20 @@ def content_version(
     if asset == "response_embeddings":
         content, rows = table_digest(con, "features.response_embeddings", ["response_id"])
         if embedder is None:
-            embedder = con.execute("select min(model_id) from features.response_embeddings").fetchone()[0] or ""
+            embedder = (
+                con.execute("select min(model_id) from features.response_embeddings").fetchone()[0] or ""
+            )
         return digest(embedder, content)[:16], rows
     if asset in SQL_MODELS:
         content, rows = table_digest(con, SQL_MODELS[asset].table, ORDER_KEYS[asset])
         return content[:16], rows
     if asset == "selected_pairs":
-        content, rows = table_digest(con, "selection.selected_pairs", ["prompt_id", "chosen_id", "rejected_id"],
-                                     where=("strategy", partition))
+        content, rows = table_digest(
+            con,
+            "selection.selected_pairs",
+            ["prompt_id", "chosen_id", "rejected_id"],
+            where=("strategy", partition),
+        )
         return content[:16], rows
     if asset == "eval_scores":
         content, rows = table_digest(con, "eval.eval_scores", ["strategy"], where=("strategy", partition))
@@ -103,7 +109,8 @@ def checkpoint_problems(
     part = partition or UNPARTITIONED
     row = con.execute(
         "select path, manifest, mlflow_run_id, dagster_run_id from models.checkpoints "
-        "where asset = ? and partition = ? and data_version = ?", [asset, part, data_version]
+        "where asset = ? and partition = ? and data_version = ?",
+        [asset, part, data_version],
     ).fetchone()
     if row is None:
         return [f"no models.checkpoints row for data version {data_version}"], None
@@ -173,17 +180,35 @@ class AuditReport:
         }
 
     def format_table(self) -> str:
-        header = ("step", "dagster run", "materialized (UTC)", "code", "data version", "recomputed",
-                  "mlflow run", "rows", "status")
+        header = (
+            "step",
+            "dagster run",
+            "materialized (UTC)",
+            "code",
+            "data version",
+            "recomputed",
+            "mlflow run",
+            "rows",
+            "status",
+        )
         body = [
-            (s.label, (s.dagster_run_id or "-")[:8], s.materialized_at or "-", s.code_version or "-",
-             s.data_version or "-", s.recomputed_version or "-", (s.mlflow_run_id or "-")[:8],
-             "-" if s.rows is None else str(s.rows),
-             "FAIL" if s.problems else ("stale" if s.warnings else "ok"))
+            (
+                s.label,
+                (s.dagster_run_id or "-")[:8],
+                s.materialized_at or "-",
+                s.code_version or "-",
+                s.data_version or "-",
+                s.recomputed_version or "-",
+                (s.mlflow_run_id or "-")[:8],
+                "-" if s.rows is None else str(s.rows),
+                "FAIL" if s.problems else ("stale" if s.warnings else "ok"),
+            )
             for s in self.steps
         ]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         out = [f"audit of {self.home} (strategies: {', '.join(self.strategies) or 'none'})", "", *lines, ""]
         out += [f"PROBLEM  {p}" for p in self.all_problems()]
@@ -208,19 +233,31 @@ def _metadata_text(record: dg.EventLogRecord, key: str) -> str | None:
 
 def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     schema, name = table.split(".")
-    return bool(con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, name]
-    ).fetchone()[0])
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )
 
 
-_TABLES = {"raw_responses": "raw.responses", "response_embeddings": "features.response_embeddings",
-           "selected_pairs": "selection.selected_pairs", "eval_scores": "eval.eval_scores",
-           "strategy_comparison": "eval.strategy_comparison",
-           **{name: model.table for name, model in SQL_MODELS.items()}}
+_TABLES = {
+    "raw_responses": "raw.responses",
+    "response_embeddings": "features.response_embeddings",
+    "selected_pairs": "selection.selected_pairs",
+    "eval_scores": "eval.eval_scores",
+    "strategy_comparison": "eval.strategy_comparison",
+    **{name: model.table for name, model in SQL_MODELS.items()},
+}
 
 
-def _audit_step(step: StepAudit, instance: dg.DagsterInstance, con: duckdb.DuckDBPyConnection,
-                mlflow_client, upstream: dict[str, str | None]) -> None:
+def _audit_step(
+    step: StepAudit,
+    instance: dg.DagsterInstance,
+    con: duckdb.DuckDBPyConnection,
+    mlflow_client,
+    upstream: dict[str, str | None],
+) -> None:
     record = latest_materialization(instance, dg.AssetKey(step.asset), step.partition)
     if record is None or record.asset_materialization is None:
         step.problems.append("never materialized in this Dagster instance")
@@ -246,35 +283,44 @@ def _audit_step(step: StepAudit, instance: dg.DagsterInstance, con: duckdb.DuckD
             step.recomputed_version = digest_manifest(ckpt.manifest)[:16] if files_ok else "files differ"
             step.rows = len(ckpt.manifest)
             if ckpt.dagster_run_id != step.dagster_run_id:
-                step.problems.append(f"models.checkpoints names Dagster run {ckpt.dagster_run_id}, "
-                                     f"not {step.dagster_run_id}")
+                step.problems.append(
+                    f"models.checkpoints names Dagster run {ckpt.dagster_run_id}, not {step.dagster_run_id}"
+                )
             if ckpt.mlflow_run_id != step.mlflow_run_id:
-                step.problems.append(f"models.checkpoints names MLflow run {ckpt.mlflow_run_id}, "
-                                     f"not {step.mlflow_run_id}")
+                step.problems.append(
+                    f"models.checkpoints names MLflow run {ckpt.mlflow_run_id}, not {step.mlflow_run_id}"
+                )
     elif not _table_exists(con, _TABLES[step.asset]):
         step.problems.append(f"table {_TABLES[step.asset]} is missing")
     else:
         embedder = _metadata_text(record, "model") if step.asset == "response_embeddings" else None
         step.recomputed_version, step.rows = content_version(step.asset, step.partition, con, embedder)
         if step.recomputed_version != step.data_version:
-            step.problems.append(f"{_TABLES[step.asset]} content hashes to {step.recomputed_version}, "
-                                 f"Dagster data version is {step.data_version}")
+            step.problems.append(
+                f"{_TABLES[step.asset]} content hashes to {step.recomputed_version}, "
+                f"Dagster data version is {step.data_version}"
+            )
         if step.partition and step.rows == 0:
             step.problems.append(f"no rows for partition {step.partition} in {_TABLES[step.asset]}")
 
     if step.asset == "eval_scores" and _table_exists(con, "eval.eval_scores"):
-        row = con.execute("select checkpoint_version from eval.eval_scores where strategy = ?",
-                          [step.partition]).fetchone()
+        row = con.execute(
+            "select checkpoint_version from eval.eval_scores where strategy = ?", [step.partition]
+        ).fetchone()
         if row is None:
             step.problems.append("no eval.eval_scores row")
         else:
-            found = con.execute("select count(*) from models.checkpoints where asset = 'dpo_checkpoint' and "
-                                "partition = ? and data_version = ?", [step.partition, row[0]]).fetchone()[0]
+            found = con.execute(
+                "select count(*) from models.checkpoints where asset = 'dpo_checkpoint' and "
+                "partition = ? and data_version = ?",
+                [step.partition, row[0]],
+            ).fetchone()[0]
             if not found:
                 step.problems.append(f"eval row names checkpoint {row[0]}, which models.checkpoints lacks")
             elif upstream.get("dpo_checkpoint") and row[0] != upstream["dpo_checkpoint"]:
-                step.warnings.append(f"evaluated checkpoint {row[0]}; dpo_checkpoint is now "
-                                     f"{upstream['dpo_checkpoint']}")
+                step.warnings.append(
+                    f"evaluated checkpoint {row[0]}; dpo_checkpoint is now {upstream['dpo_checkpoint']}"
+                )
 
     # MLflow: the run exists and points back at this materialization.
     if not step.mlflow_run_id:
@@ -288,12 +334,17 @@ def _audit_step(step: StepAudit, instance: dg.DagsterInstance, con: duckdb.DuckD
         step.problems.append(f"MLflow run {step.mlflow_run_id} not found: {str(e).splitlines()[0]}")
         return
     run_tags = run.data.tags
-    expected = {"dagster.run_id": step.dagster_run_id, "dagster.data_version": step.data_version,
-                "dagster.partition": step.partition or "", "dagster.asset_key": step.asset}
+    expected = {
+        "dagster.run_id": step.dagster_run_id,
+        "dagster.data_version": step.data_version,
+        "dagster.partition": step.partition or "",
+        "dagster.asset_key": step.asset,
+    }
     for tag, want in expected.items():
         if run_tags.get(tag) != want:
-            step.problems.append(f"MLflow run {step.mlflow_run_id[:8]} tag {tag}={run_tags.get(tag)!r}, "
-                                 f"expected {want!r}")
+            step.problems.append(
+                f"MLflow run {step.mlflow_run_id[:8]} tag {tag}={run_tags.get(tag)!r}, expected {want!r}"
+            )
     if run.info.status != "FINISHED":
         step.warnings.append(f"MLflow run {step.mlflow_run_id[:8]} is {run.info.status}")
     for name, version in sorted(upstream.items()):
@@ -322,14 +373,19 @@ def audit(home: Path, strategy: str | None = None) -> AuditReport:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=_tracking_uri(home))
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance, \
-            Warehouse(path=str(warehouse)).connect(read_only=True) as con:
+    with (
+        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        Warehouse(path=str(warehouse)).connect(read_only=True) as con,
+    ):
         if strategy is not None:
             strategies = [strategy]
         else:
-            strategies = [s for s in STRATEGIES
-                          if latest_materialization(instance, dg.AssetKey("dpo_checkpoint"), s) is not None
-                          or latest_materialization(instance, dg.AssetKey("eval_scores"), s) is not None]
+            strategies = [
+                s
+                for s in STRATEGIES
+                if latest_materialization(instance, dg.AssetKey("dpo_checkpoint"), s) is not None
+                or latest_materialization(instance, dg.AssetKey("eval_scores"), s) is not None
+            ]
             if not strategies:
                 report.problems.append("dpo_checkpoint: no partition was ever materialized")
         report.strategies = strategies
@@ -376,8 +432,8 @@ with warnings.catch_warnings():
         name=CHECKPOINT_MATCHES_MANIFEST,
         partitions_def=strategy_partitions,
         blocking=True,
-        description="Every file of the partition's latest checkpoint matches its models.checkpoints manifest, "
-        "and the folder name, manifest digest and Dagster data version agree.",
+        description="Every file of the partition's latest checkpoint matches its models.checkpoints "
+        "manifest, and the folder name, manifest digest and Dagster data version agree.",
     )(_checkpoint_matches_manifest)
 
 audit_checks = [checkpoint_matches_manifest]

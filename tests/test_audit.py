@@ -20,14 +20,27 @@ def home(tmp_path_factory):
     """One demo home for the module (~40 s on CPU); environment restored afterwards."""
     root = tmp_path_factory.mktemp("audit")
     saved = dict(os.environ)
-    os.environ.update({
-        "HF_HUB_OFFLINE": "1",
-        "REAL_ASSETS_HOME": str(root / "home"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-    })
+    os.environ.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "REAL_ASSETS_HOME": str(root / "home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        }
+    )
     try:
-        rc = cli.main(["demo", "--home", str(root / "home"), "--n-prompts", "30", "--sft-epochs", "1",
-                       "--dpo-epochs", "1"])
+        rc = cli.main(
+            [
+                "demo",
+                "--home",
+                str(root / "home"),
+                "--n-prompts",
+                "30",
+                "--sft-epochs",
+                "1",
+                "--dpo-epochs",
+                "1",
+            ]
+        )
         assert rc == 0
         yield root / "home"
     finally:
@@ -55,8 +68,15 @@ def test_clean_home_passes(home, capsys):
     assert _cli(home) == 0
     out = capsys.readouterr().out
     assert "audit passed" in out
-    for label in ("raw_responses", "pair_candidates", "selected_pairs[easy]", "reference_policy",
-                  "dpo_checkpoint[centroid]", "eval_scores[hard]", "strategy_comparison"):
+    for label in (
+        "raw_responses",
+        "pair_candidates",
+        "selected_pairs[easy]",
+        "reference_policy",
+        "dpo_checkpoint[centroid]",
+        "eval_scores[hard]",
+        "strategy_comparison",
+    ):
         assert label in out
 
     assert _cli(home, "--json", "--strategy", "easy") == 0
@@ -72,7 +92,9 @@ def test_clean_home_passes(home, capsys):
 
 def test_tampered_row_fails_naming_raw_responses(home, capsys):
     with _warehouse(home) as con:
-        rid, score = con.execute("select response_id, score from raw.responses order by response_id limit 1").fetchone()
+        rid, score = con.execute(
+            "select response_id, score from raw.responses order by response_id limit 1"
+        ).fetchone()
         con.execute("update raw.responses set score = score + 1 where response_id = ?", [rid])
     try:
         assert _cli(home) == 1
@@ -87,16 +109,17 @@ def test_tampered_row_fails_naming_raw_responses(home, capsys):
 
 def _run_check(home: Path, partition: str) -> bool:
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        # A check-only run names its partition by tag (materialize's partition_key wants an asset).
         result = dg.materialize(
             [*ASSETS, *audit_checks],
-            selection=dg.AssetSelection.checks_for_assets(dg.AssetKey("dpo_checkpoint"))
-            & dg.AssetSelection.checks(*audit_checks),
-            partition_key=partition,
+            selection=dg.AssetSelection.checks(*audit_checks),
+            tags={"dagster/partition": partition},
             instance=instance,
             resources=resources(),
+            raise_on_error=False,  # the check is blocking: a failed one fails the run
         )
     [evaluation] = result.get_asset_check_evaluations()
-    assert evaluation.check_name == CHECKPOINT_MATCHES_MANIFEST
+    assert (evaluation.check_name, evaluation.partition) == (CHECKPOINT_MATCHES_MANIFEST, partition)
     return evaluation.passed
 
 

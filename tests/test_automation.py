@@ -11,8 +11,8 @@ import pytest
 from real_assets import cli
 from real_assets.core.sample_files import write_shp2, write_table_csv
 from real_assets.core.selection import STRATEGIES
-from real_assets.defs import automation
 from real_assets.definitions import ASSETS, resources
+from real_assets.defs import automation
 
 UTC = dt.UTC
 
@@ -146,9 +146,7 @@ def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
 
 def _report(instance, name, version, partition=None):
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(
-            asset_key=name, partition=partition, tags={"dagster/data_version": version}
-        )
+        dg.AssetMaterialization(asset_key=name, partition=partition, tags={"dagster/data_version": version})
     )
 
 
@@ -159,17 +157,20 @@ def _materialize_all(instance, version="v1"):
             _report(instance, name, f"{name}-{partition}-{version}", partition)
 
 
+@pytest.mark.filterwarnings("ignore:Parameter `include_sources`")
 def test_training_runs_on_data_version_change_after_cron_tick():
     defs = dg.Definitions(assets=automation.apply_automation(ASSETS, cron="0 3 * * *"), resources=resources())
-    ref, dpo, evals, emb = (dg.AssetKey(k) for k in
-                            ("reference_policy", "dpo_checkpoint", "eval_scores", "response_embeddings"))
+    ref, dpo, evals, emb = (
+        dg.AssetKey(k) for k in ("reference_policy", "dpo_checkpoint", "eval_scores", "response_embeddings")
+    )
     day1 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     with dg.instance_for_test() as instance:
         _materialize_all(instance)
 
         def evaluate(when, cursor):
-            return dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=when,
-                                                     cursor=cursor)
+            return dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, evaluation_time=when, cursor=cursor
+            )
 
         result = evaluate(day1, None)
         assert result.total_requested == 0

@@ -149,7 +149,9 @@ def inbox_ingest_config(path: Path) -> dict:
         except (OSError, ValueError) as e:
             raise ValueError(f"sidecar {sidecar.name}: {e}") from e
         if not isinstance(config, dict) or set(config) - SIDECAR_KEYS:
-            raise ValueError(f"sidecar {sidecar.name}: expected an object with keys from {sorted(SIDECAR_KEYS)}")
+            raise ValueError(
+                f"sidecar {sidecar.name}: expected an object with keys from {sorted(SIDECAR_KEYS)}"
+            )
     if "source" not in config:
         prefix, sep, _ = path.name.partition("__")
         config["source"] = prefix if sep and prefix in _FILE_SOURCES else "table"
@@ -162,7 +164,8 @@ def _stamp(stat: os.stat_result) -> str:
 
 def _candidates(inbox: Path) -> list[Path]:
     return sorted(
-        p for p in inbox.iterdir()
+        p
+        for p in inbox.iterdir()
         if p.is_file() and not p.name.startswith((".", "_")) and not p.name.endswith(_IGNORED_SUFFIXES)
     )
 
