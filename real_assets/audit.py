@@ -30,11 +30,12 @@ import dagster as dg
 import duckdb
 
 from real_assets.core.checkpoints import verify
-from real_assets.core.hashing import digest, digest_manifest
+from real_assets.core.hashing import digest_manifest
 from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import data_version_of, latest_materialization, strategy_partitions
-from real_assets.defs.sql_assets import ORDER_KEYS, SQL_MODELS
-from real_assets.resources import Warehouse, table_digest
+from real_assets.defs.sql_assets import SQL_MODELS
+from real_assets.defs.versions import content_version
+from real_assets.resources import Warehouse
 
 LINEAGE: list[tuple[str, bool, tuple[str, ...]]] = [
     ("raw_responses", False, ()),
@@ -54,42 +55,6 @@ CHECKPOINT_MATCHES_MANIFEST = "checkpoint_matches_manifest"
 
 
 # ---------------------------------------------------------------------------------------------- content
-
-
-def content_version(
-    asset: str, partition: str | None, con: duckdb.DuckDBPyConnection, embedder: str | None = None
-) -> tuple[str, int]:
-    """(data version, rows) of a warehouse asset from its current table content, computed as the asset
-    computes it. `embedder`: the embedding model id (default: the `model_id` stored in the table)."""
-    if asset == "raw_responses":
-        responses, rows = table_digest(con, "raw.responses", ["response_id"])
-        prompts, _ = table_digest(con, "raw.prompts", ["prompt_id"])
-        return digest(responses, prompts)[:16], rows
-    if asset == "response_embeddings":
-        content, rows = table_digest(con, "features.response_embeddings", ["response_id"])
-        if embedder is None:
-            embedder = (
-                con.execute("select min(model_id) from features.response_embeddings").fetchone()[0] or ""
-            )
-        return digest(embedder, content)[:16], rows
-    if asset in SQL_MODELS:
-        content, rows = table_digest(con, SQL_MODELS[asset].table, ORDER_KEYS[asset])
-        return content[:16], rows
-    if asset == "selected_pairs":
-        content, rows = table_digest(
-            con,
-            "selection.selected_pairs",
-            ["prompt_id", "chosen_id", "rejected_id"],
-            where=("strategy", partition),
-        )
-        return content[:16], rows
-    if asset == "eval_scores":
-        content, rows = table_digest(con, "eval.eval_scores", ["strategy"], where=("strategy", partition))
-        return content[:16], rows
-    if asset == "strategy_comparison":
-        content, rows = table_digest(con, "eval.strategy_comparison", ["strategy"])
-        return digest(content)[:16], rows
-    raise ValueError(f"{asset} is not a warehouse table asset")
 
 
 @dataclass
@@ -293,8 +258,7 @@ def _audit_step(
     elif not _table_exists(con, _TABLES[step.asset]):
         step.problems.append(f"table {_TABLES[step.asset]} is missing")
     else:
-        embedder = _metadata_text(record, "model") if step.asset == "response_embeddings" else None
-        step.recomputed_version, step.rows = content_version(step.asset, step.partition, con, embedder)
+        step.recomputed_version, step.rows = content_version(con, step.asset, step.partition)
         if step.recomputed_version != step.data_version:
             step.problems.append(
                 f"{_TABLES[step.asset]} content hashes to {step.recomputed_version}, "

@@ -69,7 +69,7 @@ def demo(args) -> int:
 
     from real_assets.core.report import markdown_table
     from real_assets.core.selection import STRATEGIES
-    from real_assets.definitions import ASSETS, resources, sql_checks
+    from real_assets.definitions import ASSETS, CHECKS, resources
     from real_assets.resources import Warehouse
 
     instance = dg.DagsterInstance.get()
@@ -86,7 +86,7 @@ def demo(args) -> int:
             started = time.perf_counter()
             print(f"  {label:<32}", end="", flush=True)
             result = dg.materialize(
-                [*ASSETS, *sql_checks],
+                [*ASSETS, *CHECKS],
                 selection=[dg.AssetKey(name)],
                 partition_key=partition,
                 instance=instance,
@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=mlflow_ui)
 
+    from real_assets.audit import add_audit_parser
+
+    add_audit_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

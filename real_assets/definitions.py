@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from real_assets.audit import audit_checks
+from real_assets.defs.automation import apply_automation, jobs, schedules, sensors
 from real_assets.defs.evaluation import eval_scores, strategy_comparison
 from real_assets.defs.features import response_embeddings
 from real_assets.defs.ingest import raw_responses
@@ -21,10 +23,19 @@ ASSETS = [
     strategy_comparison,
 ]
 
+CHECKS = [*sql_checks, *audit_checks]
+
 
 def resources() -> dict:
     """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI)."""
     return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": Compute()}
 
 
-defs = dg.Definitions(assets=ASSETS, asset_checks=sql_checks, resources=resources())
+defs = dg.Definitions(
+    assets=apply_automation(ASSETS),
+    asset_checks=CHECKS,
+    jobs=jobs,
+    schedules=schedules,
+    sensors=sensors,
+    resources=resources(),
+)

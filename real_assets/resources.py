@@ -100,16 +100,18 @@ def table_digest(
         sql += f" where {validate_identifier(where[0], 'column')} = ?"
         params.append(where[1])
     sql += " order by " + ", ".join(order_by)
-    reader = con.execute(sql, params).to_arrow_reader(50_000)
+    # A cursor of its own: DuckDB 2 refuses new work on a connection while another result is open.
     count = 0
+    with con.cursor() as cursor:
+        reader = cursor.sql(sql, params=params).to_arrow_reader(50_000)
 
-    def rows():
-        nonlocal count
-        for batch in reader:
-            count += batch.num_rows
-            yield from (tuple(r.values()) for r in batch.to_pylist())
+        def rows():
+            nonlocal count
+            for batch in reader:
+                count += batch.num_rows
+                yield from (tuple(r.values()) for r in batch.to_pylist())
 
-    return digest_rows(rows()), count
+        return digest_rows(rows()), count
 
 
 def _split_table(table: str) -> tuple[str, str]:

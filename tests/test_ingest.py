@@ -30,7 +30,7 @@ def test_same_file_twice_changes_nothing_and_overlap_adds_only_new_rows(tmp_path
     before = _counts(warehouse)
     again = ingest_module.ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(first)))
     assert again["new_responses"] == 0 and again["new_rejects"] == 0
-    assert again["content_digest"] == a["content_digest"]
+    assert again["data_version"] == a["data_version"]
     assert {**_counts(warehouse), "ingestions": 0} == {**before, "ingestions": 0}
     overlap = tmp_path / "overlap.jsonl"
     overlap.write_text("".join(json.dumps(r) + "\n" for r in rows[20:]))

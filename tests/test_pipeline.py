@@ -139,10 +139,10 @@ def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_home):
     _, instance = demo_home
     keys = ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"]
     before = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
-    from real_assets.definitions import ASSETS, resources, sql_checks
+    from real_assets.definitions import ASSETS, CHECKS, resources
 
     result = dg.materialize(
-        [*ASSETS, *sql_checks],
+        [*ASSETS, *CHECKS],
         selection=[dg.AssetKey(k) for k in keys],
         instance=instance,
         resources=resources(),

@@ -78,3 +78,21 @@ def test_bad_sql_models_fail_naming_the_file(tmp_path: Path, sql, message):
 def test_identifiers_that_reach_sql_are_validated(name):
     with pytest.raises(ValueError, match="invalid"):
         validate_identifier(name)
+
+
+def test_similarity_sql_keeps_a_degenerate_embedding_visible_as_null():
+    import duckdb
+
+    models = {m.name: m for m in load_sql_models()}
+    con = duckdb.connect()
+    con.execute("create schema features")
+    con.execute(
+        "create table features.response_embeddings as select * from (values "
+        "('p', 'a', [1.0, 0.0]::float[2]), ('p', 'b', [0.0, 0.0]::float[2]), ('p', 'c', [1.0, 0.0]::float[2]))"
+        " as t(prompt_id, response_id, embedding)"
+    )
+    rows = con.execute(
+        f"select response_id_a, response_id_b, cosine from ({models['response_similarity'].sql})"
+        " order by 1, 2"
+    ).fetchall()
+    assert rows == [("a", "b", None), ("a", "c", 1.0), ("b", "c", None)]

@@ -13,11 +13,11 @@ from real_assets.core.evaluation import (
     gold_scorer,
     reward_model_scorer,
 )
-from real_assets.core.hashing import digest
 from real_assets.core.report import comparison_plot, markdown_table
 from real_assets.defs.common import GPU_POOL, WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
 from real_assets.defs.training import dpo_checkpoint, latest_checkpoint
-from real_assets.resources import Compute, Tracking, Warehouse, table_digest
+from real_assets.defs.versions import content_version
+from real_assets.resources import Compute, Tracking, Warehouse
 from real_assets.settings import home_dir
 
 EVAL_VERSION = "1"
@@ -168,12 +168,12 @@ def eval_scores(
         with warehouse.connect() as con:
             con.execute(_DDL)
             con.execute("insert or replace into eval.eval_scores select * from frame")
-            content, _ = table_digest(con, "eval.eval_scores", ["strategy"], where=("strategy", strategy))
+            version, _ = content_version(con, "eval_scores", strategy)
         result = finish(
             context,
             tracking,
             step,
-            content[:16],
+            version,
             {k: v for k, v in row.items() if v is not None} | {"table": "eval.eval_scores"},
         )
     yield result
@@ -215,10 +215,10 @@ def strategy_comparison(
                 ) as s using (strategy)
                 order by e.strategy""")
             table = con.execute("select * from eval.strategy_comparison order by strategy").df()
-            content, rows = table_digest(con, "eval.strategy_comparison", ["strategy"])
+            version, rows = content_version(con, "strategy_comparison")
         reports = home_dir() / "reports"
         reports.mkdir(exist_ok=True)
-        png = comparison_plot(table, reports / f"strategy_comparison-{content[:12]}.png")
+        png = comparison_plot(table, reports / f"strategy_comparison-{version}.png")
         step.log_table(table, "strategy_comparison.json")
         step.log_artifact(png)
         for record in table.to_dict("records"):
@@ -231,4 +231,4 @@ def strategy_comparison(
             "rows": rows,
             "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
         }
-        return finish(context, tracking, step, digest(content)[:16], metadata)
+        return finish(context, tracking, step, version, metadata)

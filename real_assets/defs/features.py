@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow as pa
 
 from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_texts
-from real_assets.core.hashing import digest
 from real_assets.defs.common import GPU_POOL, finish, upstream_versions
 from real_assets.defs.ingest import raw_responses
-from real_assets.resources import Compute, Tracking, Warehouse, table_digest
+from real_assets.defs.versions import content_version
+from real_assets.resources import Compute, Tracking, Warehouse
 
 EMBEDDINGS_VERSION = "1"
 
@@ -83,7 +83,7 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
             "delete from features.response_embeddings where response_id not in "
             "(select response_id from raw.responses)"
         )
-        content, rows = table_digest(con, "features.response_embeddings", ["response_id"])
+        version, rows = content_version(con, "response_embeddings")
         dim = con.execute(
             "select array_length(embedding) from features.response_embeddings limit 1"
         ).fetchone()
@@ -96,7 +96,7 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
         "dimensions": int(dim[0]) if dim else 0,
         "rows_per_second": len(todo) / seconds if todo and seconds else 0.0,
         "embed_seconds": seconds,
-        "content_digest": content,
+        "data_version": version,
     }
 
 
@@ -119,6 +119,6 @@ def response_embeddings(
     with tracking.step(context, EMBEDDINGS_VERSION, upstream_versions(context)) as step:
         step.log_params(config.model_dump() | {"batch_size": compute.embed_batch_size})
         result = embed_new_responses(warehouse, compute, config)
-        version = digest(config.model, result.pop("content_digest"))[:16]
+        version = result.pop("data_version")
         metadata = {**result, "table": "features.response_embeddings", "dagster/row_count": result["rows"]}
         return finish(context, tracking, step, version, metadata)

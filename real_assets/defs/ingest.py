@@ -7,11 +7,11 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import Field
 
-from real_assets.core.hashing import digest
 from real_assets.core.records import SourceBatch
 from real_assets.core.sources import SourceSpec, check_source, iter_source
 from real_assets.defs.common import WAREHOUSE_POOL, finish
-from real_assets.resources import Tracking, Warehouse, table_digest
+from real_assets.defs.versions import content_version
+from real_assets.resources import Tracking, Warehouse
 
 RAW_RESPONSES_VERSION = "1"
 
@@ -175,8 +175,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                    (select count(*) from raw.prompts where not pairable),
                    (select avg((n_responses >= 3)::int) from raw.prompts where pairable)
             from raw.responses""").fetchone()
-        digest, _ = table_digest(con, "raw.responses", ["response_id"])
-        prompts_digest, _ = table_digest(con, "raw.prompts", ["prompt_id"])
+        version, _ = content_version(con, "raw_responses")
     seconds = time.perf_counter() - started
     return {
         **counts,
@@ -187,8 +186,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
         "prompts_not_pairable": stats[2],
         "share_prompts_3plus_responses": float(stats[3] or 0.0),
         "rows_per_second": counts["input_rows"] / seconds if seconds else 0.0,
-        "content_digest": digest,
-        "prompts_digest": prompts_digest,
+        "data_version": version,
     }
 
 
@@ -208,7 +206,7 @@ def raw_responses(
         result = ingest(warehouse, config.spec())
         reasons = result.pop("reasons")
         step.log_metrics({f"rejects/{reason}": n for reason, n in reasons.items()})
-        version = digest(result.pop("content_digest"), result.pop("prompts_digest"))[:16]
+        version = result.pop("data_version")
         metadata = {
             **result,
             "table": "raw.responses",

@@ -8,7 +8,8 @@ from real_assets.core.selection import SelectionConfig, select_pairs, selection_
 from real_assets.defs.common import WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
 from real_assets.defs.features import response_embeddings
 from real_assets.defs.sql_assets import sql_assets
-from real_assets.resources import Tracking, Warehouse, table_digest
+from real_assets.defs.versions import content_version
+from real_assets.resources import Tracking, Warehouse
 
 SELECTED_PAIRS_VERSION = "1"
 _PAIR_CANDIDATES = next(a for a in sql_assets if a.key == dg.AssetKey("pair_candidates"))
@@ -61,7 +62,7 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
 
 
 def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame) -> tuple[str, int]:
-    """Replace one strategy's rows; returns the partition's content digest and row count."""
+    """Replace one strategy's rows; returns the partition's data version and row count."""
     frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]  # noqa: F841
     with warehouse.connect() as con:
         con.execute(_DDL)
@@ -69,12 +70,7 @@ def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame)
         con.execute("delete from selection.selected_pairs where strategy = ?", [strategy])
         con.execute("insert into selection.selected_pairs select * from frame")
         con.execute("commit")
-        return table_digest(
-            con,
-            "selection.selected_pairs",
-            ["prompt_id", "chosen_id", "rejected_id"],
-            where=("strategy", strategy),
-        )
+        return content_version(con, "selected_pairs", strategy)
 
 
 @dg.asset(
@@ -100,11 +96,11 @@ def selected_pairs(
         if candidates.empty:
             raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
         selected = select_pairs(candidates, params, embeddings)
-        content, rows = write_selection(warehouse, strategy, selected)
+        version, rows = write_selection(warehouse, strategy, selected)
         summary = selection_summary(selected, candidates)
         metadata = {
             **{k: v for k, v in summary.items() if v is not None},
             "table": "selection.selected_pairs",
             "dagster/row_count": rows,
         }
-        return finish(context, tracking, step, content[:16], metadata)
+        return finish(context, tracking, step, version, metadata)

@@ -5,7 +5,8 @@ import dagster as dg
 from real_assets.core.hashing import digest
 from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models
 from real_assets.defs.common import WAREHOUSE_POOL, finish, upstream_versions
-from real_assets.resources import Tracking, Warehouse, table_digest
+from real_assets.defs.versions import CONTENT_TABLES, content_version
+from real_assets.resources import Tracking, Warehouse
 
 SQL_MODELS = {m.name: m for m in load_sql_models()}
 
@@ -17,11 +18,9 @@ TABLE_OWNERS: dict[str, str] = {
 }
 """Which asset writes each warehouse table a SQL model may read."""
 
-ORDER_KEYS: dict[str, list[str]] = {
-    "response_similarity": ["prompt_id", "response_id_a", "response_id_b"],
-    "pair_candidates": ["prompt_id", "chosen_id", "rejected_id"],
-}
-"""Row order for each SQL model's content digest (a primary key)."""
+missing = sorted(set(SQL_MODELS) - set(CONTENT_TABLES))
+if missing:
+    raise ValueError(f"SQL models without key columns in defs/versions.py CONTENT_TABLES: {missing}")
 
 
 def _owner(model: SqlModel, table: str) -> dg.AssetKey:
@@ -66,14 +65,14 @@ def build_sql_asset(model: SqlModel) -> dg.AssetsDefinition:
             step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
             with warehouse.connect() as con:
                 con.execute(f"create or replace table {model.table} as {model.sql}")
-                content, rows = table_digest(con, model.table, ORDER_KEYS[model.name])
+                version, rows = content_version(con, model.name)
             metadata = {
                 "table": model.table,
                 "rows": rows,
                 "dagster/row_count": rows,
                 **_lineage_metadata(model, warehouse),
             }
-            return finish(context, tracking, step, content[:16], metadata)
+            return finish(context, tracking, step, version, metadata)
 
     return _sql_asset
 
