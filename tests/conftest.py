@@ -6,6 +6,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
+for _name in (
+    "REAL_ASSETS_TRAIN_CRON",
+    "REAL_ASSETS_INGEST_CRON",
+    "REAL_ASSETS_INBOX",
+    "MLFLOW_TRACKING_URI",
+):
+    os.environ.pop(_name, None)  # the defaults are what the tests and the spec snapshot expect
 
 import pytest
 
