@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -13,8 +15,6 @@ for _name in (
     "MLFLOW_TRACKING_URI",
 ):
     os.environ.pop(_name, None)  # the defaults are what the tests and the spec snapshot expect
-
-import pytest
 
 
 @pytest.fixture
