@@ -88,7 +88,8 @@ def test_similarity_sql_keeps_a_degenerate_embedding_visible_as_null():
     con.execute("create schema features")
     con.execute(
         "create table features.response_embeddings as select * from (values "
-        "('p', 'a', [1.0, 0.0]::float[2]), ('p', 'b', [0.0, 0.0]::float[2]), ('p', 'c', [1.0, 0.0]::float[2]))"
+        "('p', 'a', [1.0, 0.0]::float[2]), ('p', 'b', [0.0, 0.0]::float[2]), "
+        "('p', 'c', [1.0, 0.0]::float[2]))"
         " as t(prompt_id, response_id, embedding)"
     )
     rows = con.execute(
