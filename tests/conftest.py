@@ -12,6 +12,7 @@ for _name in (
     "REAL_ASSETS_TRAIN_CRON",
     "REAL_ASSETS_INGEST_CRON",
     "REAL_ASSETS_INBOX",
+    "REAL_ASSETS_INGEST_CONFIG",
     "MLFLOW_TRACKING_URI",
 ):
     os.environ.pop(_name, None)  # the defaults are what the tests and the spec snapshot expect

@@ -225,3 +225,14 @@ def test_pools_limit_one_step_at_a_time(tmp_path, monkeypatch):
     # Every asset writes the warehouse (tables or models.checkpoints): each one is in a pool.
     pools = {a.key.to_user_string(): a.op.pool for a in automation.apply_automation(ASSETS)}
     assert set(pools.values()) == {"warehouse", "gpu"}, pools
+
+
+def test_scheduled_source_comes_from_the_environment(monkeypatch):
+    from real_assets.defs import automation
+
+    monkeypatch.setenv(automation.INGEST_CONFIG_ENV, '{"source": "hh_rlhf", "path": "Anthropic/hh-rlhf"}')
+    config = automation.default_ingest_run_config()["ops"]["raw_responses"]["config"]
+    assert config["source"] == "hh_rlhf" and config["path"] == "Anthropic/hh-rlhf"
+    monkeypatch.setenv(automation.INGEST_CONFIG_ENV, '{"sauce": "hh_rlhf"}')
+    with pytest.raises(ValueError, match="REAL_ASSETS_INGEST_CONFIG"):
+        automation.default_ingest_run_config()

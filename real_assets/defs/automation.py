@@ -26,6 +26,7 @@ from real_assets.settings import home_dir
 INGEST_CRON_ENV = "REAL_ASSETS_INGEST_CRON"
 TRAIN_CRON_ENV = "REAL_ASSETS_TRAIN_CRON"
 INBOX_ENV = "REAL_ASSETS_INBOX"
+INGEST_CONFIG_ENV = "REAL_ASSETS_INGEST_CONFIG"
 DEFAULT_INGEST_CRON = "0 2 * * *"
 DEFAULT_TRAIN_CRON = "0 3 * * *"
 CRON_TIMEZONE = "UTC"
@@ -97,8 +98,19 @@ raw_responses_job = dg.define_asset_job(
 
 
 def default_ingest_run_config() -> dict:
-    """`IngestConfig` defaults, spelled out so the schedule's run config is visible in the UI."""
-    config = {k: v for k, v in IngestConfig().model_dump().items() if v is not None and v != {}}
+    """The configured source for scheduled refreshes: `$REAL_ASSETS_INGEST_CONFIG` (a JSON object of
+    `IngestConfig` fields, e.g. `{"source": "hh_rlhf", "path": "Anthropic/hh-rlhf", "revision": "..."}`),
+    validated at load time; else the `IngestConfig` defaults. Spelled out so the UI shows it."""
+    raw = os.environ.get(INGEST_CONFIG_ENV)
+    try:
+        fields = json.loads(raw) if raw else {}
+        unknown = set(fields) - set(IngestConfig.model_fields)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        validated = IngestConfig(**fields)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"${INGEST_CONFIG_ENV} is not a valid raw_responses config: {e}") from e
+    config = {k: v for k, v in validated.model_dump().items() if v is not None and v != {}}
     return {"ops": {"raw_responses": {"config": config}}}
 
 
