@@ -119,6 +119,19 @@ def test_each_materialization_and_its_mlflow_run_point_at_each_other(demo_home):
     history = client.get_metric_history(dpo_run.info.run_id, "rewards/margins")
     assert len(history) >= 1
     assert client.search_model_versions("name='real-assets-dpo-easy'")
+    upstream = {k: v for k, v in dpo_run.data.tags.items() if k.startswith("dagster.upstream.")}
+    assert upstream == {
+        "dagster.upstream.reference_policy": _latest(instance, "reference_policy").asset_materialization.tags[
+            "dagster/data_version"
+        ],
+        "dagster.upstream.selected_pairs": _latest(
+            instance, "selected_pairs", "easy"
+        ).asset_materialization.tags["dagster/data_version"],
+    }
+    comparison_run = client.get_run(
+        _latest(instance, "strategy_comparison").asset_materialization.metadata["mlflow_run_id"].value
+    )
+    assert {f"dagster.upstream.eval_scores/{s}" for s in STRATEGIES} <= set(comparison_run.data.tags)
 
 
 def test_asset_checks_passed(demo_home):

@@ -37,15 +37,21 @@ def upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
     out = {}
     partition = context.partition_key if context.has_partition_key else None
     for key in sorted(context.assets_def.asset_deps[context.asset_key], key=lambda k: k.to_user_string()):
+        name = key.to_user_string()
         # The same partition of a partitioned upstream; else its latest unpartitioned materialization.
         record = latest_materialization(context.instance, key, partition) if partition else None
         if record is None:
             record = latest_materialization(context.instance, key)
-            if record is not None and record.partition_key not in (None, partition):
-                record = None
+        if record is not None and record.partition_key is not None and record.partition_key != partition:
+            # An unpartitioned asset reads every partition of a partitioned upstream.
+            for upstream_partition in strategy_partitions.get_partition_keys():
+                version = data_version_of(latest_materialization(context.instance, key, upstream_partition))
+                if version:
+                    out[f"{name}/{upstream_partition}"] = version
+            continue
         version = data_version_of(record)
         if version:
-            out[key.to_user_string()] = version
+            out[name] = version
     return out
 
 
