@@ -106,7 +106,9 @@ def demo(args) -> int:
                 return 1
             print(f"{time.perf_counter() - started:6.1f} s  run {result.run_id[:8]}", flush=True)
     with Warehouse().connect(read_only=True) as con:
-        table = con.execute("select * from eval.strategy_comparison order by strategy").df()
+        table = con.execute(
+            "select * from eval.strategy_comparison order by list_position(?, strategy)", [list(STRATEGIES)]
+        ).df()
     print(f"\nall steps done in {time.perf_counter() - total:.1f} s\n")
     print(markdown_table(table))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")

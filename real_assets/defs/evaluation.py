@@ -14,6 +14,7 @@ from real_assets.core.evaluation import (
     reward_model_scorer,
 )
 from real_assets.core.report import comparison_plot, markdown_table
+from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import GPU_POOL, WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
 from real_assets.defs.training import dpo_checkpoint, latest_checkpoint
 from real_assets.defs.versions import content_version
@@ -212,9 +213,11 @@ def strategy_comparison(
                     select strategy, count(*) as pairs, avg(cosine) as mean_cosine,
                            avg(label_error::double) as label_error_rate
                     from selection.selected_pairs group by strategy
-                ) as s using (strategy)
-                order by e.strategy""")
-            table = con.execute("select * from eval.strategy_comparison order by strategy").df()
+                ) as s using (strategy)""")
+            table = con.execute(
+                "select * from eval.strategy_comparison order by list_position(?, strategy)",
+                [list(STRATEGIES)],
+            ).df()
             version, rows = content_version(con, "strategy_comparison")
         reports = home_dir() / "reports"
         reports.mkdir(exist_ok=True)
