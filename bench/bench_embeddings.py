@@ -30,7 +30,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import psutil
+from peak_rss import PeakRss
 
 from real_assets.core.embedding import DEFAULT_EMBEDDER, resolve_model_path
 from real_assets.core.synthetic import iter_synthetic
@@ -45,37 +45,6 @@ from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.resources import Compute, Warehouse
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-class PeakRss:
-    """Peak resident set size above the value at entry, sampled by a background thread."""
-
-    def __init__(self, interval_s: float = 0.005):
-        self.interval_s = interval_s
-        self.proc = psutil.Process()
-        self.start = self.peak = 0
-        self._stop = threading.Event()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakRss:
-        gc.collect()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 def synthetic_rows(n: int, seed: int) -> list[tuple[str, str, str]]:

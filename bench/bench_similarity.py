@@ -27,15 +27,12 @@ timed pass, sampled every 5 ms by a thread (psutil). Writes bench/out/similarity
 from __future__ import annotations
 
 import argparse
-import gc
-import hashlib
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -46,7 +43,9 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+from peak_rss import PeakRss
 
+from real_assets.core.hashing import digest
 from real_assets.core.sql_models import load_sql_models
 from real_assets.resources import Warehouse, table_digest
 
@@ -55,39 +54,8 @@ MODEL = "response_similarity"
 ORDER_KEY = ["prompt_id", "response_id_a", "response_id_b"]
 
 
-class PeakRss:
-    """Peak resident set size above the value at entry, sampled by a background thread."""
-
-    def __init__(self, interval_s: float = 0.005):
-        self.interval_s = interval_s
-        self.proc = psutil.Process()
-        self.start = self.peak = 0
-        self._stop = threading.Event()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakRss:
-        gc.collect()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.start) / 2**20
-
-
 def hex_ids(prefix: str, n: int) -> list[str]:
-    return [hashlib.sha256(f"{prefix}{i}".encode()).hexdigest()[:16] for i in range(n)]
+    return [digest(prefix, str(i))[:16] for i in range(n)]
 
 
 def build_input(warehouse: Warehouse, responses: int, per_prompt: int, dim: int, seed: int) -> None:

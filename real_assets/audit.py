@@ -29,7 +29,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from real_assets.core.checkpoints import verify
+from real_assets.core.checkpoints import UNPARTITIONED, verify
 from real_assets.core.hashing import digest_manifest
 from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import data_version_of, latest_materialization, strategy_partitions
@@ -50,7 +50,7 @@ LINEAGE: list[tuple[str, bool, tuple[str, ...]]] = [
 ]
 """(asset, partitioned by strategy, upstream assets), upstream first."""
 CHECKPOINT_ASSETS = ("reference_policy", "dpo_checkpoint")
-UNPARTITIONED = "_"
+
 CHECKPOINT_MATCHES_MANIFEST = "checkpoint_matches_manifest"
 
 

@@ -145,10 +145,16 @@ def _trainer_args(cls, cfg: TrainConfig, out_dir: Path, device: DeviceChoice, **
     )
 
 
-def _save(model, tokenizer, out_dir: Path) -> None:
+def _train_and_save(trainer, tokenizer, history: _History, out_dir: Path) -> list[dict[str, float]]:
+    """Train, save model and tokenizer as safetensors, free the model; returns the logged curve."""
+    trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
+    trainer.train()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    trainer.model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    del trainer
+    release_cuda_memory()
+    return history.rows
 
 
 def train_sft(
@@ -172,12 +178,7 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=[history],
     )
-    trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
-    trainer.train()
-    _save(trainer.model, tokenizer, out_dir)
-    del trainer
-    release_cuda_memory()
-    return history.rows
+    return _train_and_save(trainer, tokenizer, history, out_dir)
 
 
 def train_dpo(
@@ -203,12 +204,8 @@ def train_dpo(
         processing_class=tokenizer,
         callbacks=[history],
     )
-    trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
-    trainer.train()
-    _save(trainer.model, tokenizer, out_dir)
-    del trainer, model
-    release_cuda_memory()
-    return history.rows
+    del model  # the trainer holds it
+    return _train_and_save(trainer, tokenizer, history, out_dir)
 
 
 def load_policy(path: Path, device: DeviceChoice):

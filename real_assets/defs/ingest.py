@@ -62,18 +62,8 @@ class IngestConfig(dg.Config):
     column_map: dict[str, str] = Field(default_factory=dict)
 
     def spec(self) -> SourceSpec:
-        return SourceSpec(
-            source=self.source,
-            path=self.path,
-            revision=self.revision,
-            split=self.split,
-            limit=self.limit,
-            seed=self.seed,
-            n_prompts=self.n_prompts,
-            test_fraction=self.test_fraction,
-            max_chars=self.max_chars,
-            column_map=dict(self.column_map) or None,
-        )
+        """The pure-logic source spec (same field names)."""
+        return SourceSpec(**{**self.model_dump(), "column_map": dict(self.column_map) or None})
 
 
 def _responses_table(batch: SourceBatch) -> pa.Table:

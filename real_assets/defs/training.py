@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from real_assets.core.checkpoints import Checkpoint, finalize, staging_dir
+from real_assets.core.checkpoints import UNPARTITIONED, Checkpoint, finalize, staging_dir
 from real_assets.core.policy import (
     BUILTIN_BASE,
     BaseModelConfig,
@@ -61,10 +61,14 @@ class DpoConfig(dg.Config):
     seed: int = 0
 
 
-def record_checkpoint(
-    warehouse: Warehouse, asset: str, partition: str, ckpt: Checkpoint, step: StepRun, run_id: str
-) -> None:
-    """The manifest row the audit later re-hashes the checkpoint files against."""
+def store_checkpoint(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, step: StepRun, staging: Path, model_name: str
+) -> tuple[Checkpoint, str]:
+    """Move a trained checkpoint to its content-addressed folder, record its file manifest (what the
+    audit re-hashes) in `models.checkpoints`, and register it in MLflow; returns it and its model version."""
+    ckpt = finalize(staging)
+    asset = context.asset_key.to_user_string()
+    partition = context.partition_key if context.has_partition_key else UNPARTITIONED
     with warehouse.connect() as con:
         con.execute(_DDL)
         con.execute(
@@ -77,12 +81,14 @@ def record_checkpoint(
                 str(ckpt.path),
                 json.dumps(ckpt.manifest),
                 step.run_id,
-                run_id,
+                context.run_id,
             ],
         )
+    tags = {"data_version": ckpt.data_version, "partition": partition}
+    return ckpt, step.register_model(model_name, ckpt.path, tags)
 
 
-def latest_checkpoint(warehouse: Warehouse, asset: str, partition: str = "_") -> Path:
+def latest_checkpoint(warehouse: Warehouse, asset: str, partition: str = UNPARTITIONED) -> Path:
     """Folder of the newest recorded checkpoint of an asset partition."""
     with warehouse.connect(read_only=True) as con:
         row = con.execute(
@@ -153,9 +159,7 @@ def reference_policy(
             seed=config.seed,
         )
         history = train_sft(model, tokenizer, rows, train_cfg, out, device, _log_curve(step, "sft"))
-        ckpt = finalize(out)
-        record_checkpoint(warehouse, "reference_policy", "_", ckpt, step, context.run_id)
-        version = step.register_model("real-assets-reference", ckpt.path, {"data_version": ckpt.data_version})
+        ckpt, version = store_checkpoint(context, warehouse, step, out, "real-assets-reference")
         metadata = {
             "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
             "sft_examples": len(rows),
@@ -219,13 +223,7 @@ def dpo_checkpoint(
             seed=config.seed,
         )
         history = train_dpo(reference, rows, train_cfg, out, device, _log_curve(step, "train"))
-        ckpt = finalize(out)
-        record_checkpoint(warehouse, "dpo_checkpoint", strategy, ckpt, step, context.run_id)
-        version = step.register_model(
-            f"real-assets-dpo-{strategy}",
-            ckpt.path,
-            {"data_version": ckpt.data_version, "strategy": strategy},
-        )
+        ckpt, version = store_checkpoint(context, warehouse, step, out, f"real-assets-dpo-{strategy}")
         last = next((h for h in reversed(history) if "rewards/margins" in h), {})
         metadata = {
             "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
