@@ -101,6 +101,11 @@ def latest_checkpoint(warehouse: Warehouse, asset: str, partition: str = UNPARTI
     return Path(row[0])
 
 
+def _train_config(config: dg.Config) -> TrainConfig:
+    """The trainer settings of an asset config: the fields it shares with `TrainConfig`."""
+    return TrainConfig(**config.model_dump(include=set(TrainConfig.__dataclass_fields__)))
+
+
 def _log_curve(step: StepRun, prefix: str):
     def on_log(global_step: int, logs: dict[str, float]) -> None:
         step.log_metrics(
@@ -151,13 +156,7 @@ def reference_policy(
             corpus,
         )
         out = staging_dir(checkpoints_dir(), "reference_policy", None)
-        train_cfg = TrainConfig(
-            learning_rate=config.learning_rate,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-            seed=config.seed,
-        )
+        train_cfg = _train_config(config)
         history = train_sft(model, tokenizer, rows, train_cfg, out, device, _log_curve(step, "sft"))
         ckpt, version = store_checkpoint(context, warehouse, step, out, "real-assets-reference")
         metadata = {
@@ -214,14 +213,7 @@ def dpo_checkpoint(
         ]
         device = compute.choice()
         out = staging_dir(checkpoints_dir(), "dpo_checkpoint", strategy)
-        train_cfg = TrainConfig(
-            learning_rate=config.learning_rate,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-            beta=config.beta,
-            seed=config.seed,
-        )
+        train_cfg = _train_config(config)
         history = train_dpo(reference, rows, train_cfg, out, device, _log_curve(step, "train"))
         ckpt, version = store_checkpoint(context, warehouse, step, out, f"real-assets-dpo-{strategy}")
         last = next((h for h in reversed(history) if "rewards/margins" in h), {})
