@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def _ingest_config(args) -> dict:
         config["limit"] = args.limit
     if args.n_prompts:
         config["n_prompts"] = args.n_prompts
+    if args.column_map:
+        config["column_map"] = json.loads(args.column_map)
     return config
 
 
@@ -145,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--path", help="local file or hub dataset id for the source")
     p.add_argument("--limit", type=int, help="read at most this many input rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--column-map",
+        help='table source: JSON such as {"prompt": "question", "response": "answer", "score": "rating"}',
+    )
     p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 360)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")

@@ -200,6 +200,9 @@ class Tracking(dg.ConfigurableResource):
     """Empty means `$MLFLOW_TRACKING_URI`, else a SQLite store under the home."""
     experiment: str = "real-assets"
     ui_url: str = "http://127.0.0.1:5000"
+    """The MLflow UI, for links in the materialization metadata."""
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+    """The Dagster UI, for links from the MLflow run back to the run and the asset."""
 
     def uri(self) -> str:
         return self.tracking_uri or default_tracking_uri()
@@ -235,6 +238,8 @@ class Tracking(dg.ConfigurableResource):
             "dagster.asset_key": asset_key,
             "dagster.partition": partition,
             "dagster.code_version": code_version or "",
+            "dagster.run_url": f"{self.dagster_ui_url}/runs/{context.run_id}",
+            "dagster.asset_url": f"{self.dagster_ui_url}/assets/{'/'.join(context.asset_key.path)}",
             **{f"dagster.upstream.{k}": v for k, v in (upstream_versions or {}).items()},
         }
         run_name = f"{asset_key}[{partition}]" if partition else asset_key

@@ -112,6 +112,8 @@ def test_each_materialization_and_its_mlflow_run_point_at_each_other(demo_home):
             assert run.data.tags["dagster.partition"] == (partition or "")
             assert run.data.tags["dagster.data_version"] == version
             assert run.data.tags["dagster.code_version"]
+            assert run.data.tags["dagster.run_url"].endswith(f"/runs/{record.run_id}")
+            assert run.data.tags["dagster.asset_url"].endswith(f"/assets/{name}")
     dpo_run = client.get_run(
         _latest(instance, "dpo_checkpoint", "easy").asset_materialization.metadata["mlflow_run_id"].value
     )
@@ -197,3 +199,48 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
     # one pair per prompt: global ranking keeps half of the candidate pairs
     pairs = {r[0]: r[1] for r in rows}
     assert len(set(pairs.values())) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "writer", "name", "column_map"),
+    [
+        ("shp2", sf.write_shp2, "shp2.jsonl", None),
+        ("ultrafeedback", sf.write_ultrafeedback, "uf.jsonl", None),
+        ("ultrafeedback", sf.write_ultrafeedback_binarized, "ufb.jsonl", None),
+        (
+            "table",
+            sf.write_table_parquet,
+            "pairs.parquet",
+            '{"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}',
+        ),
+    ],
+)
+def test_every_real_source_runs_the_whole_graph_from_a_local_file(
+    tmp_path, monkeypatch, source, writer, name, column_map
+):
+    path = writer(tmp_path / name)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "home"
+    args = [
+        "demo",
+        "--home",
+        str(home),
+        "--source",
+        source,
+        "--path",
+        str(path),
+        "--sft-epochs",
+        "1",
+        "--dpo-epochs",
+        "1",
+    ]
+    if column_map:
+        args += ["--column-map", column_map]
+    assert cli.main(args) == 0
+    with Warehouse(path=str(home / "warehouse.duckdb")).connect(read_only=True) as con:
+        ingested = con.execute(
+            "select sum(input_rows), sum(accepted_rows), sum(rejected_rows) from raw.ingestions"
+        ).fetchone()
+        strategies = {r[0] for r in con.execute("select strategy from eval.eval_scores").fetchall()}
+    assert ingested[0] == ingested[1] + ingested[2] > 0
+    assert strategies == set(STRATEGIES)

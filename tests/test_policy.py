@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from real_assets.core.device import pick_device
@@ -101,3 +102,47 @@ def test_device_choice_on_a_cpu_machine():
     assert pick_device("cpu").dtype_name == "float32"
     with pytest.raises(ValueError):
         pick_device("tpu")
+
+
+def test_paper_mode_embeds_with_the_policy_lm_mean_pooled(trained):
+    from real_assets.core.embedding import POLICY_LM_PREFIX, embed_texts
+
+    root, device, *_ = trained
+    vectors = embed_texts([GOOD, BAD, GOOD], f"{POLICY_LM_PREFIX}{root / 'ref'}", device, batch_size=2)
+    assert vectors.shape == (3, 32)  # the tiny model's hidden size
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[2], atol=1e-5)  # padding does not leak into the mean
+
+
+def test_a_reward_model_can_judge_the_win_rate(trained):
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    from real_assets.core.evaluation import reward_model_scorer
+
+    root, device, *_ = trained
+    tokenizer = AutoTokenizer.from_pretrained(root / "ref")
+    judge = GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            num_labels=1,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    judge.save_pretrained(root / "judge")
+    tokenizer.save_pretrained(root / "judge")
+    scorer = reward_model_scorer(str(root / "judge"), device)
+    scores = scorer([PROMPT, PROMPT, PROMPT], [GOOD, BAD, GOOD])
+    assert scores.shape == (3,) and scores[0] == pytest.approx(scores[2])
+    metrics = evaluate_policy(
+        root / "dpo",
+        root / "ref",
+        [],
+        [PROMPT],
+        scorer,
+        EvalConfig(samples_per_prompt=2, max_new_tokens=6),
+        device,
+    )
+    assert metrics["win_comparisons"] == 2 and 0 <= metrics["win_rate"] <= 1
