@@ -6,7 +6,7 @@ from real_assets.audit import audit_checks
 from real_assets.defs.automation import apply_automation, jobs, schedules, sensors
 from real_assets.defs.evaluation import eval_scores, strategy_comparison
 from real_assets.defs.features import response_embeddings
-from real_assets.defs.ingest import raw_responses
+from real_assets.defs.ingest import ingest_checks, raw_responses
 from real_assets.defs.selection import selected_pairs
 from real_assets.defs.sql_assets import sql_assets, sql_checks
 from real_assets.defs.training import dpo_checkpoint, reference_policy
@@ -23,7 +23,7 @@ ASSETS = [
     strategy_comparison,
 ]
 
-CHECKS = [*sql_checks, *audit_checks]
+CHECKS = [*ingest_checks, *sql_checks, *audit_checks]
 
 
 def resources() -> dict:

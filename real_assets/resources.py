@@ -26,6 +26,8 @@ class Warehouse(dg.ConfigurableResource):
     """Database file; empty means `<home>/warehouse.duckdb`."""
     lock_timeout_s: float = 120.0
     """How long to wait for another process's write lock before failing."""
+    memory_limit: str = ""
+    """DuckDB `memory_limit` (e.g. "2GB"); past it DuckDB spills to disk. Empty: its default, 80% of RAM."""
 
     def database(self) -> Path:
         return Path(self.path) if self.path else warehouse_path()
@@ -52,7 +54,8 @@ class Warehouse(dg.ConfigurableResource):
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                return duckdb.connect(str(db), read_only=read_only)
+                config = {"memory_limit": self.memory_limit} if self.memory_limit else {}
+                return duckdb.connect(str(db), read_only=read_only, config=config)
             except duckdb.IOException as e:
                 if "lock" not in str(e).lower() or time.monotonic() > deadline:
                     raise

@@ -144,6 +144,13 @@ def test_asset_checks_passed(demo_home):
                 [dg.AssetCheckKey(dg.AssetKey(key), check)]
             )[dg.AssetCheckKey(dg.AssetKey(key), check)]
             assert record.status.value == "SUCCEEDED"
+    for asset, check in [
+        ("raw_responses", "unique_response_and_prompt_ids"),
+        ("raw_responses", "every_input_row_accepted_or_rejected"),
+    ]:
+        ck = dg.AssetCheckKey(dg.AssetKey(asset), check)
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([ck])[ck]
+        assert record.status.value == "SUCCEEDED", check
     for check in ("similarity_within_bounds", "no_self_pairs", "one_row_per_unordered_pair"):
         ck = dg.AssetCheckKey(dg.AssetKey("response_similarity"), check)
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([ck])[ck]

@@ -15,25 +15,62 @@ from real_assets.resources import Tracking, Warehouse
 
 RAW_RESPONSES_VERSION = "1"
 
+# No primary keys on the raw tables: DuckDB keeps index keys in memory (they do not spill), which would
+# bound an ingest by RAM. Uniqueness comes from the set-based merge below and is checked by asset checks.
 _DDL = """
 create table if not exists raw.responses (
-    response_id varchar primary key, prompt_id varchar not null, response varchar not null,
+    response_id varchar not null, prompt_id varchar not null, response varchar not null,
     score double not null, gold double, source varchar not null, source_file varchar not null,
     row_number bigint not null
 );
 create table if not exists raw.prompt_texts (
-    prompt_id varchar primary key, prompt varchar not null, split varchar not null, source varchar not null
+    prompt_id varchar not null, prompt varchar not null, split varchar not null, source varchar not null
 );
 create table if not exists raw.rejects (
     source varchar not null, source_file varchar not null, row_number bigint not null,
-    field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null,
-    primary key (source_file, row_number, field, reason)
+    field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null
 );
 create table if not exists raw.ingestions (
     ingestion_id varchar primary key, source varchar, source_file varchar, input_rows bigint,
     accepted_rows bigint, rejected_rows bigint, new_responses bigint, new_rejects bigint,
     ingested_at timestamp default current_timestamp
 );
+"""
+
+# Batches are appended to staging tables, then merged once: only rows whose key is not there yet are
+# added (first occurrence in the file wins), so re-ingesting a file adds nothing.
+_STAGING = """
+create or replace temp table staged_responses (
+    response_id varchar, prompt_id varchar, response varchar, score double, gold double, source varchar,
+    source_file varchar, row_number bigint, prompt varchar, split varchar
+);
+create or replace temp table staged_rejects as select * from raw.rejects limit 0;
+"""
+_MERGE_RESPONSES = """
+insert into raw.responses
+select distinct on (response_id)
+    response_id, prompt_id, response, score, gold, source, source_file, row_number
+from staged_responses as s
+where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
+order by response_id, row_number
+"""
+_MERGE_PROMPTS = """
+insert into raw.prompt_texts
+select distinct on (prompt_id) prompt_id, prompt, split, source
+from staged_responses as s
+where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
+order by prompt_id, row_number
+"""
+_MERGE_REJECTS = """
+insert into raw.rejects
+select distinct on (source_file, row_number, field, reason) *
+from staged_rejects as s
+where not exists (
+    select 1 from raw.rejects as r
+    where r.source_file = s.source_file and r.row_number = s.row_number and r.field = s.field
+      and r.reason = s.reason
+)
+order by source_file, row_number, field, reason
 """
 
 # `raw.prompts` is derived: one row per prompt with its response count and whether it can form a pair.
@@ -110,6 +147,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
     with warehouse.connect() as con:
         con.execute(_DDL)
         con.execute("begin transaction")
+        con.execute(_STAGING)
         try:
             for batch in iter_source(spec):
                 counts["input_rows"] += batch.input_rows
@@ -118,29 +156,18 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                 for r in batch.rejects:
                     reasons[r.reason] = reasons.get(r.reason, 0) + 1
                 staged = _responses_table(batch)  # noqa: F841 - DuckDB reads local Arrow tables by name
-                before = con.execute("select count(*) from raw.responses").fetchone()[0]
-                con.execute("""
-                    insert into raw.responses
-                    select distinct on (response_id) response_id, prompt_id, response, score, gold, source,
-                           source_file, row_number
-                    from staged order by response_id, row_number
-                    on conflict do nothing""")
-                con.execute("""
-                    insert into raw.prompt_texts
-                    select distinct on (prompt_id) prompt_id, prompt, split, source from staged
-                    order by prompt_id, row_number
-                    on conflict do nothing""")
-                counts["new_responses"] += (
-                    con.execute("select count(*) from raw.responses").fetchone()[0] - before
+                con.execute(
+                    "insert into staged_responses select response_id, prompt_id, response, score, gold, "
+                    "source, source_file, row_number, prompt, split from staged"
                 )
                 rejected = _rejects_table(batch, ingestion_id)  # noqa: F841 - read by DuckDB by name
-                before = con.execute("select count(*) from raw.rejects").fetchone()[0]
-                con.execute("insert into raw.rejects select * from rejected on conflict do nothing")
-                counts["new_rejects"] += (
-                    con.execute("select count(*) from raw.rejects").fetchone()[0] - before
-                )
+                con.execute("insert into staged_rejects select * from rejected")
             if counts["input_rows"] != counts["accepted_rows"] + counts["rejected_rows"]:
                 raise RuntimeError(f"row accounting broke: {counts}")
+            counts["new_responses"] = con.execute(_MERGE_RESPONSES).fetchone()[0]
+            con.execute(_MERGE_PROMPTS)
+            counts["new_rejects"] = con.execute(_MERGE_REJECTS).fetchone()[0]
+            con.execute("drop table staged_responses; drop table staged_rejects")
             con.execute(_PROMPTS)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
@@ -204,3 +231,38 @@ def raw_responses(
             "dagster/row_count": result["responses"],
         }
         return finish(context, tracking, step, version, metadata)
+
+
+UNIQUE_IDS = "unique_response_and_prompt_ids"
+ROWS_ACCOUNTED = "every_input_row_accepted_or_rejected"
+
+
+@dg.asset_check(
+    asset=raw_responses,
+    name=UNIQUE_IDS,
+    blocking=True,
+    description="one row per response id and per prompt id (the raw tables have no index that enforces it)",
+)
+def unique_ids(warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        duplicates = con.execute("""
+            select (select count(*) - count(distinct response_id) from raw.responses)
+                 + (select count(*) - count(distinct prompt_id) from raw.prompt_texts)""").fetchone()[0]
+    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_ids": int(duplicates)})
+
+
+@dg.asset_check(
+    asset=raw_responses,
+    name=ROWS_ACCOUNTED,
+    blocking=True,
+    description="for every ingestion, input rows = accepted + rejected",
+)
+def rows_accounted(warehouse: Warehouse) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
+        broken = con.execute(
+            "select count(*) from raw.ingestions where input_rows <> accepted_rows + rejected_rows"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(passed=broken == 0, metadata={"unbalanced_ingestions": int(broken)})
+
+
+ingest_checks = [unique_ids, rows_accounted]
