@@ -92,7 +92,9 @@ def build_base(config: BaseModelConfig, corpus: Sequence[str]):
         tokenizer = AutoTokenizer.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            config.model, dtype=torch.float32, trust_remote_code=config.trust_remote_code
+        )
         return model, tokenizer
     tokenizer = build_tokenizer(corpus, config.vocab_size)
     model = GPT2LMHeadModel(
@@ -195,7 +197,9 @@ def train_dpo(
 
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(reference_dir)
-    model = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=device.dtype)
+    # float32 master weights; on CUDA the trainer's bf16/fp16 autocast gives the half-precision speed
+    # (fp16 weights cannot be trained: the grad scaler refuses to unscale fp16 gradients).
+    model = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)
     history = _History(on_log)
     trainer = DPOTrainer(
         model=model,
