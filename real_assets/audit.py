@@ -37,18 +37,23 @@ from real_assets.defs.sql_assets import SQL_MODELS
 from real_assets.defs.versions import content_version
 from real_assets.resources import Warehouse
 
-LINEAGE: list[tuple[str, bool, tuple[str, ...]]] = [
-    ("raw_responses", False, ()),
-    ("response_embeddings", False, ("raw_responses",)),
-    ("response_similarity", False, ("response_embeddings",)),
-    ("pair_candidates", False, ("raw_responses", "response_similarity")),
-    ("selected_pairs", True, ("pair_candidates", "response_embeddings")),
-    ("reference_policy", False, ("raw_responses",)),
-    ("dpo_checkpoint", True, ("reference_policy", "selected_pairs")),
-    ("eval_scores", True, ("dpo_checkpoint",)),
-    ("strategy_comparison", False, ("eval_scores",)),
-]
-"""(asset, partitioned by strategy, upstream assets), upstream first."""
+
+def lineage_steps() -> list[tuple[str, bool, tuple[str, ...]]]:
+    """(asset, partitioned by strategy, upstream assets) for every asset of the code location, upstream
+    first, read from the asset graph itself."""
+    from real_assets.definitions import defs  # the definitions import this module for its check
+
+    graph = defs.resolve_asset_graph()
+    return [
+        (
+            key.to_user_string(),
+            graph.get(key).partitions_def is not None,
+            tuple(sorted(p.to_user_string() for p in graph.get(key).parent_keys)),
+        )
+        for key in graph.toposorted_asset_keys
+    ]
+
+
 CHECKPOINT_ASSETS = ("reference_policy", "dpo_checkpoint")
 
 CHECKPOINT_MATCHES_MANIFEST = "checkpoint_matches_manifest"
@@ -354,13 +359,19 @@ def audit(home: Path, strategy: str | None = None) -> AuditReport:
                 report.problems.append("dpo_checkpoint: no partition was ever materialized")
         report.strategies = strategies
         versions: dict[tuple[str, str | None], str | None] = {}
-        for asset, partitioned, deps in LINEAGE:
+        steps = lineage_steps()
+        partitioned_assets = {asset for asset, partitioned, _ in steps if partitioned}
+        for asset, partitioned, deps in steps:
             if asset == "strategy_comparison" and strategy is not None:
-                continue
+                continue  # built from every strategy's eval row
             for partition in strategies if partitioned else [None]:
-                upstream = {d: versions.get((d, partition), versions.get((d, None))) for d in deps}
-                if asset == "strategy_comparison":  # built from every strategy's eval row: no one version
-                    upstream = {}
+                upstream: dict[str, str | None] = {}
+                for dep in deps:
+                    if dep in partitioned_assets and not partitioned:
+                        # an unpartitioned step reads every partition: one MLflow tag each
+                        upstream.update({f"{dep}/{p}": versions.get((dep, p)) for p in strategies})
+                    else:
+                        upstream[dep] = versions.get((dep, partition if dep in partitioned_assets else None))
                 step = StepAudit(asset, partition)
                 _audit_step(step, instance, con, client, upstream)
                 versions[(asset, partition)] = step.data_version
