@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from real_assets.core.device import DeviceChoice
+from real_assets.core.device import DeviceChoice, release_cuda_memory
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_EMBEDDER, "all-MiniLM-L6-v2", "packaged:all-MiniLM-L6-v2"}
@@ -34,18 +34,33 @@ def embed_texts(
     """L2-normalised float32 embeddings, one row per text, computed in batches on the chosen device."""
     if not texts:
         raise ValueError("no texts to embed")
+    return np.concatenate(list(embed_chunks([texts], model_id, device, batch_size, trust_remote_code)))
+
+
+def embed_chunks(
+    chunks: Iterable[Sequence[str]],
+    model_id: str,
+    device: DeviceChoice,
+    batch_size: int = 128,
+    trust_remote_code: bool = False,
+) -> Iterator[np.ndarray]:
+    """Embeddings of each chunk of texts in turn, with the model loaded once: callers write a chunk before
+    the next is computed, so memory stays bounded by the chunk size. The model is freed at the end."""
     if model_id.startswith(POLICY_LM_PREFIX):
-        vectors = _embed_with_causal_lm(
-            texts, model_id.removeprefix(POLICY_LM_PREFIX), device, batch_size, trust_remote_code
-        )
+        encode = _causal_lm_encoder(model_id.removeprefix(POLICY_LM_PREFIX), device, trust_remote_code)
     else:
-        vectors = _embed_with_sentence_transformers(texts, model_id, device, batch_size, trust_remote_code)
-    vectors = vectors.astype(np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+        encode = _sentence_transformers_encoder(model_id, device, trust_remote_code)
+    try:
+        for chunk in chunks:
+            vectors = encode(list(chunk), batch_size).astype(np.float32)
+            # sentence-transformers normalises already; the policy-LM pooling does not
+            yield vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    finally:
+        del encode
+        release_cuda_memory()
 
 
-def _embed_with_sentence_transformers(texts, model_id, device, batch_size, trust_remote_code) -> np.ndarray:
+def _sentence_transformers_encoder(model_id: str, device: DeviceChoice, trust_remote_code: bool):
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(
@@ -54,20 +69,20 @@ def _embed_with_sentence_transformers(texts, model_id, device, batch_size, trust
         trust_remote_code=trust_remote_code,
         model_kwargs={"dtype": device.dtype},
     )
-    try:
+
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
         return model.encode(
-            list(texts),
+            texts,
             batch_size=batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-    finally:
-        del model
-        _release()
+
+    return encode
 
 
-def _embed_with_causal_lm(texts, model_path, device, batch_size, trust_remote_code) -> np.ndarray:
+def _causal_lm_encoder(model_path: str, device: DeviceChoice, trust_remote_code: bool):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -76,27 +91,21 @@ def _embed_with_causal_lm(texts, model_path, device, batch_size, trust_remote_co
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModel.from_pretrained(model_path, dtype=device.dtype, trust_remote_code=trust_remote_code)
     model = model.to(device.device).eval()
-    out = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(texts), batch_size):
-                enc = tokenizer(
-                    list(texts[start : start + batch_size]),
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=512,
-                ).to(device.device)
-                hidden = model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
-    finally:
-        del model
-        _release()
-    return np.concatenate(out)
 
+    @torch.no_grad()
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=512,
+            ).to(device.device)
+            hidden = model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
+        return np.concatenate(out)
 
-def _release() -> None:
-    from real_assets.core.device import release_cuda_memory
-
-    release_cuda_memory()
+    return encode

@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_texts
+from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
 from real_assets.defs.common import GPU_POOL, finish, upstream_versions
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import content_version
@@ -23,62 +23,52 @@ class EmbeddingConfig(dg.Config):
     trust_remote_code: bool = False
 
 
+EMBED_CHUNK = 20_000
+"""Responses embedded and written per step of the loop: bounds memory for large tables."""
+
+
 def embed_new_responses(warehouse: Warehouse, compute: Compute, config: EmbeddingConfig) -> dict:
-    """Embed the responses that have no embedding from this model yet; drop embeddings of responses that
-    are gone. A change of model re-embeds everything. The GPU work holds no warehouse connection."""
-    with warehouse.connect(read_only=True) as con:
-        current = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'features' and table_name = 'response_embeddings'"
-        ).fetchone()[0]
-        if current:
-            todo = con.execute(
-                "select response_id, prompt_id, response from raw.responses where response_id not in "
-                "(select response_id from features.response_embeddings where model_id = ?) "
-                "order by response_id",
-                [config.model],
-            ).fetchall()
-        else:
-            todo = con.execute(
-                "select response_id, prompt_id, response from raw.responses order by response_id"
-            ).fetchall()
-    device = compute.choice()
-    started = time.perf_counter()
-    vectors = (
-        embed_texts(
-            [t[2] for t in todo], config.model, device, compute.embed_batch_size, config.trust_remote_code
-        )
-        if todo
-        else np.zeros((0, 0), np.float32)
-    )
-    seconds = time.perf_counter() - started
+    """Embed the responses that have no embedding from this model yet, a chunk at a time; drop embeddings
+    of responses that are gone. A change of model re-embeds everything. The model work holds no warehouse
+    connection: each chunk is written with a short one."""
     with warehouse.connect() as con:
-        if todo:
-            dim = vectors.shape[1]
-            if current:
-                existing_dim = con.execute(
-                    "select array_length(embedding) from features.response_embeddings limit 1"
-                ).fetchone()
-                stale_model = con.execute(
-                    "select count(*) from features.response_embeddings where model_id <> ?", [config.model]
-                ).fetchone()[0]
-                if stale_model or (existing_dim and existing_dim[0] != dim):
-                    con.execute("drop table features.response_embeddings")
-            con.execute(
-                f"create table if not exists features.response_embeddings (response_id varchar primary key, "
-                f"prompt_id varchar not null, model_id varchar not null, embedding float[{dim}] not null)"
+        # One model per table: a change of model (or of its dimension) starts the table afresh.
+        if (
+            _table_exists(con)
+            and con.execute(
+                "select count(*) from features.response_embeddings where model_id <> ?", [config.model]
+            ).fetchone()[0]
+        ):
+            con.execute("drop table features.response_embeddings")
+        done = (
+            "where response_id not in (select response_id from features.response_embeddings)"
+            if _table_exists(con)
+            else ""
+        )
+        todo = con.execute(
+            f"select response_id, prompt_id, response from raw.responses {done} order by response_id"
+        ).fetchall()
+        if not todo and not _table_exists(con):
+            raise ValueError(
+                "raw.responses has no rows to embed: every input row was rejected (see raw.rejects)"
             )
-            staged = pa.table(  # noqa: F841 - read by DuckDB by name
-                {
-                    "response_id": [t[0] for t in todo],
-                    "prompt_id": [t[1] for t in todo],
-                    "model_id": [config.model] * len(todo),
-                    "embedding": pa.FixedSizeListArray.from_arrays(
-                        pa.array(vectors.reshape(-1), pa.float32()), dim
-                    ),
-                }
-            )
-            con.execute("insert or replace into features.response_embeddings select * from staged")
+    device = compute.choice()
+    chunks = [todo[start : start + EMBED_CHUNK] for start in range(0, len(todo), EMBED_CHUNK)]
+    vectors_per_chunk = embed_chunks(
+        ([text for _, _, text in chunk] for chunk in chunks),
+        config.model,
+        device,
+        compute.embed_batch_size,
+        config.trust_remote_code,
+    )
+    seconds = 0.0
+    for chunk in chunks:
+        started = time.perf_counter()
+        vectors = next(vectors_per_chunk)
+        seconds += time.perf_counter() - started
+        _write_embeddings(warehouse, chunk, vectors, config.model)
+    vectors_per_chunk.close()
+    with warehouse.connect() as con:
         con.execute(
             "delete from features.response_embeddings where response_id not in "
             "(select response_id from raw.responses)"
@@ -98,6 +88,33 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
         "embed_seconds": seconds,
         "data_version": version,
     }
+
+
+def _table_exists(con) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'features' and table_name = 'response_embeddings'"
+        ).fetchone()[0]
+    )
+
+
+def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndarray, model: str) -> None:
+    dim = vectors.shape[1]
+    staged = pa.table(  # noqa: F841 - read by DuckDB by name
+        {
+            "response_id": [response_id for response_id, _, _ in chunk],
+            "prompt_id": [prompt_id for _, prompt_id, _ in chunk],
+            "model_id": [model] * len(chunk),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
+        }
+    )
+    with warehouse.connect() as con:
+        con.execute(
+            "create table if not exists features.response_embeddings (response_id varchar primary key, "
+            f"prompt_id varchar not null, model_id varchar not null, embedding float[{dim}] not null)"
+        )
+        con.execute("insert or replace into features.response_embeddings select * from staged")
 
 
 @dg.asset(
