@@ -64,10 +64,30 @@ def _ingest_config(args) -> dict:
     return config
 
 
+def _quiet_libraries() -> None:
+    """The demo prints one line per step: silence the libraries' progress bars and deprecation chatter
+    (errors still surface; every step's own log is in the Dagster run)."""
+    import warnings
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import logging
+
+    import mlflow  # noqa: F401 - configures its loggers on import; lower them after
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def demo(args) -> int:
     root = prepare_home(args.home)
     if not args.path or Path(args.path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
+    _quiet_libraries()
     import dagster as dg
 
     from real_assets.core.report import markdown_table
