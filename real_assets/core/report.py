@@ -21,8 +21,8 @@ def comparison_plot(table: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
-    for ax, (column, title) in zip(axes, PANELS):
+    fig, axes = plt.subplots(2, 2, figsize=(8, 6))  # fits the Dagster UI's metadata dialog
+    for ax, (column, title) in zip(axes.flat, PANELS):
         values = pd.to_numeric(table[column], errors="coerce")
         errors = None
         if column == "win_rate" and values.notna().any():
