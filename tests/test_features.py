@@ -37,3 +37,33 @@ def test_nothing_to_embed_fails_clearly(tmp_path, home):
     ingest(warehouse, SourceSpec(source="table", path=str(bad)))
     with pytest.raises(ValueError, match="no rows to embed"):
         embed_new_responses(warehouse, Compute(device="cpu"), EmbeddingConfig())
+
+
+def test_hh_prompt_in_two_rows_pairs_only_what_annotators_compared(tmp_path, home):
+    import json
+
+    from real_assets.core.sql_models import load_sql_models
+
+    def row(chosen, rejected):
+        prompt = "\n\nHuman: How do I keep basil alive?\n\nAssistant:"
+        return {"chosen": f"{prompt} {chosen}", "rejected": f"{prompt} {rejected}"}
+
+    path = tmp_path / "hh.jsonl"
+    rows = [row("Water it in the morning.", "No idea."), row("Give it bright light.", "Buy a plastic one.")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(path)))
+    embed_new_responses(warehouse, Compute(device="cpu"), EmbeddingConfig())
+    with warehouse.connect() as con:
+        for model in load_sql_models():
+            con.execute(f"create or replace table {model.table} as {model.sql}")
+        pairs = con.execute("""
+            select c.response, r.response, k.labelled_pair from selection.pair_candidates as k
+            join raw.responses as c on c.response_id = k.chosen_id
+            join raw.responses as r on r.response_id = k.rejected_id order by 1""").fetchall()
+        assert con.execute("select count(*) from raw.comparisons").fetchone()[0] == 2
+    # 4 responses give 4 directed cross pairs by score; only the 2 compared ones are candidates
+    assert pairs == [
+        ("Give it bright light.", "Buy a plastic one.", True),
+        ("Water it in the morning.", "No idea.", True),
+    ]

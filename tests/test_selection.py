@@ -112,3 +112,11 @@ def test_centroid_in_global_mode_keeps_exactly_the_fraction():
         emb[r] = rng.normal(size=2) if c == "c0" else np.array([0.0, 1.0])
     picked = select_pairs(SINGLE, SelectionConfig("centroid", keep_fraction=0.5), emb)
     assert len(picked) == 5 and picked["prompt_id"].is_unique
+
+
+def test_labelled_comparisons_use_global_ranking_even_when_a_prompt_recurs():
+    recurring = SINGLE.assign(labelled_pair=True)
+    recurring.loc[1, "prompt_id"] = "p0"  # the same prompt in two HH rows: two compared pairs
+    assert resolve_mode(recurring, "auto") == "global"
+    assert resolve_mode(recurring.assign(labelled_pair=False), "auto") == "per_prompt"
+    assert len(select_pairs(recurring, SelectionConfig("easy", keep_fraction=0.5))) == 5

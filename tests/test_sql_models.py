@@ -28,6 +28,13 @@ SCHEMA = {
             "gold": "DOUBLE",
         },
         "prompts": {"prompt_id": "VARCHAR", "prompt": "VARCHAR", "split": "VARCHAR", "n_responses": "BIGINT"},
+        "comparisons": {
+            "prompt_id": "VARCHAR",
+            "chosen_id": "VARCHAR",
+            "rejected_id": "VARCHAR",
+            "source_file": "VARCHAR",
+            "row_number": "BIGINT",
+        },
     },
 }
 
@@ -38,6 +45,7 @@ def test_the_shipped_models_and_their_upstream_tables_come_from_the_sql():
     assert models["response_similarity"].upstream_tables == ("features.response_embeddings",)
     assert models["pair_candidates"].upstream_tables == (
         "features.response_similarity",
+        "raw.comparisons",
         "raw.prompts",
         "raw.responses",
     )
@@ -52,6 +60,7 @@ def test_column_lineage_follows_expressions_through_ctes():
     assert ("raw.responses", "gold") in lineage["gold_gap"]
     assert ("raw.responses", "score") in lineage["chosen_id"]
     assert lineage["cosine"] == [("features.response_similarity", "cosine")]
+    assert lineage["labelled_pair"] == [("raw.comparisons", "prompt_id")]
     sim = column_lineage(models["response_similarity"], SCHEMA)
     assert sim["cosine"] == [("features.response_embeddings", "embedding")]
 

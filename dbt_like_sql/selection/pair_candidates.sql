@@ -1,5 +1,7 @@
 -- Every directed candidate pair: chosen/rejected by label score (pairs with tied labels have no direction
--- and are left out), the score and gold gaps, and the pair's similarity rank within its prompt and overall.
+-- and are left out), the score and gold gaps, and the pair's similarity rank within its prompt.
+-- Where a prompt's labels are chosen/rejected comparisons without scores (raw.comparisons, HH-RLHF), only
+-- the compared pairs are candidates: no annotator ever ranked chosen-of-one-row against rejected-of-another.
 with scored as (
     select
         s.prompt_id,
@@ -13,25 +15,49 @@ with scored as (
     join raw.responses as ra on ra.response_id = s.response_id_a
     join raw.responses as rb on rb.response_id = s.response_id_b
     where ra.score <> rb.score
+),
+compared as (
+    select distinct prompt_id, chosen_id, rejected_id from raw.comparisons
+),
+candidates as (
+    select
+        scored.prompt_id,
+        scored.cosine,
+        scored.chosen_id,
+        scored.rejected_id,
+        scored.chosen_score,
+        scored.rejected_score,
+        scored.gold_gap,
+        compared.prompt_id is not null as labelled_pair
+    from scored
+    left join compared
+        on compared.prompt_id = scored.prompt_id
+        and compared.chosen_id = scored.chosen_id
+        and compared.rejected_id = scored.rejected_id
+    where compared.prompt_id is not null
+        or scored.prompt_id not in (select prompt_id from compared)
 )
 select
-    scored.prompt_id,
+    candidates.prompt_id,
     p.split,
-    scored.chosen_id,
-    scored.rejected_id,
-    scored.chosen_score,
-    scored.rejected_score,
-    scored.chosen_score - scored.rejected_score as score_gap,
-    scored.gold_gap,
-    scored.gold_gap < 0 as label_error,
-    scored.cosine,
+    candidates.chosen_id,
+    candidates.rejected_id,
+    candidates.chosen_score,
+    candidates.rejected_score,
+    candidates.chosen_score - candidates.rejected_score as score_gap,
+    candidates.gold_gap,
+    candidates.gold_gap < 0 as label_error,
+    candidates.cosine,
+    candidates.labelled_pair,
     p.n_responses,
     row_number() over (
-        partition by scored.prompt_id order by scored.cosine, scored.chosen_id, scored.rejected_id
+        partition by candidates.prompt_id
+        order by candidates.cosine, candidates.chosen_id, candidates.rejected_id
     ) as rank_least_similar,
     row_number() over (
-        partition by scored.prompt_id order by scored.cosine desc, scored.chosen_id, scored.rejected_id
+        partition by candidates.prompt_id
+        order by candidates.cosine desc, candidates.chosen_id, candidates.rejected_id
     ) as rank_most_similar,
-    count(*) over (partition by scored.prompt_id) as pairs_in_prompt
-from scored
-join raw.prompts as p on p.prompt_id = scored.prompt_id
+    count(*) over (partition by candidates.prompt_id) as pairs_in_prompt
+from candidates
+join raw.prompts as p on p.prompt_id = candidates.prompt_id

@@ -21,6 +21,9 @@ class ResponseRecord:
     source: str
     source_file: str
     row_number: int
+    labelled_pair: bool = False
+    """One of the two responses of a chosen/rejected label with no scores: only this row's pair was
+    compared, so no other pair of the prompt may be formed from it."""
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,15 @@ class SelectionConfig:
 
 
 def resolve_mode(candidates: pd.DataFrame, mode: str) -> str:
-    """`auto` becomes `global` for one-pair-per-prompt data, else `per_prompt`."""
+    """`auto` becomes `global` for one-pair-per-prompt data (every prompt has one candidate pair, or every
+    candidate is a labelled comparison, as in HH-RLHF where a prompt may recur in several rows), else
+    `per_prompt`."""
     if mode not in ("auto", "per_prompt", "global"):
         raise ValueError(f"selection mode must be auto, per_prompt or global, not {mode!r}")
     if mode != "auto":
         return mode
+    if "labelled_pair" in candidates and candidates["labelled_pair"].all():
+        return "global"
     return "global" if candidates.groupby("prompt_id").size().max() == 1 else "per_prompt"
 
 

@@ -167,10 +167,13 @@ def _same_text(a: str, b: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- sources
-# A row validator returns ([(prompt, response, score), ...], is_pair) or raises _Reject.
+# A row validator returns ([(prompt, response, score), ...], kind) or raises _Reject. `kind`: SCORED (scores
+# comparable across rows of a prompt), PAIR (two scored responses) or LABELLED_PAIR (a chosen/rejected
+# label and nothing more: only that pair was compared, so no other pair of the prompt may be formed).
 
 Item = tuple[str, str, float]
-Validator = Callable[[dict], tuple[list[Item], bool]]
+SCORED, PAIR, LABELLED_PAIR = "scored", "pair", "labelled_pair"
+Validator = Callable[[dict], tuple[list[Item], str]]
 
 
 def _split_hh(value: Any, field: str, max_chars: int) -> tuple[str, str]:
@@ -190,12 +193,12 @@ def _split_hh(value: Any, field: str, max_chars: int) -> tuple[str, str]:
 def _hh_validator(spec: SourceSpec) -> Validator:
     max_chars = spec.max_chars
 
-    def validate(row: dict) -> tuple[list[Item], bool]:
+    def validate(row: dict) -> tuple[list[Item], str]:
         prompt, chosen = _split_hh(row.get("chosen"), "chosen", max_chars)
         prompt_r, rejected = _split_hh(row.get("rejected"), "rejected", max_chars)
         if not _same_text(prompt, prompt_r):
             raise _Reject("rejected", PROMPT_MISMATCH)
-        return [(prompt, chosen, 1.0), (prompt, rejected, 0.0)], True
+        return [(prompt, chosen, 1.0), (prompt, rejected, 0.0)], LABELLED_PAIR
 
     return validate
 
@@ -203,13 +206,13 @@ def _hh_validator(spec: SourceSpec) -> Validator:
 def _shp2_validator(spec: SourceSpec) -> Validator:
     max_chars = spec.max_chars
 
-    def validate(row: dict) -> tuple[list[Item], bool]:
+    def validate(row: dict) -> tuple[list[Item], str]:
         history = _text(row.get("history"), "history", max_chars)
         ref_a = _text(row.get("human_ref_A"), "human_ref_A", max_chars)
         ref_b = _text(row.get("human_ref_B"), "human_ref_B", max_chars)
         score_a = _score(row.get("score_A"), "score_A")
         score_b = _score(row.get("score_B"), "score_B")
-        return [(history, ref_a, score_a), (history, ref_b, score_b)], True
+        return [(history, ref_a, score_a), (history, ref_b, score_b)], PAIR
 
     return validate
 
@@ -245,7 +248,7 @@ def _uf_score(completion: dict, field: str) -> float:
 def _uf_original_validator(spec: SourceSpec) -> Validator:
     max_chars = spec.max_chars
 
-    def validate(row: dict) -> tuple[list[Item], bool]:
+    def validate(row: dict) -> tuple[list[Item], str]:
         prompt = _text(row.get("instruction"), "instruction", max_chars)
         completions = row.get("completions")
         if completions is None:
@@ -261,7 +264,7 @@ def _uf_original_validator(spec: SourceSpec) -> Validator:
                 raise _Reject(field, WRONG_TYPE)
             response = _text(completion.get("response"), f"{field}.response", max_chars)
             items.append((prompt, response, _uf_score(completion, field)))
-        return items, False
+        return items, SCORED
 
     return validate
 
@@ -299,7 +302,7 @@ def _pair_validator(
     """Shared by the UltraFeedback binarized layout and the table pair layout."""
     max_chars = spec.max_chars
 
-    def validate(row: dict) -> tuple[list[Item], bool]:
+    def validate(row: dict) -> tuple[list[Item], str]:
         ctx_c, chosen = _messages(row.get(chosen_col), chosen_col, max_chars)
         ctx_r, rejected = _messages(row.get(rejected_col), rejected_col, max_chars)
         if (
@@ -323,7 +326,8 @@ def _pair_validator(
         sr = row.get(sr_col)
         score_c = 1.0 if sc is None else _score(sc, sc_col)
         score_r = 0.0 if sr is None else _score(sr, sr_col)
-        return [(prompt, chosen, score_c), (prompt, rejected, score_r)], True
+        kind = LABELLED_PAIR if sc is None and sr is None else PAIR
+        return [(prompt, chosen, score_c), (prompt, rejected, score_r)], kind
 
     return validate
 
@@ -331,10 +335,10 @@ def _pair_validator(
 def _point_validator(spec: SourceSpec, prompt_col: str, response_col: str, score_col: str) -> Validator:
     max_chars = spec.max_chars
 
-    def validate(row: dict) -> tuple[list[Item], bool]:
+    def validate(row: dict) -> tuple[list[Item], str]:
         prompt = _text(row.get(prompt_col), prompt_col, max_chars)
         response = _text(row.get(response_col), response_col, max_chars)
-        return [(prompt, response, _score(row.get(score_col), score_col))], False
+        return [(prompt, response, _score(row.get(score_col), score_col))], SCORED
 
     return validate
 
@@ -807,7 +811,7 @@ def _stream(spec: SourceSpec, plan: _Plan, batch_size: int) -> Iterator[SourceBa
             field = ROW_FIELD
             if error is None:
                 try:
-                    items, is_pair = validate(row)  # type: ignore[arg-type]
+                    items, kind = validate(row)  # type: ignore[arg-type]
                 except _Reject as r:
                     field, error = r.field, r.reason
             if error is None:
@@ -820,7 +824,7 @@ def _stream(spec: SourceSpec, plan: _Plan, batch_size: int) -> Iterator[SourceBa
                         pid = prompt_id(prompt)
                         cached = prompt_cache[prompt] = (pid, split_for(pid, test_fraction))
                     records.append((cached, response_id(cached[0], response), prompt, response, score))
-                if is_pair and records[0][1] == records[1][1]:
+                if kind != SCORED and records[0][1] == records[1][1]:
                     field, error = plan.pair_field, IDENTICAL_RESPONSES
                 elif not seen_rows.add(_row_hash(raw, row, columns)):  # type: ignore[arg-type]
                     error = DUPLICATE_ROW
@@ -849,6 +853,7 @@ def _stream(spec: SourceSpec, plan: _Plan, batch_size: int) -> Iterator[SourceBa
                             source=source,
                             source_file=source_file,
                             row_number=row_number,
+                            labelled_pair=kind == LABELLED_PAIR,
                         )
                     )
             if batch.input_rows >= batch_size or len(batch.responses) >= batch_size:

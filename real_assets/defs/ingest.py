@@ -26,6 +26,10 @@ create table if not exists raw.responses (
 create table if not exists raw.prompt_texts (
     prompt_id varchar not null, prompt varchar not null, split varchar not null, source varchar not null
 );
+create table if not exists raw.comparisons (
+    prompt_id varchar not null, chosen_id varchar not null, rejected_id varchar not null,
+    source_file varchar not null, row_number bigint not null
+);
 create table if not exists raw.rejects (
     source varchar not null, source_file varchar not null, row_number bigint not null,
     field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null
@@ -42,7 +46,7 @@ create table if not exists raw.ingestions (
 _STAGING = """
 create or replace temp table staged_responses (
     response_id varchar, prompt_id varchar, response varchar, score double, gold double, source varchar,
-    source_file varchar, row_number bigint, prompt varchar, split varchar
+    source_file varchar, row_number bigint, prompt varchar, split varchar, labelled_pair boolean
 );
 create or replace temp table staged_rejects as select * from raw.rejects limit 0;
 """
@@ -60,6 +64,18 @@ select distinct on (prompt_id) prompt_id, prompt, split, source
 from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
 order by prompt_id, row_number
+"""
+# A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
+# pair_candidates forms no other pair for its prompt.
+_MERGE_COMPARISONS = """
+insert into raw.comparisons
+select prompt_id, arg_max(response_id, score), arg_min(response_id, score), source_file, row_number
+from staged_responses as s
+where labelled_pair
+group by prompt_id, source_file, row_number
+having count(*) = 2 and not exists (
+    select 1 from raw.comparisons as c where c.source_file = s.source_file and c.row_number = s.row_number
+)
 """
 _MERGE_REJECTS = """
 insert into raw.rejects
@@ -117,6 +133,7 @@ def _responses_table(batch: SourceBatch) -> pa.Table:
             "source": [r.source for r in rs],
             "source_file": [r.source_file for r in rs],
             "row_number": pa.array([r.row_number for r in rs], pa.int64()),
+            "labelled_pair": pa.array([r.labelled_pair for r in rs], pa.bool_()),
         }
     )
 
@@ -158,7 +175,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                 staged = _responses_table(batch)  # noqa: F841 - DuckDB reads local Arrow tables by name
                 con.execute(
                     "insert into staged_responses select response_id, prompt_id, response, score, gold, "
-                    "source, source_file, row_number, prompt, split from staged"
+                    "source, source_file, row_number, prompt, split, labelled_pair from staged"
                 )
                 rejected = _rejects_table(batch, ingestion_id)  # noqa: F841 - read by DuckDB by name
                 con.execute("insert into staged_rejects select * from rejected")
@@ -166,6 +183,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                 raise RuntimeError(f"row accounting broke: {counts}")
             counts["new_responses"] = con.execute(_MERGE_RESPONSES).fetchone()[0]
             con.execute(_MERGE_PROMPTS)
+            con.execute(_MERGE_COMPARISONS)
             counts["new_rejects"] = con.execute(_MERGE_REJECTS).fetchone()[0]
             con.execute("drop table staged_responses; drop table staged_rejects")
             con.execute(_PROMPTS)

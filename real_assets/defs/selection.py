@@ -48,7 +48,8 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
     """Candidate pairs of the train split, and the embeddings of their responses when asked."""
     with warehouse.connect(read_only=True) as con:
         candidates = con.execute(
-            f"select {', '.join(PAIR_COLUMNS)} from selection.pair_candidates where split = 'train' "
+            f"select {', '.join(PAIR_COLUMNS)}, labelled_pair from selection.pair_candidates "
+            "where split = 'train' "
             "order by prompt_id, chosen_id, rejected_id"
         ).df()
         embeddings = {}

@@ -13,6 +13,7 @@ SQL_MODELS = {m.name: m for m in load_sql_models()}
 TABLE_OWNERS: dict[str, str] = {
     "raw.responses": "raw_responses",
     "raw.prompts": "raw_responses",
+    "raw.comparisons": "raw_responses",
     "features.response_embeddings": "response_embeddings",
     **{m.table: m.name for m in SQL_MODELS.values()},
 }

@@ -6,7 +6,11 @@ from real_assets.core.hashing import digest
 from real_assets.resources import table_digest
 
 CONTENT_TABLES: dict[str, list[tuple[str, list[str], str | None]]] = {
-    "raw_responses": [("raw.responses", ["response_id"], None), ("raw.prompts", ["prompt_id"], None)],
+    "raw_responses": [
+        ("raw.responses", ["response_id"], None),
+        ("raw.prompts", ["prompt_id"], None),
+        ("raw.comparisons", ["source_file", "row_number"], None),
+    ],
     "response_embeddings": [("features.response_embeddings", ["response_id"], None)],
     "response_similarity": [
         ("features.response_similarity", ["prompt_id", "response_id_a", "response_id_b"], None)
