@@ -33,9 +33,8 @@ from real_assets.core.checkpoints import UNPARTITIONED, verify
 from real_assets.core.hashing import digest_manifest
 from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import data_version_of, latest_materialization, strategy_partitions
-from real_assets.defs.sql_assets import SQL_MODELS
-from real_assets.defs.versions import content_version
-from real_assets.resources import Warehouse
+from real_assets.defs.versions import CONTENT_TABLES, content_version
+from real_assets.resources import Warehouse, table_exists
 
 
 def lineage_steps() -> list[tuple[str, bool, tuple[str, ...]]]:
@@ -201,26 +200,6 @@ def _metadata_text(record: dg.EventLogRecord, key: str) -> str | None:
     return str(getattr(value, "value", value))
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    schema, name = table.split(".")
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchone()[0]
-    )
-
-
-_TABLES = {
-    "raw_responses": "raw.responses",
-    "response_embeddings": "features.response_embeddings",
-    "selected_pairs": "selection.selected_pairs",
-    "eval_scores": "eval.eval_scores",
-    "strategy_comparison": "eval.strategy_comparison",
-    **{name: model.table for name, model in SQL_MODELS.items()},
-}
-
-
 def _audit_step(
     step: StepAudit,
     instance: dg.DagsterInstance,
@@ -260,19 +239,19 @@ def _audit_step(
                 step.problems.append(
                     f"models.checkpoints names MLflow run {ckpt.mlflow_run_id}, not {step.mlflow_run_id}"
                 )
-    elif not _table_exists(con, _TABLES[step.asset]):
-        step.problems.append(f"table {_TABLES[step.asset]} is missing")
+    elif not table_exists(con, table := CONTENT_TABLES[step.asset][0][0]):
+        step.problems.append(f"table {table} is missing")
     else:
         step.recomputed_version, step.rows = content_version(con, step.asset, step.partition)
         if step.recomputed_version != step.data_version:
             step.problems.append(
-                f"{_TABLES[step.asset]} content hashes to {step.recomputed_version}, "
+                f"{table} content hashes to {step.recomputed_version}, "
                 f"Dagster data version is {step.data_version}"
             )
         if step.partition and step.rows == 0:
-            step.problems.append(f"no rows for partition {step.partition} in {_TABLES[step.asset]}")
+            step.problems.append(f"no rows for partition {step.partition} in {table}")
 
-    if step.asset == "eval_scores" and _table_exists(con, "eval.eval_scores"):
+    if step.asset == "eval_scores" and table_exists(con, "eval.eval_scores"):
         row = con.execute(
             "select checkpoint_version from eval.eval_scores where strategy = ?", [step.partition]
         ).fetchone()

@@ -61,19 +61,6 @@ class Warehouse(dg.ConfigurableResource):
                     raise
                 time.sleep(0.5)
 
-    def table_exists(self, table: str) -> bool:
-        schema, name = _split_table(table)
-        if not self.database().exists():
-            return False
-        with self.connect(read_only=True) as con:
-            return bool(
-                con.execute(
-                    "select count(*) from information_schema.tables "
-                    "where table_schema = ? and table_name = ?",
-                    [schema, name],
-                ).fetchone()[0]
-            )
-
     def lineage_schema(self) -> dict[str, dict[str, dict[str, str]]]:
         """{schema: {table: {column: type}}} for sqlglot, from information_schema."""
         out: dict[str, dict[str, dict[str, str]]] = {}
@@ -115,6 +102,17 @@ def table_digest(
                 yield from (tuple(r.values()) for r in batch.to_pylist())
 
         return digest_rows(rows()), count
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether `schema.name` exists in the warehouse the connection points at."""
+    schema, name = _split_table(table)
+    return bool(
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, name],
+        ).fetchone()[0]
+    )
 
 
 def _split_table(table: str) -> tuple[str, str]:

@@ -10,9 +10,10 @@ from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
 from real_assets.defs.common import GPU_POOL, finish, upstream_versions
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import content_version
-from real_assets.resources import Compute, Tracking, Warehouse
+from real_assets.resources import Compute, Tracking, Warehouse, table_exists
 
 EMBEDDINGS_VERSION = "1"
+EMBEDDINGS_TABLE = "features.response_embeddings"
 
 
 class EmbeddingConfig(dg.Config):
@@ -34,7 +35,7 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
     with warehouse.connect() as con:
         # One model per table: a change of model (or of its dimension) starts the table afresh.
         if (
-            _table_exists(con)
+            table_exists(con, EMBEDDINGS_TABLE)
             and con.execute(
                 "select count(*) from features.response_embeddings where model_id <> ?", [config.model]
             ).fetchone()[0]
@@ -42,13 +43,13 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
             con.execute("drop table features.response_embeddings")
         done = (
             "where response_id not in (select response_id from features.response_embeddings)"
-            if _table_exists(con)
+            if table_exists(con, EMBEDDINGS_TABLE)
             else ""
         )
         todo = con.execute(
             f"select response_id, prompt_id, response from raw.responses {done} order by response_id"
         ).fetchall()
-        if not todo and not _table_exists(con):
+        if not todo and not table_exists(con, EMBEDDINGS_TABLE):
             raise ValueError(
                 "raw.responses has no rows to embed: every input row was rejected (see raw.rejects)"
             )
@@ -88,15 +89,6 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
         "embed_seconds": seconds,
         "data_version": version,
     }
-
-
-def _table_exists(con) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = 'features' and table_name = 'response_embeddings'"
-        ).fetchone()[0]
-    )
 
 
 def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndarray, model: str) -> None:
