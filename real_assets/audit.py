@@ -311,9 +311,10 @@ def audit(home: Path, strategy: str | None = None) -> AuditReport:
         report.problems.append(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGIES)}")
         return report
     report = AuditReport(str(home), [])
-    warehouse = home / "warehouse.duckdb"
+    # The warehouse the home's assets write: `$REAL_ASSETS_WAREHOUSE` (a DuckLake catalog) or its DuckDB file.
+    warehouse = Warehouse() if Warehouse().is_lake else Warehouse(path=str(home / "warehouse.duckdb"))
     dagster_home = home / "dagster"
-    for path in (warehouse, dagster_home):
+    for path in [dagster_home] if warehouse.is_lake else [warehouse.database(), dagster_home]:
         if not path.exists():
             report.problems.append(f"{path} does not exist: is {home} a real-assets home?")
     if report.problems:
@@ -323,7 +324,7 @@ def audit(home: Path, strategy: str | None = None) -> AuditReport:
     client = MlflowClient(tracking_uri=_tracking_uri(home))
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-        Warehouse(path=str(warehouse)).connect(read_only=True) as con,
+        warehouse.connect(read_only=True) as con,
     ):
         if strategy is not None:
             strategies = [strategy]

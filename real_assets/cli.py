@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,14 @@ telemetry:
 """
 
 
-def prepare_home(home: str | None) -> Path:
-    """Point REAL_ASSETS_HOME and DAGSTER_HOME at the home folder and write the instance config."""
+INSTANCE_CONFIG_ENV = "REAL_ASSETS_INSTANCE_CONFIG"
+"""A Dagster instance config (e.g. deploy/dagster.yaml: Postgres storage, queued runs) for demo and ui."""
+
+
+def prepare_home(home: str | None, instance_config: str | None = None) -> Path:
+    """Point REAL_ASSETS_HOME and DAGSTER_HOME at the home folder and write the instance config: the given
+    file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its `env:` values are
+    read by Dagster at startup and no secret is written; else the embedded default, once."""
     if home:
         os.environ[HOME_ENV] = str(Path(home).resolve())
     from real_assets.settings import home_dir
@@ -45,7 +50,10 @@ def prepare_home(home: str | None) -> Path:
     dagster_home = root / "dagster"
     dagster_home.mkdir(exist_ok=True)
     config = dagster_home / "dagster.yaml"
-    if not config.exists():
+    source = instance_config or os.environ.get(INSTANCE_CONFIG_ENV)
+    if source:
+        config.write_text(Path(source).read_text())
+    elif not config.exists():
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return root
@@ -84,7 +92,7 @@ def _quiet_libraries() -> None:
 
 
 def demo(args) -> int:
-    root = prepare_home(args.home)
+    root = prepare_home(args.home, args.instance_config)
     if not args.path or Path(args.path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
     _quiet_libraries()
@@ -138,24 +146,56 @@ def demo(args) -> int:
     return 0
 
 
+def _exec(cmd: list[str]) -> int:
+    """Replace this process with the server, so a signal to `real-assets ...` reaches the server itself."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *cmd])
+    return 1  # not reached
+
+
 def ui(args) -> int:
-    """`dagster dev` on the workspace, bound to 127.0.0.1, with the demo's instance."""
-    prepare_home(args.home)
-    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
-    cmd = ["dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)]
-    return subprocess.call(cmd)
+    """`dagster dev` (webserver and daemon) on the installed code location, bound to 127.0.0.1 by default,
+    with the home's instance."""
+    prepare_home(args.home, args.instance_config)
+    return _exec(
+        ["-m", "dagster", "dev", "-m", "real_assets.definitions", "-h", args.host, "-p", str(args.port)]
+    )
 
 
 def mlflow_ui(args) -> int:
-    """The MLflow UI on the home's tracking store, bound to 127.0.0.1."""
-    root = prepare_home(args.home)
-    from real_assets.settings import default_tracking_uri
+    """The MLflow tracking server and UI on the tracking store (`$MLFLOW_TRACKING_URI`, e.g. Postgres, else
+    the home's SQLite), bound to 127.0.0.1 by default."""
+    prepare_home(args.home)
+    from real_assets.settings import artifact_root, default_tracking_uri
 
     uri = default_tracking_uri()
-    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-    if uri.startswith("sqlite:///"):
-        cmd += ["--default-artifact-root", (root / "mlartifacts").as_uri()]
-    return subprocess.call(cmd)
+    cmd = [
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    cmd += ["--workers", str(args.workers)]
+    artifacts = artifact_root(uri)
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    # MLflow's job runner (huey consumers for GenAI jobs, unused here) outlives a SIGTERM to the server.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return _exec(cmd)
+
+
+def _instance_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--instance-config",
+        help=f"Dagster instance config to use, e.g. deploy/dagster.yaml (default ${INSTANCE_CONFIG_ENV}, "
+        "else the embedded SQLite instance under the home)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,16 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 360)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")
+    _instance_argument(p)
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("ui", help="serve the Dagster UI on 127.0.0.1")
+    p = sub.add_parser("ui", help="serve the Dagster UI and daemon (dagster dev) on 127.0.0.1")
     p.add_argument("--home")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=3000)
+    _instance_argument(p)
     p.set_defaults(func=ui)
 
-    p = sub.add_parser("mlflow-ui", help="serve the MLflow UI on 127.0.0.1")
+    p = sub.add_parser("mlflow-ui", help="serve the MLflow tracking server and UI on 127.0.0.1")
     p.add_argument("--home")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     p.set_defaults(func=mlflow_ui)
 
     from real_assets.audit import add_audit_parser

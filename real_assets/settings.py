@@ -7,6 +7,12 @@ from pathlib import Path
 
 HOME_ENV = "REAL_ASSETS_HOME"
 DEFAULT_HOME = ".real_assets"
+WAREHOUSE_ENV = "REAL_ASSETS_WAREHOUSE"
+"""A DuckDB file or a `ducklake:` catalog; unset means `<home>/warehouse.duckdb`."""
+WAREHOUSE_DATA_ENV = "REAL_ASSETS_WAREHOUSE_DATA"
+"""DuckLake data files: a shared folder or `s3://...`; unset means `<home>/lake/`."""
+MLFLOW_ARTIFACTS_ENV = "REAL_ASSETS_MLFLOW_ARTIFACTS"
+"""Artifact root of new MLflow experiments (a shared folder or `s3://...`) when tracking on a database."""
 
 
 def home_dir() -> Path:
@@ -27,3 +33,14 @@ def checkpoints_dir() -> Path:
 def default_tracking_uri() -> str:
     """`$MLFLOW_TRACKING_URI`, else a SQLite store under the home."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_dir() / 'mlflow.db'}"
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where new experiments keep artifacts: `$REAL_ASSETS_MLFLOW_ARTIFACTS`; else `<home>/mlartifacts` beside
+    a SQLite store; else None (an MLflow server decides)."""
+    configured = os.environ.get(MLFLOW_ARTIFACTS_ENV)
+    if configured:
+        return configured if "://" in configured else Path(configured).expanduser().resolve().as_uri()
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None

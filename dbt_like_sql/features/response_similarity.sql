@@ -6,7 +6,7 @@ with pairs as (
         a.prompt_id,
         a.response_id as response_id_a,
         b.response_id as response_id_b,
-        array_cosine_similarity(a.embedding, b.embedding) as raw_cosine
+        list_cosine_similarity(a.embedding, b.embedding) as raw_cosine
     from features.response_embeddings as a
     join features.response_embeddings as b
         on a.prompt_id = b.prompt_id

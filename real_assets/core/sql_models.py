@@ -1,5 +1,8 @@
 """The SQL models in `dbt_like_sql/`: one `select` per file, `<schema>/<table>.sql`.
 
+They ship as package data (`real_assets/dbt_like_sql`, a link to the top-level folder in a checkout), so an
+installed wheel finds them beside the package, never through the source tree.
+
 Upstream tables and column lineage come from parsing the SQL with sqlglot, never from regexes, so the
 asset graph follows the files.
 """
@@ -15,7 +18,9 @@ from sqlglot import exp
 from sqlglot.lineage import lineage
 
 DIALECT = "duckdb"
-SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
+"""Package data: `real_assets/dbt_like_sql`, installed with the package (a link to the top-level folder in a
+checkout)."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -72,7 +77,9 @@ def parse_sql_model(path: Path) -> SqlModel:
 
 
 def load_sql_models(root: Path = SQL_ROOT) -> list[SqlModel]:
-    """Every `<schema>/<table>.sql` under root, sorted by path."""
+    """Every `<schema>/<table>.sql` under root, sorted by path; fails if there is none (a broken install)."""
+    if not any(root.glob("*/*.sql")):
+        raise FileNotFoundError(f"no SQL models under {root}: is the package installed with its data?")
     return [parse_sql_model(p) for p in sorted(root.glob("*/*.sql"))]
 
 

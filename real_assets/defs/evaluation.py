@@ -18,7 +18,7 @@ from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import GPU_POOL, WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
 from real_assets.defs.training import dpo_checkpoint, latest_checkpoint
 from real_assets.defs.versions import content_version
-from real_assets.resources import Compute, Tracking, Warehouse
+from real_assets.resources import Compute, Tracking, Warehouse, replace_rows
 from real_assets.settings import home_dir
 
 EVAL_VERSION = "1"
@@ -27,7 +27,7 @@ POLICY_NOT_WORSE = "policy_not_worse_than_reference"
 
 _DDL = """
 create table if not exists eval.eval_scores (
-    strategy varchar primary key, checkpoint_version varchar, eval_pairs bigint,
+    strategy varchar not null, checkpoint_version varchar, eval_pairs bigint,
     preference_accuracy double, reward_margin double, win_rate double, win_rate_ci_low double,
     win_rate_ci_high double, win_comparisons bigint, policy_quality double, reference_quality double,
     judge varchar, seed bigint, beta double
@@ -165,10 +165,10 @@ def eval_scores(
             "seed": config.seed,
             "beta": config.beta,
         }
-        frame = pd.DataFrame([row])[EVAL_COLUMNS]  # noqa: F841 - read by DuckDB by name
+        frame = pd.DataFrame([row])[EVAL_COLUMNS]
         with warehouse.connect() as con:
             con.execute(_DDL)
-            con.execute("insert or replace into eval.eval_scores select * from frame")
+            replace_rows(con, "eval.eval_scores", frame, ["strategy"])
             version, _ = content_version(con, "eval_scores", strategy)
         result = finish(
             context,

@@ -10,7 +10,7 @@ from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
 from real_assets.defs.common import GPU_POOL, finish, upstream_versions
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import content_version
-from real_assets.resources import Compute, Tracking, Warehouse, table_exists
+from real_assets.resources import Compute, Tracking, Warehouse, replace_rows, table_exists
 
 EMBEDDINGS_VERSION = "1"
 EMBEDDINGS_TABLE = "features.response_embeddings"
@@ -93,7 +93,7 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
 
 def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndarray, model: str) -> None:
     dim = vectors.shape[1]
-    staged = pa.table(  # noqa: F841 - read by DuckDB by name
+    staged = pa.table(
         {
             "response_id": [response_id for response_id, _, _ in chunk],
             "prompt_id": [prompt_id for _, prompt_id, _ in chunk],
@@ -103,10 +103,10 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
     )
     with warehouse.connect() as con:
         con.execute(
-            "create table if not exists features.response_embeddings (response_id varchar primary key, "
-            f"prompt_id varchar not null, model_id varchar not null, embedding float[{dim}] not null)"
+            "create table if not exists features.response_embeddings (response_id varchar not null, "
+            "prompt_id varchar not null, model_id varchar not null, embedding float[] not null)"
         )
-        con.execute("insert or replace into features.response_embeddings select * from staged")
+        replace_rows(con, EMBEDDINGS_TABLE, staged, ["response_id"])
 
 
 @dg.asset(
@@ -115,7 +115,7 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
     deps=[raw_responses],
     code_version=EMBEDDINGS_VERSION,
     pool=GPU_POOL,
-    description="L2-normalised embedding of every response (features.response_embeddings, FLOAT[d]), "
+    description="L2-normalised embedding of every response (features.response_embeddings, FLOAT[]), "
     "computed independently of the prompt, on CUDA in half precision when present.",
 )
 def response_embeddings(

@@ -35,7 +35,7 @@ create table if not exists raw.rejects (
     field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null
 );
 create table if not exists raw.ingestions (
-    ingestion_id varchar primary key, source varchar, source_file varchar, input_rows bigint,
+    ingestion_id varchar not null, source varchar, source_file varchar, input_rows bigint,
     accepted_rows bigint, rejected_rows bigint, new_responses bigint, new_rejects bigint,
     ingested_at timestamp default current_timestamp
 );

@@ -9,7 +9,7 @@ from real_assets.defs.common import WAREHOUSE_POOL, finish, strategy_partitions,
 from real_assets.defs.features import response_embeddings
 from real_assets.defs.sql_assets import sql_assets
 from real_assets.defs.versions import content_version
-from real_assets.resources import Tracking, Warehouse
+from real_assets.resources import Tracking, Warehouse, replace_rows
 
 SELECTED_PAIRS_VERSION = "1"
 _PAIR_CANDIDATES = next(a for a in sql_assets if a.key == dg.AssetKey("pair_candidates"))
@@ -18,8 +18,7 @@ _DDL = """
 create table if not exists selection.selected_pairs (
     strategy varchar not null, prompt_id varchar not null, chosen_id varchar not null,
     rejected_id varchar not null, chosen_score double, rejected_score double, score_gap double,
-    gold_gap double, label_error boolean, cosine double, n_responses bigint,
-    primary key (strategy, prompt_id, chosen_id, rejected_id)
+    gold_gap double, label_error boolean, cosine double, n_responses bigint
 )
 """
 PAIR_COLUMNS = [
@@ -64,13 +63,10 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
 
 def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame) -> tuple[str, int]:
     """Replace one strategy's rows; returns the partition's data version and row count."""
-    frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]  # noqa: F841
+    frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]
     with warehouse.connect() as con:
         con.execute(_DDL)
-        con.execute("begin transaction")
-        con.execute("delete from selection.selected_pairs where strategy = ?", [strategy])
-        con.execute("insert into selection.selected_pairs select * from frame")
-        con.execute("commit")
+        replace_rows(con, "selection.selected_pairs", frame, partition={"strategy": strategy})
         return content_version(con, "selected_pairs", strategy)
 
 

@@ -1,9 +1,11 @@
 """Training domain: the SFT reference policy and one DPO checkpoint per selection strategy."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from real_assets.core.checkpoints import UNPARTITIONED, Checkpoint, finalize, staging_dir
 from real_assets.core.policy import (
@@ -19,7 +21,7 @@ from real_assets.core.policy import (
 from real_assets.defs.common import GPU_POOL, finish, strategy_partitions, upstream_versions
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.selection import selected_pairs
-from real_assets.resources import Compute, StepRun, Tracking, Warehouse
+from real_assets.resources import Compute, StepRun, Tracking, Warehouse, replace_rows
 from real_assets.settings import checkpoints_dir
 
 REFERENCE_VERSION = "1"
@@ -29,7 +31,7 @@ _DDL = """
 create table if not exists models.checkpoints (
     asset varchar not null, partition varchar not null, data_version varchar not null, path varchar not null,
     manifest json not null, mlflow_run_id varchar, dagster_run_id varchar,
-    created_at timestamp default current_timestamp, primary key (asset, partition, data_version)
+    created_at timestamp
 )
 """
 
@@ -71,19 +73,17 @@ def store_checkpoint(
     partition = context.partition_key if context.has_partition_key else UNPARTITIONED
     with warehouse.connect() as con:
         con.execute(_DDL)
-        con.execute(
-            "insert or replace into models.checkpoints (asset, partition, data_version, path, manifest, "
-            "mlflow_run_id, dagster_run_id) values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                asset,
-                partition,
-                ckpt.data_version,
-                str(ckpt.path),
-                json.dumps(ckpt.manifest),
-                step.run_id,
-                context.run_id,
-            ],
-        )
+        row = {
+            "asset": asset,
+            "partition": partition,
+            "data_version": ckpt.data_version,
+            "path": str(ckpt.path),
+            "manifest": json.dumps(ckpt.manifest),
+            "mlflow_run_id": step.run_id,
+            "dagster_run_id": context.run_id,
+            "created_at": datetime.now(UTC).replace(tzinfo=None),
+        }
+        replace_rows(con, "models.checkpoints", pd.DataFrame([row]), ["asset", "partition", "data_version"])
     tags = {"data_version": ckpt.data_version, "partition": partition}
     return ckpt, step.register_model(model_name, ckpt.path, tags)
 
@@ -205,7 +205,7 @@ def dpo_checkpoint(
         if pairs.empty:
             raise dg.Failure(f"selected_pairs[{strategy}] is empty")
         dataset_digest = step.log_dataset(
-            pairs, name=f"selected_pairs[{strategy}]", source=str(warehouse.database())
+            pairs, name=f"selected_pairs[{strategy}]", source=warehouse.describe()
         )
         rows = [
             {"prompt": format_prompt(p), "chosen": format_completion(c), "rejected": format_completion(r)}
