@@ -93,3 +93,18 @@ def running_postgres() -> Iterator[Postgres]:
             pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def lake_unavailable() -> str | None:
+    """Why DuckLake cannot load here (the extension wheels do not match the installed duckdb), or None.
+    CI installs the pinned versions; only a venv with another duckdb (e.g. a shared dev venv) lacks them."""
+    from real_assets.resources import extension_file
+
+    try:
+        extension_file("ducklake")
+        extension_file("postgres_scanner")
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise  # never skipped in CI
+        return str(e)
+    return None

@@ -11,10 +11,12 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from postgres_server import running_postgres
+from postgres_server import lake_unavailable, running_postgres
 
 from real_assets.definitions import ASSETS, CHECKS
 from real_assets.resources import Compute, Tracking, Warehouse, extension_file, replace_rows
+
+pytestmark = pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable()))
 
 LAKE_ASSETS = ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"]
 
