@@ -156,13 +156,16 @@ LAKE_EXTENSIONS = ("postgres_scanner", "ducklake")
 def extension_file(name: str) -> Path:
     """The signed extension binary that the `duckdb-extension-<name>` wheel ships for this duckdb."""
     package = f"duckdb_extension_{name}"
-    wheel = f"duckdb-extension-{name.replace('_', '-')}=={duckdb.__version__}"
+    fix = (
+        f"install duckdb and duckdb-extension-{name.replace('_', '-')} of one release, as pyproject.toml "
+        f"pins them (duckdb {duckdb.__version__} is installed)"
+    )
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"DuckDB extension {name} is not installed: pip install {wheel}")
+        raise RuntimeError(f"DuckDB extension {name} is not installed: {fix}")
     found = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not found.is_file():
-        raise RuntimeError(f"{package} has no build for duckdb {duckdb.__version__}: pip install {wheel}")
+        raise RuntimeError(f"{package} has no build for this duckdb: {fix}")
     return found
 
 
