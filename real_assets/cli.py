@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -11,24 +12,21 @@ from pathlib import Path
 
 from real_assets.settings import HOME_ENV
 
-DEMO_STEPS: list[tuple[str, bool]] = [
-    ("raw_responses", False),
-    ("response_embeddings", False),
-    ("response_similarity", False),
-    ("pair_candidates", False),
-    ("reference_policy", False),
-    ("selected_pairs", True),
-    ("dpo_checkpoint", True),
-    ("eval_scores", True),
-    ("strategy_comparison", False),
-]
-"""Materialization order; partitioned steps run once per strategy."""
-
-DAGSTER_YAML = """\
-# Written by real-assets. Every pool (warehouse, gpu) admits one step at a time, across runs too.
+DAGSTER_YAML_HEADER = "# Written by real-assets."
+DAGSTER_YAML = f"""\
+{DAGSTER_YAML_HEADER} Every pool (warehouse, gpu) admits one step at a time, across runs too.
+# A run whose worker process died is failed by the daemon's run monitoring (the launcher can tell), and
+# the pool slots of ended runs are freed, so a killed run never blocks the next one.
 concurrency:
   pools:
     default_limit: 1
+run_launcher:
+  module: real_assets.recovery
+  class: PidCheckingRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 10
+  free_slots_after_run_end_seconds: 5
 telemetry:
   enabled: false
 """
@@ -38,25 +36,58 @@ INSTANCE_CONFIG_ENV = "REAL_ASSETS_INSTANCE_CONFIG"
 """A Dagster instance config (e.g. deploy/dagster.yaml: Postgres storage, queued runs) for demo and ui."""
 
 
-def prepare_home(home: str | None, instance_config: str | None = None) -> Path:
+@contextlib.contextmanager
+def init_lock(root: Path):
+    """One process at a time sets up a home (Dagster and MLflow storage run their schema migrations on
+    first use; two at once corrupt them): an exclusive lock on `<home>/.init.lock`."""
+    import fcntl
+
+    with open(root / ".init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Path:
     """Point REAL_ASSETS_HOME and DAGSTER_HOME at the home folder and write the instance config: the given
     file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its `env:` values are
-    read by Dagster at startup and no secret is written; else the embedded default, once."""
+    read by Dagster at startup and no secret is written; else the embedded default. With `storage`, create
+    the Dagster and MLflow storage, all under a lock, so that concurrent first runs are safe. Fails fast
+    when a configured MLflow tracking server does not answer."""
     if home:
         os.environ[HOME_ENV] = str(Path(home).resolve())
-    from real_assets.settings import home_dir
+    from real_assets.resources import check_tracking_server
+    from real_assets.settings import default_tracking_uri, home_dir
 
     root = home_dir()
     dagster_home = root / "dagster"
-    dagster_home.mkdir(exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    source = instance_config or os.environ.get(INSTANCE_CONFIG_ENV)
-    if source:
-        config.write_text(Path(source).read_text())
-    elif not config.exists():
-        config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
+    check_tracking_server(default_tracking_uri())
+    with init_lock(root):
+        dagster_home.mkdir(exist_ok=True)
+        config = dagster_home / "dagster.yaml"
+        source = instance_config or os.environ.get(INSTANCE_CONFIG_ENV)
+        if source:
+            config.write_text(Path(source).read_text())
+        elif not config.exists() or config.read_text().startswith(DAGSTER_YAML_HEADER):
+            config.write_text(DAGSTER_YAML)
+        if storage:
+            _create_storage(dagster_home, default_tracking_uri())
     return root
+
+
+def _create_storage(dagster_home: Path, tracking_uri: str) -> None:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)  # run, event and schedule storage exist and are migrated
+        instance.all_instigator_state()
+    if tracking_uri.startswith("sqlite:///"):
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
 
 
 def _ingest_config(args) -> dict:
@@ -100,42 +131,24 @@ def demo(args) -> int:
 
     from real_assets.core.report import markdown_table
     from real_assets.core.selection import STRATEGIES
-    from real_assets.definitions import ASSETS, CHECKS, resources
+    from real_assets.definitions import defs
+    from real_assets.demo import run_steps
+    from real_assets.recovery import recover
     from real_assets.resources import Warehouse
+    from real_assets.settings import default_tracking_uri
 
     instance = dg.DagsterInstance.get()
-    run_config = {"ops": {"raw_responses": {"config": _ingest_config(args)}}}
+    for line in recover(instance, root, default_tracking_uri()):
+        print(f"recovered: {line}", flush=True)
+    ops = {"raw_responses": {"config": _ingest_config(args)}}
     if args.dpo_epochs:
-        run_config["ops"]["dpo_checkpoint"] = {"config": {"epochs": args.dpo_epochs}}
+        ops["dpo_checkpoint"] = {"config": {"epochs": args.dpo_epochs}}
     if args.sft_epochs:
-        run_config["ops"]["reference_policy"] = {"config": {"epochs": args.sft_epochs}}
+        ops["reference_policy"] = {"config": {"epochs": args.sft_epochs}}
     print(f"real-assets demo: home {root}, source {args.source}", flush=True)
     total = time.perf_counter()
-    for name, partitioned in DEMO_STEPS:
-        for partition in STRATEGIES if partitioned else [None]:
-            label = f"{name}[{partition}]" if partition else name
-            started = time.perf_counter()
-            print(f"  {label:<32}", end="", flush=True)
-            result = dg.materialize(
-                [*ASSETS, *CHECKS],
-                selection=[dg.AssetKey(name)],
-                partition_key=partition,
-                instance=instance,
-                resources=resources(),
-                run_config={
-                    "ops": {k: v for k, v in run_config["ops"].items() if k == name},
-                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-                },
-                tags={"real_assets/launched_by": "demo"},
-                raise_on_error=False,
-            )
-            if not result.success:
-                print("FAILED", flush=True)
-                for event in result.all_events:
-                    if event.is_failure and event.event_specific_data is not None:
-                        print(getattr(event.event_specific_data, "error", event.message), file=sys.stderr)
-                return 1
-            print(f"{time.perf_counter() - started:6.1f} s  run {result.run_id[:8]}", flush=True)
+    if not run_steps(defs, instance, ops, only=args.partition):
+        return 1
     with Warehouse().connect(read_only=True) as con:
         table = con.execute(
             "select * from eval.strategy_comparison order by list_position(?, strategy)", [list(STRATEGIES)]
@@ -198,6 +211,30 @@ def _instance_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_audit(args: argparse.Namespace) -> int:
+    from real_assets.audit import audit
+    from real_assets.definitions import defs
+
+    root = prepare_home(args.home)
+    report = audit(root, defs, args.partition)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return 0 if report.ok else 1
+
+
+def add_audit_parser(subparsers) -> argparse.ArgumentParser:
+    """`real-assets audit [--home DIR] [--partition KEY] [--json]`: exit 0 when every link holds, else 1."""
+    p = subparsers.add_parser("audit", help="walk checkpoints and eval rows back to raw data, re-hash all")
+    p.add_argument("--home", help="home folder (default $REAL_ASSETS_HOME or ./.real_assets)")
+    p.add_argument(
+        "--partition",
+        "--strategy",
+        help="audit one partition: a partition key or one dimension's value, e.g. a strategy (default: all)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=run_audit)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="real-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 360)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")
+    p.add_argument(
+        "--partition",
+        help="only this partition of partitioned steps (a key, or a dimension's value: a strategy)",
+    )
     _instance_argument(p)
     p.set_defaults(func=demo)
 
@@ -232,11 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     p.set_defaults(func=mlflow_ui)
 
-    from real_assets.audit import add_audit_parser
-
     add_audit_parser(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from real_assets.resources import TrackingServerUnreachable
+
+    try:
+        return args.func(args)
+    except TrackingServerUnreachable as e:
+        print(f"real-assets {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import dagster as dg
 import duckdb
 
 from real_assets.core.device import DeviceChoice, pick_device
-from real_assets.core.hashing import digest_rows
+from real_assets.core.hashing import table_digest_sql
 from real_assets.core.sql_models import validate_identifier
 from real_assets.settings import (
     WAREHOUSE_DATA_ENV,
@@ -225,30 +225,18 @@ def table_digest(
     con: duckdb.DuckDBPyConnection,
     table: str,
     order_by: Sequence[str],
-    where: tuple[str, Any] | None = None,
+    where: Mapping[str, Any] | None = None,
 ) -> tuple[str, int]:
-    """Content digest and row count of a table (or of the rows where `column = value`), rows in key order."""
+    """Content digest and row count of a table (or of the rows where every `column = value` of `where`),
+    rows in key order; DuckDB computes it (`core.hashing.table_digest_sql`)."""
     schema, name = _split_table(table)
-    for column in order_by:
-        validate_identifier(column, "column")
-    sql = f"select * from {schema}.{name}"
-    params: list[Any] = []
-    if where is not None:
-        sql += f" where {validate_identifier(where[0], 'column')} = ?"
-        params.append(where[1])
-    sql += " order by " + ", ".join(order_by)
+    keys = [validate_identifier(column, "column") for column in order_by]
+    columns = [validate_identifier(column, "column") for column in where or {}]
+    sql = table_digest_sql(f"{schema}.{name}", keys, columns)
     # A cursor of its own: DuckDB 2 refuses new work on a connection while another result is open.
-    count = 0
     with same_catalog_cursor(con) as cursor:
-        reader = cursor.sql(sql, params=params).to_arrow_reader(50_000)
-
-        def rows():
-            nonlocal count
-            for batch in reader:
-                count += batch.num_rows
-                yield from (tuple(r.values()) for r in batch.to_pylist())
-
-        return digest_rows(rows()), count
+        count, content = cursor.execute(sql, list((where or {}).values())).fetchone()
+    return content, int(count)
 
 
 def same_catalog_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -351,6 +339,39 @@ def _param(value: Any) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+_REACHABLE: set[str] = set()
+
+
+class TrackingServerUnreachable(RuntimeError):
+    """The MLflow tracking server does not answer."""
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with a message that says what to do, when an http(s) tracking server does not answer its
+    health endpoint within `timeout_s` (MLflow itself retries for minutes). Also bounds MLflow's own
+    retries for the rest of the process. Local stores (sqlite, file) need no check."""
+    if not uri.startswith(("http://", "https://")) or uri in _REACHABLE:
+        return
+    import os
+    import urllib.error
+    import urllib.request
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(int(timeout_s) * 2, 10)))
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: a server without /health (or behind a proxy) is still a server
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingServerUnreachable(
+            f"MLflow tracking server {uri} did not answer within {timeout_s:g} s ({reason}). "
+            "Start it, fix MLFLOW_TRACKING_URI, or unset it to track into <home>/mlflow.db."
+        ) from None
+    _REACHABLE.add(uri)
+
+
 class Tracking(dg.ConfigurableResource):
     """MLflow: one run per materialization (and partition), started and tagged in one place."""
 
@@ -362,12 +383,16 @@ class Tracking(dg.ConfigurableResource):
     dagster_ui_url: str = "http://127.0.0.1:3000"
     """The Dagster UI, for links from the MLflow run back to the run and the asset."""
 
+    connect_timeout_s: float = 5.0
+    """How long to wait for a tracking server before failing with a clear message."""
+
     def uri(self) -> str:
         return self.tracking_uri or default_tracking_uri()
 
     def _experiment_id(self) -> str:
         import mlflow
 
+        check_tracking_server(self.uri(), self.connect_timeout_s)
         mlflow.set_tracking_uri(self.uri())
         found = mlflow.get_experiment_by_name(self.experiment)
         if found is not None:
@@ -376,17 +401,16 @@ class Tracking(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def step(
-        self,
-        context: dg.AssetExecutionContext,
-        code_version: str | None,
-        upstream_versions: dict[str, str] | None = None,
+        self, context: dg.AssetExecutionContext, upstream_versions: dict[str, str] | None = None
     ) -> Iterator[StepRun]:
-        """Start the MLflow run of this materialization, tagged with its Dagster identity, and end it
-        FINISHED or FAILED; the asset sets the `dagster.data_version` tag once it knows its content."""
+        """Start the MLflow run of this materialization, tagged with its Dagster identity (code version
+        included), and end it FINISHED or FAILED; the asset sets the `dagster.data_version` tag once it
+        knows its content."""
         import mlflow
 
         experiment_id = self._experiment_id()
         asset_key = context.asset_key.to_user_string()
+        code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
         partition = context.partition_key if context.has_partition_key else ""
         tags = {
             "dagster.run_id": context.run_id,

@@ -1,6 +1,8 @@
-"""Every test runs offline, with its own home, warehouse and MLflow store."""
+"""Every test runs offline, with its own home, warehouse and MLflow store; the tests that only read a
+materialized graph share one (`demo_home`), built once per session."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,9 @@ for _name in (
 ):
     os.environ.pop(_name, None)  # the defaults are what the tests and the spec snapshot expect
 
+TINY_DEMO = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1"]
+"""The shared demo: small enough for CPU, large enough that the strategies differ."""
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
@@ -24,3 +29,29 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory) -> Path:
+    """One `real-assets demo` home for the whole session (the full graph, every partition). Tests only read
+    it, or restore exactly what they change; use `demo_env` to point the environment at it."""
+    from real_assets import cli
+
+    root = tmp_path_factory.mktemp("shared") / "home"
+    saved = dict(os.environ)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        assert cli.main(["demo", "--home", str(root), *TINY_DEMO]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return root
+
+
+@pytest.fixture
+def demo_env(demo_home, monkeypatch) -> Path:
+    """The environment of the shared demo home (home, Dagster instance, MLflow store) for one test."""
+    monkeypatch.setenv("REAL_ASSETS_HOME", str(demo_home))
+    monkeypatch.setenv("DAGSTER_HOME", str(demo_home / "dagster"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return demo_home

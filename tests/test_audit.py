@@ -1,9 +1,7 @@
 """`real-assets audit` on a small populated home: clean passes, a tampered row or checkpoint fails."""
 
-import argparse
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -11,48 +9,19 @@ import duckdb
 import pytest
 
 from real_assets import cli
-from real_assets.audit import CHECKPOINT_MATCHES_MANIFEST, add_audit_parser, audit, audit_checks
-from real_assets.definitions import ASSETS, resources
+from real_assets.audit import audit
+from real_assets.definitions import defs
+from real_assets.defs.versions import CHECKPOINT_MATCHES_MANIFEST
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """One demo home for the module (~40 s on CPU); environment restored afterwards."""
-    root = tmp_path_factory.mktemp("audit")
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "HF_HUB_OFFLINE": "1",
-            "REAL_ASSETS_HOME": str(root / "home"),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        }
-    )
-    try:
-        rc = cli.main(
-            [
-                "demo",
-                "--home",
-                str(root / "home"),
-                "--n-prompts",
-                "30",
-                "--sft-epochs",
-                "1",
-                "--dpo-epochs",
-                "1",
-            ]
-        )
-        assert rc == 0
-        yield root / "home"
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+@pytest.fixture
+def home(demo_env) -> Path:
+    """The shared demo home; each test restores what it tampers with."""
+    return demo_env
 
 
 def _cli(home: Path, *extra: str) -> int:
-    parser = argparse.ArgumentParser(prog="real-assets")
-    add_audit_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["audit", "--home", str(home), *extra])
-    return args.func(args)
+    return cli.main(["audit", "--home", str(home), *extra])
 
 
 @contextlib.contextmanager
@@ -64,58 +33,98 @@ def _warehouse(home: Path):
         con.close()
 
 
+DPO = dg.AssetKey("dpo_checkpoint")
+DPO_PARTITIONS = defs.get_assets_def(DPO).partitions_def.get_partition_keys()
+
+
+def _label(asset: str, partition: str | None = None) -> str:
+    return f"{asset}[{partition}]" if partition else asset
+
+
 def test_clean_home_passes(home, capsys):
     assert _cli(home) == 0
     out = capsys.readouterr().out
     assert "audit passed" in out
-    for label in (
-        "raw_responses",
-        "pair_candidates",
-        "selected_pairs[easy]",
-        "reference_policy",
-        "dpo_checkpoint[centroid]",
-        "eval_scores[hard]",
-        "strategy_comparison",
-    ):
-        assert label in out
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        partitions = graph.get(key).partitions_def
+        for partition in partitions.get_partition_keys() if partitions else [None]:
+            assert _label(key.to_user_string(), partition) in out
 
-    assert _cli(home, "--json", "--strategy", "easy") == 0
+    first, second = DPO_PARTITIONS[:2]
+    assert _cli(home, "--json", "--partition", first) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and report["strategies"] == ["easy"] and report["problems"] == []
+    assert report["ok"] and first in report["partitions"] and report["problems"] == []
     steps = {(s["asset"], s["partition"]): s for s in report["steps"]}
-    assert ("dpo_checkpoint", "easy") in steps and ("dpo_checkpoint", "hard") not in steps
+    assert ("dpo_checkpoint", first) in steps and ("dpo_checkpoint", second) not in steps
+    assert ("strategy_comparison", None) not in steps  # built from every partition
     for step in report["steps"]:
         assert step["data_version"] == step["recomputed_version"]
         assert step["dagster_run_id"] and step["mlflow_run_id"] and step["materialized_at"]
         assert step["code_version"] and step["rows"] > 0
 
 
-def test_tampered_row_fails_naming_raw_responses(home, capsys):
+@contextlib.contextmanager
+def _tampered(home: Path, table: str, column: str, expression: str):
+    """Change one row of a warehouse table; put it back afterwards."""
     with _warehouse(home) as con:
-        rid, score = con.execute(
-            "select response_id, score from raw.responses order by response_id limit 1"
+        rowid, original = con.execute(
+            f"select rowid, {column} from {table} order by rowid limit 1"
         ).fetchone()
-        con.execute("update raw.responses set score = score + 1 where response_id = ?", [rid])
+        con.execute(f"update {table} set {column} = {expression} where rowid = ?", [rowid])
     try:
-        assert _cli(home) == 1
-        out = capsys.readouterr().out
-        assert "PROBLEM  raw_responses: raw.responses content hashes to" in out
-        assert "audit FAILED: 1 problem(s)" in out
+        yield
     finally:
         with _warehouse(home) as con:
-            con.execute("update raw.responses set score = ? where response_id = ?", [score, rid])
-    assert audit(home).ok
+            con.execute(f"update {table} set {column} = ? where rowid = ?", [original, rowid])
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "expression", "problem"),
+    [
+        ("raw.responses", "score", "score + 1", "raw_responses: raw.responses content hashes to"),
+        ("raw.prompt_texts", "prompt", "prompt || '!'", "raw_responses: raw.prompt_texts content hashes to"),
+        ("raw.ingestions", "accepted_rows", "accepted_rows + 1", "raw_responses: raw.ingestions differs"),
+        ("selection.pair_candidates", "cosine", "cosine / 2", "pair_candidates: selection.pair_candidates"),
+        ("eval.eval_scores", "win_rate", "win_rate / 2", "eval_scores["),
+    ],
+)
+def test_a_tampered_table_fails_naming_its_asset(home, capsys, table, column, expression, problem):
+    with _tampered(home, table, column, expression):
+        assert _cli(home) == 1
+        out = capsys.readouterr().out
+        assert f"PROBLEM  {problem}" in out
+        assert "audit FAILED: 1 problem(s)" in out
+    assert audit(home, defs).ok
+
+
+def test_a_tampered_mlflow_metric_fails(home, capsys):
+    from mlflow import MlflowClient
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        [record] = instance.fetch_materializations(dg.AssetKey("raw_responses"), limit=1).records
+    run_id = record.asset_materialization.metadata["mlflow_run_id"].value
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    original = client.get_run(run_id).data.metrics["accepted_rows"]
+    client.log_metric(run_id, "accepted_rows", original + 1, step=0)
+    try:
+        assert _cli(home) == 1
+        assert "PROBLEM  raw_responses: MLflow metric accepted_rows=" in capsys.readouterr().out
+    finally:
+        client.log_metric(run_id, "accepted_rows", original, step=0)
+    assert audit(home, defs).ok
 
 
 def _run_check(home: Path, partition: str) -> bool:
+    check = defs.get_asset_checks_def(dg.AssetCheckKey(DPO, CHECKPOINT_MATCHES_MANIFEST))
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         # A check-only run names its partition by tag (materialize's partition_key wants an asset).
         result = dg.materialize(
-            [*ASSETS, *audit_checks],
-            selection=dg.AssetSelection.checks(*audit_checks),
+            [*defs.assets, check],
+            selection=dg.AssetSelection.checks(check),
             tags={"dagster/partition": partition},
             instance=instance,
-            resources=resources(),
+            resources=defs.resources,
             raise_on_error=False,  # the check is blocking: a failed one fails the run
         )
     [evaluation] = result.get_asset_check_evaluations()
@@ -124,7 +133,8 @@ def _run_check(home: Path, partition: str) -> bool:
 
 
 def test_tampered_checkpoint_fails_naming_partition(home, capsys):
-    [folder] = (home / "checkpoints" / "dpo_checkpoint" / "random").iterdir()
+    tampered, intact = DPO_PARTITIONS[-1], DPO_PARTITIONS[0]
+    [folder] = (home / "checkpoints" / "dpo_checkpoint" / tampered).iterdir()
     weights = folder / "model.safetensors"
     original = weights.stat().st_size
     with open(weights, "ab") as f:
@@ -132,20 +142,22 @@ def test_tampered_checkpoint_fails_naming_partition(home, capsys):
     try:
         assert _cli(home) == 1
         out = capsys.readouterr().out
-        assert "PROBLEM  dpo_checkpoint[random]: checkpoint file model.safetensors: sha256 differs" in out
-        assert "dpo_checkpoint[easy]" in out and "PROBLEM  dpo_checkpoint[easy]" not in out
-        assert not _run_check(home, "random")
-        assert _run_check(home, "easy")
+        assert (
+            f"PROBLEM  dpo_checkpoint[{tampered}]: checkpoint file model.safetensors: sha256 differs" in out
+        )
+        assert f"dpo_checkpoint[{intact}]" in out and f"PROBLEM  dpo_checkpoint[{intact}]" not in out
+        assert not _run_check(home, tampered)
+        assert _run_check(home, intact)
     finally:
         with open(weights, "r+b") as f:
             f.truncate(original)
-    assert audit(home, "random").ok
+    assert audit(home, defs, tampered).ok
 
 
 def test_missing_mlflow_run_and_home(home, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    report = audit(home, "hard")
+    report = audit(home, defs, DPO_PARTITIONS[0])
     assert not report.ok
     assert any(p.startswith("raw_responses: MLflow run") and "not found" in p for p in report.all_problems())
-    missing = audit(tmp_path / "nowhere")
+    missing = audit(tmp_path / "nowhere", defs)
     assert not missing.ok and "does not exist" in missing.all_problems()[0]

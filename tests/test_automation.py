@@ -3,6 +3,8 @@
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import time
 
 import dagster as dg
@@ -10,9 +12,8 @@ import pytest
 
 from real_assets import cli
 from real_assets.core.sample_files import write_shp2, write_table_csv
-from real_assets.core.selection import STRATEGIES
-from real_assets.definitions import ASSETS, resources
-from real_assets.defs import automation
+from real_assets.definitions import defs
+from real_assets.defs import automation, conditions
 
 UTC = dt.UTC
 
@@ -25,42 +26,47 @@ def _offline_home(tmp_path, monkeypatch):
     monkeypatch.delenv(automation.INBOX_ENV, raising=False)
 
 
-def _defs() -> dg.Definitions:
-    return dg.Definitions(
-        assets=automation.apply_automation(ASSETS),
-        jobs=automation.jobs,
-        schedules=automation.schedules,
-        sensors=automation.sensors,
-        resources=resources(),
-    )
+def _label(condition: dg.AutomationCondition | None) -> str | None:
+    return condition.get_label() if condition else None
 
 
 def test_definitions_resolve_with_automation():
-    defs = _defs()
     repo = defs.get_repository_def()
     assert repo.get_job("refresh_raw_responses").asset_layer.executable_asset_keys == {
         dg.AssetKey("raw_responses")
     }
     graph = repo.asset_graph
-    for key in graph.get_all_asset_keys():
-        condition = graph.get(key).automation_condition
-        name = key.to_user_string()
-        if name == "raw_responses":
-            assert condition is None
-        elif name in automation.EAGER_ASSETS:
-            assert condition.get_label() == "eager"
-        else:
-            assert name in automation.TRAINING_ASSETS
-            assert condition.get_label().startswith("on_data_change_at_most_per_cron(0 3 * * *")
+    labels = {
+        k.to_user_string(): _label(graph.get(k).automation_condition) for k in graph.get_all_asset_keys()
+    }
+    training = "on_data_change_at_most_per_cron(0 3 * * *, UTC)"
+    assert labels == {
+        "raw_responses": None,
+        "response_embeddings": "eager",
+        "response_similarity": "eager",
+        "pair_candidates": "eager",
+        "selected_pairs": "eager",
+        "reference_policy": training,
+        "dpo_checkpoint": training,
+        "eval_scores": training,
+        "strategy_comparison": "eager",
+    }
     sensor = repo.get_sensor_def("real_assets_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert repo.get_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    recovery = repo.get_sensor_def("recover_after_failed_runs")
+    assert recovery.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-def test_train_cron_from_env(monkeypatch):
-    monkeypatch.setenv(automation.TRAIN_CRON_ENV, "30 4 * * 1")
-    [dpo] = [a for a in automation.apply_automation(ASSETS) if a.key == dg.AssetKey("dpo_checkpoint")]
-    assert "30 4 * * 1" in dpo.automation_conditions_by_key[dpo.key].get_label()
+def test_train_cron_from_env():
+    """The cron is read when the code location loads: a fresh process with the variable set."""
+    code = (
+        "from real_assets.definitions import defs; import dagster as dg; "
+        "print(defs.resolve_asset_graph().get(dg.AssetKey('dpo_checkpoint')).automation_condition.get_label())"
+    )
+    env = {**os.environ, conditions.TRAIN_CRON_ENV: "30 4 * * 1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "on_data_change_at_most_per_cron(30 4 * * 1, UTC)" in out.stdout
 
 
 def test_schedule_requests_raw_responses_with_default_config():
@@ -76,7 +82,7 @@ def test_schedule_requests_raw_responses_with_default_config():
     config = request.run_config["ops"]["raw_responses"]["config"]
     assert config["source"] == "synthetic" and config["seed"] == 0
     # The default config is valid for the job.
-    job = _defs().get_job_def("refresh_raw_responses")
+    job = defs.get_job_def("refresh_raw_responses")
     assert job.run_config_schema.config_type is not None
     assert dg.validate_run_config(job, request.run_config)
 
@@ -107,7 +113,7 @@ def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
         config = request.run_config["ops"]["raw_responses"]["config"]
         assert config == {"source": "shp2", "path": str(inbox / "shp2__batch1.jsonl")}
         assert request.run_key.startswith("inbox:shp2__batch1.jsonl:")
-        dg.validate_run_config(_defs().get_job_def("refresh_raw_responses"), request.run_config)
+        dg.validate_run_config(defs.get_job_def("refresh_raw_responses"), request.run_config)
 
         # The same file again: nothing.
         result, cursor = _tick(instance, cursor)
@@ -151,15 +157,16 @@ def _report(instance, name, version, partition=None):
 
 
 def _materialize_all(instance, version="v1"):
-    for asset in ASSETS:
-        name = asset.key.to_user_string()
-        for partition in STRATEGIES if asset.partitions_def else [None]:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        partitions = graph.get(key).partitions_def
+        name = key.to_user_string()
+        for partition in partitions.get_partition_keys() if partitions else [None]:
             _report(instance, name, f"{name}-{partition}-{version}", partition)
 
 
 @pytest.mark.filterwarnings("ignore:Parameter `include_sources`")
 def test_training_runs_on_data_version_change_after_cron_tick():
-    defs = dg.Definitions(assets=automation.apply_automation(ASSETS, cron="0 3 * * *"), resources=resources())
     ref, dpo, evals, emb = (
         dg.AssetKey(k) for k in ("reference_policy", "dpo_checkpoint", "eval_scores", "response_embeddings")
     )
@@ -193,7 +200,9 @@ def test_training_runs_on_data_version_change_after_cron_tick():
         # The new reference lands: every DPO partition trains, once.
         _report(instance, "reference_policy", "reference-v2")
         result = evaluate(day1 + dt.timedelta(hours=17), result.cursor)
-        assert result.get_requested_partitions(dpo) == set(STRATEGIES)
+        assert result.get_requested_partitions(dpo) == set(
+            defs.get_assets_def(dpo).partitions_def.get_partition_keys()
+        )
         assert result.get_num_requested(ref) == 0
         result = evaluate(day1 + dt.timedelta(hours=17, minutes=5), result.cursor)
         assert result.total_requested == 0
@@ -206,10 +215,11 @@ def test_training_runs_on_data_version_change_after_cron_tick():
         assert result.get_num_requested(ref) == 1
 
         # A new DPO checkpoint is evaluated in the same cron period; an identical one is not.
-        _report(instance, "dpo_checkpoint", "dpo-easy-v2", "easy")
-        _report(instance, "dpo_checkpoint", "dpo_checkpoint-hard-v1", "hard")
+        changed, same = defs.get_assets_def(dpo).partitions_def.get_partition_keys()[:2]
+        _report(instance, "dpo_checkpoint", f"dpo-{changed}-v2", changed)
+        _report(instance, "dpo_checkpoint", f"dpo_checkpoint-{same}-v1", same)
         result = evaluate(day1 + dt.timedelta(days=1, hours=16), result.cursor)
-        assert result.get_requested_partitions(evals) == {"easy"}
+        assert result.get_requested_partitions(evals) == {changed}
 
 
 def test_pools_limit_one_step_at_a_time(tmp_path, monkeypatch):
@@ -223,7 +233,7 @@ def test_pools_limit_one_step_at_a_time(tmp_path, monkeypatch):
             instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
             assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1
     # Every asset writes the warehouse (tables or models.checkpoints): each one is in a pool.
-    pools = {a.key.to_user_string(): a.op.pool for a in automation.apply_automation(ASSETS)}
+    pools = {a.key.to_user_string(): a.op.pool for a in defs.assets}
     assert set(pools.values()) == {"warehouse", "gpu"}, pools
 
 

@@ -1,6 +1,5 @@
 from real_assets.core.hashing import (
     digest,
-    digest_rows,
     normalise_text,
     prompt_id,
     response_id,
@@ -19,7 +18,6 @@ def test_ids_ignore_whitespace_and_unicode_form_but_not_content():
 
 def test_digest_separates_parts():
     assert digest("ab", "c") != digest("a", "bc")
-    assert digest_rows([(1, "a")]) != digest_rows([(1, "b")])
     assert normalise_text("  a \t b ") == "a b"
 
 
@@ -30,3 +28,79 @@ def test_split_is_deterministic_and_near_the_fraction():
     share = splits.count("test") / len(splits)
     assert 0.17 < share < 0.23
     assert {split_for(i, 0.0) for i in ids} == {"train"}
+
+
+def _package(root, helper_body: str, other_body: str = "return 0"):
+    """A throw-away package `pkg_<n>`: an asset-like function that calls a helper in another module."""
+    import importlib
+    import sys
+
+    name = f"pkg_{abs(hash(str(root)))}"
+    package = root / name
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "logic.py").write_text(
+        f"LIMIT = 3\n\n\ndef helper(x):\n    {helper_body}\n\n\ndef unrelated():\n    {other_body}\n"
+    )
+    (package / "asset.py").write_text(
+        f"from {name}.logic import LIMIT, helper\n\n\ndef asset(x):\n    return helper(x) + LIMIT\n"
+    )
+    sys.path.insert(0, str(root))
+    try:
+        for module in [m for m in sys.modules if m.startswith(name)]:
+            del sys.modules[module]
+        importlib.invalidate_caches()
+        return importlib.import_module(f"{name}.asset").asset, name
+    finally:
+        sys.path.remove(str(root))
+
+
+def test_code_digest_moves_with_the_logic_an_asset_runs_and_only_with_it(tmp_path):
+    from real_assets.core.hashing import code_digest
+
+    asset, name = _package(tmp_path, "return x + 1")
+    base = code_digest(asset, name)
+    assert code_digest(asset, name) == base
+    changed_helper, _ = _package(tmp_path, "return x + 2")
+    assert code_digest(changed_helper, name) != base
+    changed_unrelated, _ = _package(tmp_path, "return x + 1", other_body="return 1")
+    assert code_digest(changed_unrelated, name) == base
+
+
+def test_every_python_asset_carries_the_digest_of_its_code():
+    from real_assets.core.hashing import code_digest, code_sources
+    from real_assets.definitions import PACKAGE, defs
+    from real_assets.defs import ingest
+
+    graph = defs.resolve_asset_graph()
+    versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+    assert len(set(versions.values())) == len(versions), "every asset runs different code"
+    assert (
+        versions["raw_responses"]
+        == code_digest(ingest.raw_responses.op.compute_fn.decorated_fn, PACKAGE)[:12]
+    )
+    # the ingest logic it calls and the config class it takes are part of it
+    sources = code_sources(ingest.raw_responses.op.compute_fn.decorated_fn, PACKAGE)
+    assert {"function real_assets.defs.ingest.ingest", "class real_assets.defs.ingest.IngestConfig"} <= set(
+        sources
+    )
+
+
+def test_table_digest_follows_content_not_storage_order():
+    import duckdb
+
+    from real_assets.resources import table_digest
+
+    con = duckdb.connect()
+    con.execute("create schema s")
+    con.execute("create table s.t as select * from (values (2, 'b', [1.0, 2.0]), (1, 'a', null)) v(k, x, e)")
+    before = table_digest(con, "s.t", ["k"])
+    con.execute("create or replace table s.t as select * from s.t order by k")  # same rows, other order
+    assert table_digest(con, "s.t", ["k"]) == before
+    assert before[1] == 2
+    con.execute("update s.t set x = 'a ' where k = 1")
+    assert table_digest(con, "s.t", ["k"])[0] != before[0]
+    assert table_digest(con, "s.t", ["k"], where={"k": 2}) == table_digest(
+        con, "s.t", ["k"], where={"x": "b"}
+    )
+    assert table_digest(con, "s.t", ["k"], where={"k": 3})[1] == 0

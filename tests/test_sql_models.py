@@ -51,6 +51,8 @@ def test_the_shipped_models_and_their_upstream_tables_come_from_the_sql():
     )
     assert models["pair_candidates"].table == "selection.pair_candidates"
     assert "rank_least_similar" in models["pair_candidates"].columns
+    assert models["pair_candidates"].keys == ("prompt_id", "chosen_id", "rejected_id")
+    assert models["response_similarity"].keys == ("prompt_id", "response_id_a", "response_id_b")
 
 
 def test_column_lineage_follows_expressions_through_ctes():
@@ -72,6 +74,8 @@ def test_column_lineage_follows_expressions_through_ctes():
         ("select a from responses", "schema-qualified"),
         ("delete from raw.responses", "one select"),
         ("select from where", "cannot parse"),
+        ("select a from raw.responses", "-- key:"),
+        ("-- key: b\nselect a from raw.responses", "-- key:"),
     ],
 )
 def test_bad_sql_models_fail_naming_the_file(tmp_path: Path, sql, message):

@@ -1,3 +1,4 @@
+-- key: prompt_id, response_id_a, response_id_b
 -- Cosine similarity of every unordered pair of responses to one prompt (embeddings are L2-normalised).
 -- Clamped to [-1, 1] against float rounding; a zero vector gives NaN, kept as null so the range check fails
 -- loudly instead of the clamp turning it into 1.0.

@@ -1,3 +1,4 @@
+-- key: prompt_id, chosen_id, rejected_id
 -- Every directed candidate pair: chosen/rejected by label score (pairs with tied labels have no direction
 -- and are left out), the score and gold gaps, and the pair's similarity rank within its prompt.
 -- Where a prompt's labels are chosen/rejected comparisons without scores (raw.comparisons, HH-RLHF), only

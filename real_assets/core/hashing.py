@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
+import types
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 _WHITESPACE = re.compile(r"\s+")
@@ -43,13 +45,16 @@ def split_for(prompt_key: str, test_fraction: float) -> str:
     return "test" if bucket < round(test_fraction * 10_000) else "train"
 
 
-def digest_rows(rows: Iterable[Iterable[object]]) -> str:
-    """Order-sensitive digest of table rows (callers sort them first)."""
-    h = hashlib.sha256()
-    for row in rows:
-        h.update(repr(tuple(row)).encode("utf-8"))
-        h.update(b"\n")
-    return h.hexdigest()
+def table_digest_sql(table: str, keys: Sequence[str], where_columns: Sequence[str] = ()) -> str:
+    """The SQL (DuckDB) that returns (rows, digest) of a table: sha256 over the md5 of every row's JSON, in
+    key order (ties broken by the row's own md5), so the database does the hashing. Identifiers must be
+    validated by the caller; the `where_columns` values are bound as parameters in order."""
+    where = " and ".join(f"{column} = ?" for column in where_columns) or "true"
+    order = ", ".join([*keys, "row_md5"])
+    return (
+        f"select count(*), sha256(coalesce(string_agg(row_md5, '' order by {order}), '')) "
+        f"from (select {', '.join(keys)}, md5(to_json(t)) as row_md5 from {table} as t where {where})"
+    )
 
 
 def digest_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -69,3 +74,78 @@ def digest_directory(root: Path) -> dict[str, str]:
 def digest_manifest(manifest: dict[str, str]) -> str:
     """One digest for a {name: digest} manifest."""
     return digest(*(f"{k}={v}" for k, v in sorted(manifest.items())))
+
+
+_CONSTANT_TYPES = (str, bytes, int, float, bool, tuple, frozenset, type(None))
+
+
+def code_digest(obj: object, package: str) -> str:
+    """Digest of the source of a function (or class) and of everything of `package` it uses (`code_sources`),
+    so it moves when the package's logic behind `obj` changes and stays put otherwise."""
+    return digest(*(f"{name}\n{text}" for name, text in sorted(code_sources(obj, package).items())))
+
+
+def code_sources(obj: object, package: str) -> dict[str, str]:
+    """The source of a function (or class) and of everything of `package` it uses, transitively: the
+    functions and classes it calls or annotates with, the modules it reads attributes of, and the simple
+    constants (strings, numbers, tuples) it names; by "function|class|module|constant <qualified name>".
+    Code outside `package` does not count."""
+    seen: set[int] = set()
+    parts: dict[str, str] = {}
+
+    def ours(value: object) -> bool:
+        module = getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        return module == package or module.startswith(package + ".")
+
+    def names_of(code: types.CodeType) -> Iterator[str]:
+        yield from code.co_names
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                yield from names_of(const)
+
+    def visit(value: object) -> None:
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        if isinstance(value, types.ModuleType):
+            parts[f"module {value.__name__}"] = inspect.getsource(value)
+            return
+        value = inspect.unwrap(value) if callable(value) else value
+        if isinstance(value, type):
+            parts[f"class {value.__module__}.{value.__qualname__}"] = inspect.getsource(value)
+            for member in vars(value).values():
+                function = getattr(member, "__func__", member)
+                if isinstance(function, types.FunctionType):
+                    follow(function)
+        elif isinstance(value, types.FunctionType):
+            try:
+                source = inspect.getsource(value)
+            except OSError:
+                return  # generated (a dataclass __init__): its class's source covers it
+            parts[f"function {value.__module__}.{value.__qualname__}"] = source
+            follow(value)
+
+    def follow(function: types.FunctionType) -> None:
+        namespace = function.__globals__
+        cells = dict(zip(function.__code__.co_freevars, function.__closure__ or (), strict=True))
+        referenced = {name: namespace[name] for name in names_of(function.__code__) if name in namespace}
+        referenced |= {name: cell.cell_contents for name, cell in cells.items() if _filled(cell)}
+        referenced |= {f"annotation {k}": v for k, v in function.__annotations__.items()}
+        for name, value in sorted(referenced.items()):
+            if isinstance(value, _CONSTANT_TYPES) and " at 0x" not in repr(value):
+                parts[f"constant {function.__module__}.{name}"] = repr(value)
+            elif (
+                isinstance(value, type | types.FunctionType | types.ModuleType) or callable(value)
+            ) and ours(value):
+                visit(value)
+
+    visit(obj)
+    return parts
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True

@@ -1,4 +1,5 @@
-"""The SQL models in `dbt_like_sql/`: one `select` per file, `<schema>/<table>.sql`.
+"""The SQL models in `dbt_like_sql/`: one `select` per file, `<schema>/<table>.sql`, whose first line
+names its key columns (`-- key: a, b`), in the order its content is digested.
 
 They ship as package data (`real_assets/dbt_like_sql`, a link to the top-level folder in a checkout), so an
 installed wheel finds them beside the package, never through the source tree.
@@ -22,6 +23,7 @@ SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 """Package data: `real_assets/dbt_like_sql`, installed with the package (a link to the top-level folder in a
 checkout)."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_KEY_LINE = re.compile(r"^--\s*key:(.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class SqlModel:
     sql: str
     upstream_tables: tuple[str, ...]
     columns: tuple[str, ...]
+    keys: tuple[str, ...]
 
     @property
     def table(self) -> str:
@@ -66,6 +69,10 @@ def parse_sql_model(path: Path) -> SqlModel:
     columns = tuple(s.alias_or_name for s in tree.selects)
     if "*" in columns:
         raise ValueError(f"{path}: list the output columns instead of select *")
+    key_line = _KEY_LINE.search(sql)
+    keys = tuple(k.strip() for k in key_line.group(1).split(",")) if key_line else ()
+    if not keys or not set(keys) <= set(columns):
+        raise ValueError(f"{path}: start with `-- key: <output columns that identify a row>`")
     return SqlModel(
         schema=validate_identifier(path.parent.name, "schema"),
         name=validate_identifier(path.stem, "table name"),
@@ -73,6 +80,7 @@ def parse_sql_model(path: Path) -> SqlModel:
         sql=sql,
         upstream_tables=tuple(upstream),
         columns=columns,
+        keys=keys,
     )
 
 

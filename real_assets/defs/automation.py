@@ -1,10 +1,8 @@
-"""When things run by themselves: a daily ingest schedule, an inbox sensor and automation conditions.
+"""When things run by themselves: a daily ingest schedule, an inbox sensor and the automation sensor.
 
 - `raw_responses` is owned by the schedule (`raw_responses_daily`, cron `$REAL_ASSETS_INGEST_CRON`, default
   02:00 UTC, stopped by default) and by the inbox sensor; it has no automation condition.
-- Cheap steps follow their inputs at once (`AutomationCondition.eager()`).
-- Training and evaluation run when an input's *data version* changed (a rerun that reproduces the same
-  content triggers nothing), at most once per tick of `$REAL_ASSETS_TRAIN_CRON` (default 03:00 UTC).
+- Every other asset states its automation condition on its decorator (`defs/conditions.py`).
 - The automation condition sensor is declared running: Dagster starts it stopped otherwise.
 """
 
@@ -13,79 +11,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
 
 from real_assets.core.hashing import digest_file
 from real_assets.core.sources import SOURCE_NAMES, check_source
+from real_assets.defs.conditions import CRON_TIMEZONE
 from real_assets.defs.ingest import IngestConfig
-from real_assets.settings import home_dir
+from real_assets.recovery import recover
+from real_assets.settings import default_tracking_uri, home_dir
 
 INGEST_CRON_ENV = "REAL_ASSETS_INGEST_CRON"
-TRAIN_CRON_ENV = "REAL_ASSETS_TRAIN_CRON"
 INBOX_ENV = "REAL_ASSETS_INBOX"
 INGEST_CONFIG_ENV = "REAL_ASSETS_INGEST_CONFIG"
 DEFAULT_INGEST_CRON = "0 2 * * *"
-DEFAULT_TRAIN_CRON = "0 3 * * *"
-CRON_TIMEZONE = "UTC"
-
-EAGER_ASSETS = frozenset(
-    {"response_embeddings", "response_similarity", "pair_candidates", "selected_pairs", "strategy_comparison"}
-)
-"""Cheap steps: they follow their inputs at once."""
-TRAINING_ASSETS = frozenset({"reference_policy", "dpo_checkpoint", "eval_scores"})
-"""Training and evaluation: on a data version change, at most once per training cron tick."""
 
 
 def ingest_cron() -> str:
     return os.environ.get(INGEST_CRON_ENV) or DEFAULT_INGEST_CRON
-
-
-def train_cron() -> str:
-    return os.environ.get(TRAIN_CRON_ENV) or DEFAULT_TRAIN_CRON
-
-
-def on_data_change_at_most_per_cron(cron: str, timezone: str = CRON_TIMEZONE) -> dg.AutomationCondition:
-    """True when a cron tick has passed since the target was last requested or updated, AND an input's
-    data version changed since then (or the target is missing). So at most one request per tick, and
-    none for an upstream rerun that reproduced the same content. Not while an input is missing, in
-    progress or about to be requested (a DPO run waits for the reference retrained in the same tick)."""
-    A = dg.AutomationCondition
-    tick = A.cron_tick_passed(cron, timezone).since_last_handled().with_label(f"tick of {cron} since handled")
-    changed = (
-        A.any_deps_match(A.data_version_changed())
-        .since_last_handled()
-        .with_label("input data version changed since handled")
-    )
-    return (
-        tick
-        & (changed | A.missing())
-        & ~A.any_deps_missing()
-        & ~A.any_deps_in_progress()
-        & ~A.any_deps_match(A.will_be_requested()).with_label("input requested this tick")
-        & ~A.in_progress()
-    ).with_label(f"on_data_change_at_most_per_cron({cron}, {timezone})")
-
-
-def condition_for(key: dg.AssetKey, cron: str | None = None) -> dg.AutomationCondition | None:
-    name = key.to_user_string()
-    if name in EAGER_ASSETS:
-        return dg.AutomationCondition.eager()
-    if name in TRAINING_ASSETS:
-        return on_data_change_at_most_per_cron(cron or train_cron())
-    return None
-
-
-def apply_automation(assets: Iterable[dg.AssetsDefinition], cron: str | None = None) -> list:
-    """The assets with their automation conditions; the asset modules stay free of scheduling."""
-    return list(
-        dg.map_asset_specs(
-            lambda spec: spec.replace_attributes(automation_condition=condition_for(spec.key, cron)),
-            list(assets),
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------- ingest
@@ -245,6 +189,20 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Evaluates every asset's automation condition (eager steps, training on data change).",
 )
 
+# ---------------------------------------------------------------------------------------------- recovery
+
+
+@dg.run_failure_sensor(
+    name="recover_after_failed_runs",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a failed run (one the run monitoring found dead included): end its MLflow runs "
+    "still RUNNING as KILLED, free slots still held by ended runs, remove half-written checkpoint folders.",
+)
+def recover_after_failed_runs(context: dg.RunFailureSensorContext):
+    for line in recover(context.instance, home_dir(), default_tracking_uri()):
+        context.log.info(f"recovered: {line}")
+
+
 jobs = [raw_responses_job]
 schedules = [raw_responses_schedule]
-sensors = [inbox_sensor, automation_sensor]
+sensors = [inbox_sensor, automation_sensor, recover_after_failed_runs]

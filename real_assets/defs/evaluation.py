@@ -16,13 +16,14 @@ from real_assets.core.evaluation import (
 from real_assets.core.report import comparison_plot, markdown_table
 from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import GPU_POOL, WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
+from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.training import dpo_checkpoint, latest_checkpoint
-from real_assets.defs.versions import content_version
+from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
 from real_assets.resources import Compute, Tracking, Warehouse, replace_rows
 from real_assets.settings import home_dir
 
-EVAL_VERSION = "1"
-COMPARISON_VERSION = "1"
+EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy",))
+COMPARISON = WarehouseTable("eval.strategy_comparison", ("strategy",))
 POLICY_NOT_WORSE = "policy_not_worse_than_reference"
 
 _DDL = """
@@ -123,8 +124,9 @@ def _scorer(params: EvalParams, all_gold: bool, compute: Compute):
     kinds={"pytorch", "duckdb"},
     deps=[dpo_checkpoint],
     partitions_def=strategy_partitions,
-    code_version=EVAL_VERSION,
     pool=GPU_POOL,
+    automation_condition=on_new_training_data(),
+    metadata=table_metadata(EVAL_SCORES, partition_column="strategy"),
     check_specs=[
         dg.AssetCheckSpec(
             POLICY_NOT_WORSE,
@@ -143,7 +145,7 @@ def eval_scores(
     tracking: Tracking,
 ):
     strategy = context.partition_key
-    with tracking.step(context, EVAL_VERSION, upstream_versions(context)) as step:
+    with tracking.step(context, upstream_versions(context)) as step:
         step.log_params(config.model_dump() | {"strategy": strategy})
         policy = latest_checkpoint(warehouse, "dpo_checkpoint", strategy)
         reference = latest_checkpoint(warehouse, "reference_policy")
@@ -169,13 +171,13 @@ def eval_scores(
         with warehouse.connect() as con:
             con.execute(_DDL)
             replace_rows(con, "eval.eval_scores", frame, ["strategy"])
-            version, _ = content_version(con, "eval_scores", strategy)
+            content = content_version(con, [EVAL_SCORES], context_partition(context))
         result = finish(
             context,
             tracking,
             step,
-            version,
-            {k: v for k, v in row.items() if v is not None} | {"table": "eval.eval_scores"},
+            content.version,
+            {k: v for k, v in row.items() if v is not None} | content.metadata(),
         )
     yield result
     win, high = metrics.get("win_rate"), metrics.get("win_rate_ci_high")
@@ -194,15 +196,16 @@ def eval_scores(
     group_name="evaluation",
     kinds={"duckdb", "python"},
     deps=[eval_scores],
-    code_version=COMPARISON_VERSION,
     pool=WAREHOUSE_POOL,
+    automation_condition=EAGER,
+    metadata=table_metadata(COMPARISON),
     description="The paper's comparison across strategies (eval.strategy_comparison): pairs, mean "
     "similarity, label error, preference accuracy, margin and win rate; with a PNG plot.",
 )
 def strategy_comparison(
     context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking
 ) -> dg.MaterializeResult:
-    with tracking.step(context, COMPARISON_VERSION, upstream_versions(context)) as step:
+    with tracking.step(context, upstream_versions(context)) as step:
         with warehouse.connect() as con:
             con.execute("""
                 create or replace table eval.strategy_comparison as
@@ -218,10 +221,10 @@ def strategy_comparison(
                 "select * from eval.strategy_comparison order by list_position(?, strategy)",
                 [list(STRATEGIES)],
             ).df()
-            version, rows = content_version(con, "strategy_comparison")
+            content = content_version(con, [COMPARISON])
         reports = home_dir() / "reports"
         reports.mkdir(exist_ok=True)
-        png = comparison_plot(table, reports / f"strategy_comparison-{version}.png")
+        png = comparison_plot(table, reports / f"strategy_comparison-{content.version}.png")
         step.log_table(table, "strategy_comparison.json")
         step.log_artifact(png)
         for record in table.to_dict("records"):
@@ -231,7 +234,8 @@ def strategy_comparison(
             "comparison": dg.MetadataValue.md(markdown_table(table)),
             "plot": dg.MetadataValue.md(f"![strategy comparison](data:image/png;base64,{image})"),
             "plot_path": dg.MetadataValue.path(str(png)),
-            "rows": rows,
+            "rows": content.rows,
+            **content.metadata(),
             "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
         }
-        return finish(context, tracking, step, version, metadata)
+        return finish(context, tracking, step, content.version, metadata)

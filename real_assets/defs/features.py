@@ -8,12 +8,13 @@ import pyarrow as pa
 
 from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
 from real_assets.defs.common import GPU_POOL, finish, upstream_versions
+from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
-from real_assets.defs.versions import content_version
+from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
 from real_assets.resources import Compute, Tracking, Warehouse, replace_rows, table_exists
 
-EMBEDDINGS_VERSION = "1"
-EMBEDDINGS_TABLE = "features.response_embeddings"
+EMBEDDINGS = WarehouseTable("features.response_embeddings", ("response_id",))
+EMBEDDINGS_TABLE = EMBEDDINGS.name
 
 
 class EmbeddingConfig(dg.Config):
@@ -74,7 +75,7 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
             "delete from features.response_embeddings where response_id not in "
             "(select response_id from raw.responses)"
         )
-        version, rows = content_version(con, "response_embeddings")
+        content = content_version(con, [EMBEDDINGS])
         dim = con.execute(
             "select array_length(embedding) from features.response_embeddings limit 1"
         ).fetchone()
@@ -82,12 +83,13 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
         "model": config.model,
         "device": device.device,
         "dtype": device.dtype_name,
-        "rows": rows,
+        "rows": content.rows,
         "embedded_now": len(todo),
         "dimensions": int(dim[0]) if dim else 0,
         "rows_per_second": len(todo) / seconds if todo and seconds else 0.0,
         "embed_seconds": seconds,
-        "data_version": version,
+        "data_version": content.version,
+        "table_digests": content.digests,
     }
 
 
@@ -113,8 +115,9 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
     group_name="features",
     kinds={"duckdb", "pytorch"},
     deps=[raw_responses],
-    code_version=EMBEDDINGS_VERSION,
     pool=GPU_POOL,
+    automation_condition=EAGER,
+    metadata=table_metadata(EMBEDDINGS),
     description="L2-normalised embedding of every response (features.response_embeddings, FLOAT[]), "
     "computed independently of the prompt, on CUDA in half precision when present.",
 )
@@ -125,9 +128,14 @@ def response_embeddings(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    with tracking.step(context, EMBEDDINGS_VERSION, upstream_versions(context)) as step:
+    with tracking.step(context, upstream_versions(context)) as step:
         step.log_params(config.model_dump() | {"batch_size": compute.embed_batch_size})
         result = embed_new_responses(warehouse, compute, config)
         version = result.pop("data_version")
-        metadata = {**result, "table": "features.response_embeddings", "dagster/row_count": result["rows"]}
+        digests = result.pop("table_digests")
+        metadata = {
+            **result,
+            "table_digests": dg.MetadataValue.json(digests),
+            "dagster/row_count": result["rows"],
+        }
         return finish(context, tracking, step, version, metadata)

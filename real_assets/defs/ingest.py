@@ -10,10 +10,17 @@ from pydantic import Field
 from real_assets.core.records import SourceBatch
 from real_assets.core.sources import SourceSpec, check_source, iter_source
 from real_assets.defs.common import WAREHOUSE_POOL, finish
-from real_assets.defs.versions import content_version
+from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
 from real_assets.resources import Tracking, Warehouse
 
-RAW_RESPONSES_VERSION = "1"
+RAW_TABLES = (
+    WarehouseTable("raw.responses", ("response_id",)),
+    WarehouseTable("raw.prompt_texts", ("prompt_id",)),
+    WarehouseTable("raw.prompts", ("prompt_id",)),
+    WarehouseTable("raw.comparisons", ("source_file", "row_number")),
+    WarehouseTable("raw.rejects", ("ingestion_id", "source_file", "row_number", "field", "reason"), False),
+    WarehouseTable("raw.ingestions", ("ingestion_id",), False),
+)
 
 # No primary keys on the raw tables: DuckDB keeps index keys in memory (they do not spill), which would
 # bound an ingest by RAM. Uniqueness comes from the set-based merge below and is checked by asset checks.
@@ -210,7 +217,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
                    (select count(*) from raw.prompts where not pairable),
                    (select avg((n_responses >= 3)::int) from raw.prompts where pairable)
             from raw.responses""").fetchone()
-        version, _ = content_version(con, "raw_responses")
+        content = content_version(con, RAW_TABLES)
     seconds = time.perf_counter() - started
     return {
         **counts,
@@ -221,30 +228,32 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
         "prompts_not_pairable": stats[2],
         "share_prompts_3plus_responses": float(stats[3] or 0.0),
         "rows_per_second": counts["input_rows"] / seconds if seconds else 0.0,
-        "data_version": version,
+        "data_version": content.version,
+        "table_digests": content.digests,
     }
 
 
 @dg.asset(
     group_name="ingest",
     kinds={"duckdb", "python"},
-    code_version=RAW_RESPONSES_VERSION,
     pool=WAREHOUSE_POOL,
+    metadata=table_metadata(*RAW_TABLES),
     description="Prompts and candidate responses with label scores (raw.responses, raw.prompts); "
     "rows that fail validation go to raw.rejects with their reason.",
 )
 def raw_responses(
     context: dg.AssetExecutionContext, config: IngestConfig, warehouse: Warehouse, tracking: Tracking
 ) -> dg.MaterializeResult:
-    with tracking.step(context, RAW_RESPONSES_VERSION) as step:
+    with tracking.step(context) as step:
         step.log_params(config.model_dump(exclude={"column_map"}) | {"column_map": dict(config.column_map)})
         result = ingest(warehouse, config.spec())
         reasons = result.pop("reasons")
         step.log_metrics({f"rejects/{reason}": n for reason, n in reasons.items()})
         version = result.pop("data_version")
+        digests = result.pop("table_digests")
         metadata = {
             **result,
-            "table": "raw.responses",
+            "table_digests": dg.MetadataValue.json(digests),
             "rejects_by_reason": dg.MetadataValue.json(reasons),
             "dagster/row_count": result["responses"],
         }

@@ -6,13 +6,20 @@ import pandas as pd
 
 from real_assets.core.selection import SelectionConfig, select_pairs, selection_summary
 from real_assets.defs.common import WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
+from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
-from real_assets.defs.sql_assets import sql_assets
-from real_assets.defs.versions import content_version
+from real_assets.defs.versions import (
+    Content,
+    WarehouseTable,
+    content_version,
+    context_partition,
+    table_metadata,
+)
 from real_assets.resources import Tracking, Warehouse, replace_rows
 
-SELECTED_PAIRS_VERSION = "1"
-_PAIR_CANDIDATES = next(a for a in sql_assets if a.key == dg.AssetKey("pair_candidates"))
+SELECTED_PAIRS = WarehouseTable(
+    "selection.selected_pairs", ("strategy", "prompt_id", "chosen_id", "rejected_id")
+)
 
 _DDL = """
 create table if not exists selection.selected_pairs (
@@ -61,22 +68,23 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
     return candidates, embeddings
 
 
-def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame) -> tuple[str, int]:
-    """Replace one strategy's rows; returns the partition's data version and row count."""
+def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame, partition: dict) -> Content:
+    """Replace one partition's rows; returns the partition's content."""
     frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]
     with warehouse.connect() as con:
         con.execute(_DDL)
-        replace_rows(con, "selection.selected_pairs", frame, partition={"strategy": strategy})
-        return content_version(con, "selected_pairs", strategy)
+        replace_rows(con, "selection.selected_pairs", frame, partition=partition)
+        return content_version(con, [SELECTED_PAIRS], partition)
 
 
 @dg.asset(
     group_name="selection",
     kinds={"duckdb", "python"},
-    deps=[_PAIR_CANDIDATES, response_embeddings],
+    deps=["pair_candidates", response_embeddings],
     partitions_def=strategy_partitions,
-    code_version=SELECTED_PAIRS_VERSION,
     pool=WAREHOUSE_POOL,
+    automation_condition=EAGER,
+    metadata=table_metadata(SELECTED_PAIRS, partition_column="strategy"),
     description="The preference pairs each strategy keeps from the train split (selection.selected_pairs): "
     "easy = least similar (REAL), hard = most similar, random, centroid (k-means k=2 per prompt).",
 )
@@ -84,7 +92,7 @@ def selected_pairs(
     context: dg.AssetExecutionContext, config: SelectionParams, warehouse: Warehouse, tracking: Tracking
 ) -> dg.MaterializeResult:
     strategy = context.partition_key
-    with tracking.step(context, SELECTED_PAIRS_VERSION, upstream_versions(context)) as step:
+    with tracking.step(context, upstream_versions(context)) as step:
         params = SelectionConfig(
             strategy=strategy, mode=config.mode, keep_fraction=config.keep_fraction, seed=config.seed
         )
@@ -93,11 +101,11 @@ def selected_pairs(
         if candidates.empty:
             raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
         selected = select_pairs(candidates, params, embeddings)
-        version, rows = write_selection(warehouse, strategy, selected)
+        content = write_selection(warehouse, strategy, selected, context_partition(context))
         summary = selection_summary(selected, candidates)
         metadata = {
             **{k: v for k, v in summary.items() if v is not None},
-            "table": "selection.selected_pairs",
-            "dagster/row_count": rows,
+            **content.metadata(),
+            "dagster/row_count": content.rows,
         }
-        return finish(context, tracking, step, version, metadata)
+        return finish(context, tracking, step, content.version, metadata)

@@ -1,39 +1,32 @@
 """One asset per file in `dbt_like_sql/`: upstream assets and column lineage come from the parsed SQL."""
 
+from collections.abc import Iterable
+
 import dagster as dg
 
-from real_assets.core.hashing import digest
+from real_assets.core.hashing import code_digest, digest
 from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models
 from real_assets.defs.common import WAREHOUSE_POOL, finish, upstream_versions
-from real_assets.defs.versions import CONTENT_TABLES, content_version
+from real_assets.defs.conditions import EAGER
+from real_assets.defs.versions import WarehouseTable, content_version, table_metadata, tables_of
 from real_assets.resources import Tracking, Warehouse
 
-SQL_MODELS = {m.name: m for m in load_sql_models()}
 
-TABLE_OWNERS: dict[str, str] = {
-    "raw.responses": "raw_responses",
-    "raw.prompts": "raw_responses",
-    "raw.comparisons": "raw_responses",
-    "features.response_embeddings": "response_embeddings",
-    **{m.table: m.name for m in SQL_MODELS.values()},
-}
-"""Which asset writes each warehouse table a SQL model may read."""
-
-missing = sorted(set(SQL_MODELS) - set(CONTENT_TABLES))
-if missing:
-    raise ValueError(f"SQL models without key columns in defs/versions.py CONTENT_TABLES: {missing}")
+def table_owners(assets: Iterable[dg.AssetsDefinition], models: Iterable[SqlModel]) -> dict[str, dg.AssetKey]:
+    """Which asset writes each warehouse table: from the tables the assets declare, and the SQL models."""
+    owners = {
+        table.name: key
+        for asset in assets
+        for key, metadata in asset.metadata_by_key.items()
+        for table in tables_of(metadata)
+    }
+    return owners | {m.table: dg.AssetKey(m.name) for m in models}
 
 
-def _owner(model: SqlModel, table: str) -> dg.AssetKey:
-    if table not in TABLE_OWNERS:
-        raise ValueError(f"{model.path}: reads {table}, which no asset writes")
-    return dg.AssetKey(TABLE_OWNERS[table])
-
-
-def _lineage_metadata(model: SqlModel, warehouse: Warehouse) -> dict:
+def _lineage_metadata(model: SqlModel, warehouse: Warehouse, owners: dict[str, dg.AssetKey]) -> dict:
     lineage = column_lineage(model, warehouse.lineage_schema())
     deps = {
-        column: [dg.TableColumnDep(asset_key=dg.AssetKey(TABLE_OWNERS[t]), column_name=c) for t, c in sources]
+        column: [dg.TableColumnDep(asset_key=owners[t], column_name=c) for t, c in sources]
         for column, sources in lineage.items()
     }
     rows = ["| column | computed from |", "| --- | --- |"] + [
@@ -46,39 +39,48 @@ def _lineage_metadata(model: SqlModel, warehouse: Warehouse) -> dict:
     }
 
 
-def build_sql_asset(model: SqlModel) -> dg.AssetsDefinition:
-    """An asset that runs `create or replace table <schema>.<name> as <select>`."""
-    code_version = digest(model.sql)[:12]
-    deps = sorted({_owner(model, t) for t in model.upstream_tables}, key=lambda k: k.to_user_string())
+def build_sql_asset(model: SqlModel, owners: dict[str, dg.AssetKey]) -> dg.AssetsDefinition:
+    """An asset that runs `create or replace table <schema>.<name> as <select>`; its code version is the
+    digest of the SQL and of the code that runs it."""
+    unknown = sorted(set(model.upstream_tables) - set(owners))
+    if unknown:
+        raise ValueError(f"{model.path}: reads {', '.join(unknown)}, which no asset writes")
+    table = WarehouseTable(model.table, model.keys)
 
     @dg.asset(
         name=model.name,
         group_name=model.schema,
-        deps=deps,
+        deps=sorted({owners[t] for t in model.upstream_tables}, key=lambda k: k.to_user_string()),
         kinds={"duckdb", "sql"},
-        code_version=code_version,
+        code_version=digest(model.sql, code_digest(build_sql_asset, "real_assets"))[:12],
         pool=WAREHOUSE_POOL,
+        automation_condition=EAGER,
         description=f"`{model.table}`, built by `dbt_like_sql/{model.schema}/{model.path.name}`.",
-        metadata={"sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"), "table": model.table},
+        metadata={"sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"), **table_metadata(table)},
     )
     def _sql_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking):
-        with tracking.step(context, code_version, upstream_versions(context)) as step:
+        with tracking.step(context, upstream_versions(context)) as step:
             step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
             with warehouse.connect() as con:
                 con.execute(f"create or replace table {model.table} as {model.sql}")
-                version, rows = content_version(con, model.name)
+                content = content_version(con, [table])
             metadata = {
-                "table": model.table,
-                "rows": rows,
-                "dagster/row_count": rows,
-                **_lineage_metadata(model, warehouse),
+                "rows": content.rows,
+                "dagster/row_count": content.rows,
+                **content.metadata(),
+                **_lineage_metadata(model, warehouse, owners),
             }
-            return finish(context, tracking, step, version, metadata)
+            return finish(context, tracking, step, content.version, metadata)
 
     return _sql_asset
 
 
-sql_assets = [build_sql_asset(m) for m in SQL_MODELS.values()]
+def sql_definitions(writers: Iterable[dg.AssetsDefinition]) -> dg.Definitions:
+    """The SQL assets and their checks; `writers` are the other assets, whose tables the SQL reads."""
+    models = load_sql_models()
+    owners = table_owners(writers, models)
+    checks = [_build_check(asset, name, desc, sql) for (asset, name), (desc, sql) in _CHECKS.items()]
+    return dg.Definitions(assets=[build_sql_asset(m, owners) for m in models], asset_checks=checks)
 
 
 # Asset checks beside the SQL assets they check. Each query counts the offending rows.
@@ -136,6 +138,3 @@ def _build_check(asset_name: str, check_name: str, description: str, sql: str) -
         return dg.AssetCheckResult(passed=bad == 0, metadata={"offending_rows": int(bad)})
 
     return _check
-
-
-sql_checks = [_build_check(asset, name, desc, sql) for (asset, name), (desc, sql) in _CHECKS.items()]

@@ -19,13 +19,12 @@ from real_assets.core.policy import (
     train_sft,
 )
 from real_assets.defs.common import GPU_POOL, finish, strategy_partitions, upstream_versions
+from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.selection import selected_pairs
+from real_assets.defs.versions import checkpoint_check, checkpoint_metadata
 from real_assets.resources import Compute, StepRun, Tracking, Warehouse, replace_rows
 from real_assets.settings import checkpoints_dir
-
-REFERENCE_VERSION = "1"
-DPO_VERSION = "1"
 
 _DDL = """
 create table if not exists models.checkpoints (
@@ -119,8 +118,9 @@ def _log_curve(step: StepRun, prefix: str):
     group_name="training",
     kinds={"pytorch", "huggingface"},
     deps=[raw_responses],
-    code_version=REFERENCE_VERSION,
     pool=GPU_POOL,
+    automation_condition=on_new_training_data(),
+    metadata=checkpoint_metadata(),
     description="The SFT reference policy: the base causal LM fine-tuned with TRL's SFTTrainer on the "
     "chosen (highest-label) response of each train prompt. Safetensors under <home>/checkpoints.",
 )
@@ -131,7 +131,7 @@ def reference_policy(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    with tracking.step(context, REFERENCE_VERSION, upstream_versions(context)) as step:
+    with tracking.step(context, upstream_versions(context)) as step:
         step.log_params(config.model_dump())
         with warehouse.connect(read_only=True) as con:
             train = con.execute("""
@@ -174,8 +174,9 @@ def reference_policy(
     kinds={"pytorch", "huggingface"},
     deps=[selected_pairs, reference_policy],
     partitions_def=strategy_partitions,
-    code_version=DPO_VERSION,
     pool=GPU_POOL,
+    automation_condition=on_new_training_data(),
+    metadata=checkpoint_metadata(),
     description="TRL DPO from the reference policy on one strategy's selected pairs; the curve "
     "(loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow.",
 )
@@ -187,7 +188,7 @@ def dpo_checkpoint(
     tracking: Tracking,
 ) -> dg.MaterializeResult:
     strategy = context.partition_key
-    with tracking.step(context, DPO_VERSION, upstream_versions(context)) as step:
+    with tracking.step(context, upstream_versions(context)) as step:
         step.log_params(config.model_dump() | {"strategy": strategy})
         reference = latest_checkpoint(warehouse, "reference_policy")
         with warehouse.connect(read_only=True) as con:
@@ -229,3 +230,6 @@ def dpo_checkpoint(
             "registered_model_version": version,
         }
         return finish(context, tracking, step, ckpt.data_version, metadata)
+
+
+checkpoint_checks = [checkpoint_check(reference_policy), checkpoint_check(dpo_checkpoint)]

@@ -1,38 +1,202 @@
-"""Content versions of the warehouse assets: one definition, used by the assets and by the audit."""
+"""What an asset writes in the warehouse, declared once on the asset, and its content version.
 
+An asset that writes tables declares them in its decorator: `metadata=table_metadata(TABLE, ...)`. The first
+table is the asset's `dagster/table_name`; every table lists its key columns in digest order. Tables of a
+partitioned asset carry one column per partition dimension, named like the dimension, so a partition maps to
+`where <dimension> = ?` for each of them. Everything else (the audit, the SQL assets' upstream tables, the
+demo) reads these facts from the asset graph.
+"""
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
 import duckdb
 
-from real_assets.core.hashing import digest
-from real_assets.resources import table_digest
+from real_assets.core.checkpoints import UNPARTITIONED, verify
+from real_assets.core.hashing import digest, digest_manifest
+from real_assets.defs.common import data_version_of, latest_materialization
+from real_assets.resources import Warehouse, table_digest
 
-CONTENT_TABLES: dict[str, list[tuple[str, list[str], str | None]]] = {
-    "raw_responses": [
-        ("raw.responses", ["response_id"], None),
-        ("raw.prompts", ["prompt_id"], None),
-        ("raw.comparisons", ["source_file", "row_number"], None),
-    ],
-    "response_embeddings": [("features.response_embeddings", ["response_id"], None)],
-    "response_similarity": [
-        ("features.response_similarity", ["prompt_id", "response_id_a", "response_id_b"], None)
-    ],
-    "pair_candidates": [("selection.pair_candidates", ["prompt_id", "chosen_id", "rejected_id"], None)],
-    "selected_pairs": [("selection.selected_pairs", ["prompt_id", "chosen_id", "rejected_id"], "strategy")],
-    "eval_scores": [("eval.eval_scores", ["strategy"], "strategy")],
-    "strategy_comparison": [("eval.strategy_comparison", ["strategy"], None)],
-}
-"""For each warehouse asset: (table, key columns in digest order, partition column or None)."""
+TABLE_NAME_KEY = "dagster/table_name"
+"""`TableMetadataSet.table_name` (the set itself is not exported at the top level of dagster 1.13)."""
+TABLES_KEY = "real_assets/tables"
+PARTITION_COLUMN_KEY = "real_assets/partition_column"
+CHECKPOINTS_KEY = "real_assets/checkpoints"
+CHECKPOINTS_TABLE = "models.checkpoints"
+
+
+@dataclass(frozen=True)
+class WarehouseTable:
+    """One table an asset writes. `versioned`: part of the asset's data version; tables that record runs
+    (ingestion ids, timestamps) are not, and are audited by their digest in the materialization metadata."""
+
+    name: str
+    keys: tuple[str, ...]
+    versioned: bool = True
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "keys": list(self.keys), "versioned": self.versioned}
+
+
+def table_metadata(*tables: WarehouseTable, partition_column: str | None = None) -> dict:
+    """Definition metadata of an asset that writes `tables` (the first is its `dagster/table_name`).
+    `partition_column` names the column of a single-dimension partition (multi-dimension partitions use
+    their dimension names)."""
+    metadata = {
+        TABLE_NAME_KEY: tables[0].name,
+        TABLES_KEY: dg.MetadataValue.json([t.to_json() for t in tables]),
+    }
+    if partition_column:
+        metadata[PARTITION_COLUMN_KEY] = partition_column
+    return metadata
+
+
+def checkpoint_metadata() -> dict:
+    """Definition metadata of an asset whose content is a checkpoint folder recorded in models.checkpoints."""
+    return {TABLE_NAME_KEY: CHECKPOINTS_TABLE, CHECKPOINTS_KEY: True}
+
+
+def _value(metadata: Mapping, key: str):
+    value = metadata.get(key)
+    return getattr(value, "value", value)
+
+
+def tables_of(metadata: Mapping) -> list[WarehouseTable]:
+    """The tables an asset declares in its definition metadata (none for other assets)."""
+    return [
+        WarehouseTable(t["name"], tuple(t["keys"]), t.get("versioned", True))
+        for t in _value(metadata, TABLES_KEY) or []
+    ]
+
+
+def is_checkpoint(metadata: Mapping) -> bool:
+    return bool(_value(metadata, CHECKPOINTS_KEY))
+
+
+def partition_columns(
+    partitions_def: dg.PartitionsDefinition | None, partition_key: str | None, metadata: Mapping
+) -> dict[str, str]:
+    """{column: value} that select one partition's rows: one column per dimension, named like it."""
+    if partitions_def is None or partition_key is None:
+        return {}
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        return dict(partitions_def.get_partition_key_from_str(partition_key).keys_by_dimension)
+    column = _value(metadata, PARTITION_COLUMN_KEY)
+    if not column:
+        raise ValueError("a single-dimension partitioned table asset declares its partition_column")
+    return {column: partition_key}
+
+
+def context_partition(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """`partition_columns` of the partition an asset is materializing."""
+    return partition_columns(
+        context.assets_def.partitions_def,
+        context.partition_key if context.has_partition_key else None,
+        context.assets_def.metadata_by_key[context.asset_key],
+    )
+
+
+@dataclass
+class Content:
+    """The content version of an asset's tables: the data version (over the versioned tables), the rows
+    of its main table, and the digest of every table (what the audit compares)."""
+
+    version: str
+    rows: int
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        return {"table_digests": dg.MetadataValue.json(self.digests)}
 
 
 def content_version(
-    con: duckdb.DuckDBPyConnection, asset: str, partition: str | None = None
-) -> tuple[str, int]:
-    """(data version, rows of the first table) of an asset from the current content of its tables."""
-    if asset not in CONTENT_TABLES:
-        raise ValueError(f"{asset} has no warehouse content version; known: {', '.join(CONTENT_TABLES)}")
-    digests, rows = [], None
-    for table, keys, partition_column in CONTENT_TABLES[asset]:
-        where = (partition_column, partition) if partition_column else None
-        content, count = table_digest(con, table, keys, where=where)
-        digests.append(content)
+    con: duckdb.DuckDBPyConnection,
+    tables: Sequence[WarehouseTable],
+    partition: Mapping[str, str] | None = None,
+) -> Content:
+    """The content of `tables` (only the partition's rows where `partition` is given)."""
+    digests, versioned, rows = {}, [], None
+    for table in tables:
+        content, count = table_digest(con, table.name, table.keys, where=partition or None)
+        digests[table.name] = content
+        if table.versioned:
+            versioned.append(content)
         rows = count if rows is None else rows
-    return digest(*digests)[:16], rows or 0
+    return Content(digest(*versioned)[:16], rows or 0, digests)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class CheckpointRecord:
+    path: Path
+    manifest: dict[str, str]
+    mlflow_run_id: str | None
+    dagster_run_id: str | None
+
+
+def checkpoint_problems(
+    con: duckdb.DuckDBPyConnection, asset: str, partition: str | None, data_version: str
+) -> tuple[list[str], CheckpointRecord | None]:
+    """Problems of one recorded checkpoint: its `models.checkpoints` row must exist, its manifest must
+    hash to the data version, the folder must be `<asset>/<partition>/<data_version>` and every file
+    must match the manifest (`core.checkpoints.verify`)."""
+    part = partition or UNPARTITIONED
+    row = con.execute(
+        "select path, manifest, mlflow_run_id, dagster_run_id from models.checkpoints "
+        "where asset = ? and partition = ? and data_version = ?",
+        [asset, part, data_version],
+    ).fetchone()
+    if row is None:
+        return [f"no models.checkpoints row for data version {data_version}"], None
+    record = CheckpointRecord(Path(row[0]), json.loads(row[1]), row[2], row[3])
+    problems = []
+    if digest_manifest(record.manifest)[:16] != data_version:
+        problems.append(f"manifest hashes to {digest_manifest(record.manifest)[:16]}, not {data_version}")
+    folder = record.path.parts[-3:]
+    if tuple(folder) != (asset, part, data_version):
+        problems.append(f"checkpoint folder {record.path} is not .../{asset}/{part}/{data_version}")
+    problems += [f"checkpoint file {p}" for p in verify(record.path, record.manifest)]
+    return problems, record
+
+
+CHECKPOINT_MATCHES_MANIFEST = "checkpoint_matches_manifest"
+
+
+def checkpoint_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """The blocking check of a checkpoint asset: every file of the (partition's) latest checkpoint matches
+    its models.checkpoints manifest, and the folder name, manifest digest and Dagster data version agree."""
+
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+        partition = context.partition_key if asset.partitions_def else None
+        version = data_version_of(latest_materialization(context.instance, asset.key, partition))
+        if version is None:
+            return dg.AssetCheckResult(passed=False, metadata={"problems": "never materialized"})
+        with warehouse.connect(read_only=True) as con:
+            problems, ckpt = checkpoint_problems(con, asset.key.to_user_string(), partition, version)
+        return dg.AssetCheckResult(
+            passed=not problems,
+            metadata={
+                "data_version": version,
+                "files": len(ckpt.manifest) if ckpt else 0,
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+            },
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", dg.PreviewWarning
+        )  # a partitioned asset check is a preview API in 1.13
+        return dg.asset_check(
+            asset=asset,
+            name=CHECKPOINT_MATCHES_MANIFEST,
+            partitions_def=asset.partitions_def,
+            blocking=True,
+            description="Every file of the latest checkpoint matches its models.checkpoints manifest, and "
+            "the folder name, manifest digest and Dagster data version agree.",
+        )(_check)

@@ -1,0 +1,172 @@
+"""The demo runner: every asset of the graph, in topological order, each partition once, into a persistent
+Dagster instance; one updating line per step, fed by the progress lines the steps log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+import dagster as dg
+
+from real_assets.core.progress import parse_progress
+from real_assets.recovery import worker_tags
+
+LABEL_WIDTH = 32
+PLAIN_EVERY_S = 15.0
+"""Without a terminal, a step's progress is printed at most this often (a log file stays short)."""
+
+
+def demo_steps(
+    defs: dg.Definitions, instance: dg.DagsterInstance, only: str | None = None
+) -> list[tuple[dg.AssetKey, str | None]]:
+    """(asset key, partition key or None) of every materializable asset in topological order of the
+    graph; a partitioned asset once per partition key of its own partitions definition (with `only`, just
+    the keys equal to it or with it as one dimension's value, e.g. one strategy)."""
+    graph = defs.resolve_asset_graph()
+    steps: list[tuple[dg.AssetKey, str | None]] = []
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        partitions = node.partitions_def
+        keys = partitions.get_partition_keys(dynamic_partitions_store=instance) if partitions else [None]
+        if partitions and only is not None:
+            keys = [k for k in keys if only == k or only in k.split("|")]
+        steps += [(key, partition) for partition in keys]
+    return steps
+
+
+def describe(fields: dict) -> str:
+    """`done/total unit (pct) rate/s eta Ns loss=...` of a parsed progress line."""
+    done, total, unit = fields.get("done"), fields.get("total"), fields.get("unit", "")
+    text = f"{fields.get('task', '')} {done}{f'/{total}' if total else ''} {unit}".strip()
+    if total:
+        text += f" ({100 * done / total:.0f}%)"
+    if fields.get("rate"):
+        text += f" {fields['rate']:.1f}/s"
+    if fields.get("eta_s") is not None:
+        text += f" eta {fields['eta_s']:.0f}s"
+    known = {"task", "done", "total", "unit", "rate", "eta_s", "elapsed_s"}
+    text += "".join(
+        f" {k}={v:.4g}" for k, v in fields.items() if k not in known and isinstance(v, int | float)
+    )
+    return text
+
+
+class StepLine:
+    """One line per step. On a terminal the line is rewritten in place (`\\r`) with the latest progress;
+    otherwise progress is printed as plain lines, at most every `every_s` seconds per step."""
+
+    def __init__(
+        self, stream: TextIO, tty: bool | None = None, every_s: float = PLAIN_EVERY_S, clock=time.monotonic
+    ):
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.every_s = every_s
+        self.clock = clock
+        self.label = ""
+        self._last: float | None = None
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def start(self, label: str) -> None:
+        self.label, self._last = label, None
+        if self.tty:
+            self._write(f"  {label:<{LABEL_WIDTH}} ")
+
+    def progress(self, fields: dict) -> None:
+        now = self.clock()
+        if self.tty:
+            self._write(f"\r  {self.label:<{LABEL_WIDTH}} {describe(fields)}\x1b[K")
+        elif self._last is None or now - self._last >= self.every_s:
+            self._last = now
+            self._write(f"  {self.label:<{LABEL_WIDTH}} {describe(fields)}\n")
+
+    def finish(self, text: str) -> None:
+        prefix = "\r" if self.tty else ""
+        self._write(f"{prefix}  {self.label:<{LABEL_WIDTH}} {text}{chr(27) + '[K' if self.tty else ''}\n")
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self, on_progress: Callable[[dict], None]):
+        super().__init__(logging.INFO)
+        self.on_progress = on_progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        fields = parse_progress(meta.get("orig_message") or record.getMessage())
+        if fields is not None:
+            self.on_progress(fields)
+
+
+def progress_logger(on_progress: Callable[[dict], None]) -> dg.LoggerDefinition:
+    """A Dagster logger that passes the progress lines of a run to `on_progress` and prints nothing else
+    (every message stays in the run's own log in the instance)."""
+
+    @dg.logger(description="progress lines of the demo's steps")
+    def _progress(_init_context) -> logging.Logger:
+        log = logging.getLogger("real_assets.demo.progress")
+        log.handlers = [_ProgressHandler(on_progress)]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        return log
+
+    return _progress
+
+
+def failure_summary(result: dg.ExecuteInProcessResult) -> str:
+    """The error that failed a run, once: the step, the user's exception (not Dagster's wrappers around
+    it), where it was raised, and where to find the full log."""
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.step_failure_data.error
+        while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+            error = error.cause
+        where = error.stack[-1].strip().splitlines()[0] if error.stack else "?"
+        return (
+            f"error in {event.step_key}: {error.cls_name}: {error.message.strip()}\n"
+            f"  raised {where}\n  full log: run {result.run_id} in the Dagster UI (real-assets ui)"
+        )
+    return f"run {result.run_id} failed; its log is in the Dagster UI (real-assets ui)"
+
+
+def run_steps(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    ops_config: dict[str, dict],
+    stream: TextIO = sys.stdout,
+    only: str | None = None,
+) -> bool:
+    """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
+    print its error once (to stderr). Returns whether every step succeeded."""
+    line = StepLine(stream)
+    job = dg.Definitions.merge(
+        defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
+    ).resolve_implicit_global_asset_job_def()
+    for key, partition in demo_steps(defs, instance, only):
+        name = key.to_user_string()
+        line.start(f"{name}[{partition}]" if partition else name)
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[key],
+            partition_key=partition,
+            run_config={
+                "ops": {op: config for op, config in ops_config.items() if op == name},
+                "loggers": {"progress": {}},
+            },
+            tags={"real_assets/launched_by": "demo", **worker_tags()},
+            raise_on_error=False,
+        )
+        if not result.success:
+            line.finish("FAILED")
+            print(failure_summary(result), file=sys.stderr, flush=True)
+            return False
+        line.finish(f"{time.perf_counter() - started:5.1f} s  run {result.run_id[:8]}")
+    return True

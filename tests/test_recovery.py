@@ -1,0 +1,171 @@
+"""Crashes and races: a run killed with -9 never blocks the next demo; concurrent first runs share one home
+safely; a dead tracking server fails fast; a failing source is reported once."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from real_assets.recovery import WORKER_PID_TAG, recover
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1"]
+HANG_GUARD_S = 900
+"""Bounds a command that would otherwise hang (the failure these tests catch), never a timing claim."""
+
+
+def _env(home: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "REAL_ASSETS_HOME": str(home), "PYTHONPATH": str(ROOT), **extra}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from real_assets.cli import main; sys.exit(main())", *args]
+
+
+def _slot_holders(home: Path) -> set[str]:
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        return instance.event_log_storage.get_concurrency_run_ids()
+
+
+def test_a_run_killed_mid_step_is_recovered_by_the_next_demo(tmp_path):
+    home = tmp_path / "home"
+    first = subprocess.Popen(
+        _cli("demo", "--home", str(home), *SMALL),
+        env=_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not ((home / "dagster" / "dagster.yaml").exists() and _slot_holders(home)):
+            assert first.poll() is None, "the demo ended before any step held a pool slot"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    [dead_run] = _slot_holders(home)  # the killed step still holds its pool slot
+
+    second = subprocess.run(
+        _cli("demo", "--home", str(home), *SMALL),
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"recovered: run {dead_run[:8]}" in second.stdout
+    assert f"recovered: freed the concurrency slots held by run {dead_run[:8]}" in second.stdout
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE
+    assert not list((home / "checkpoints").glob("*/*/_staging-*"))
+
+    audit = subprocess.run(_cli("audit", "--home", str(home)), env=_env(home), capture_output=True, text=True)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_recover_leaves_live_runs_and_ends_abandoned_mlflow_runs(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "checkpoints" / "dpo_checkpoint" / "easy" / "_staging-abc").mkdir(parents=True)
+    with dg.instance_for_test() as instance:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        runs = {}
+        for name, pid in (("dead", gone.pid), ("live", os.getpid())):
+            run = dg.DagsterRun(
+                job_name=f"__{name}",
+                run_id=f"{name}-run",
+                status=dg.DagsterRunStatus.STARTED,
+                tags={WORKER_PID_TAG: str(pid)},
+            )
+            runs[name] = instance.add_run(run).run_id
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment("real-assets")
+        mlflow_runs = {
+            name: client.create_run(experiment, tags={"dagster.run_id": run_id}).info.run_id
+            for name, run_id in runs.items()
+        }
+        done = recover(instance, tmp_path, uri)
+        assert instance.get_run_by_id(runs["dead"]).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(runs["live"]).status == dg.DagsterRunStatus.STARTED
+        assert client.get_run(mlflow_runs["dead"]).info.status == "KILLED"
+        assert client.get_run(mlflow_runs["live"]).info.status == "RUNNING"
+        # a run is still live: its staging folder may be in use
+        assert (tmp_path / "checkpoints" / "dpo_checkpoint" / "easy" / "_staging-abc").exists()
+        assert any(line.startswith("run dead-run") for line in done)
+
+
+def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
+    """What every command does first, from four processes at once on one fresh home."""
+    home = tmp_path / "home"
+    code = (
+        "import sys, dagster as dg; from mlflow import MlflowClient; "
+        "from real_assets.cli import prepare_home; from real_assets.settings import default_tracking_uri; "
+        "prepare_home(sys.argv[1]); "
+        "instance = dg.DagsterInstance.get(); instance.get_runs(limit=1); "
+        "MlflowClient(tracking_uri=default_tracking_uri()).search_experiments()"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(home)],
+            env=_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=HANG_GUARD_S)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outputs)
+    for db in (home / "dagster" / "history" / "runs.db", home / "mlflow.db"):
+        with sqlite3.connect(db) as con:
+            assert con.execute("select count(*) from alembic_version").fetchone()[0] == 1, db
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert instance.get_runs() == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_tracking_server_fails_fast_with_a_clear_message(tmp_path):
+    home = tmp_path / "home"
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    result = subprocess.run(
+        _cli("demo", "--home", str(home), *SMALL),
+        env=_env(home, MLFLOW_TRACKING_URI=uri),
+        capture_output=True,
+        text=True,
+        timeout=120,  # MLflow's own retries take minutes: this bound is the failure the test catches
+    )
+    assert result.returncode == 2
+    assert f"MLflow tracking server {uri} did not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_failing_source_is_reported_once(tmp_path):
+    home = tmp_path / "home"
+    missing = tmp_path / "nowhere.jsonl"
+    result = subprocess.run(
+        _cli("demo", "--home", str(home), "--source", "table", "--path", str(missing), *SMALL),
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.count(str(missing)) == 1, output
+    assert "Traceback" not in output and len(result.stderr.splitlines()) <= 4, result.stderr
