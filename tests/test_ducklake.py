@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from postgres_server import lake_unavailable, running_postgres
 
-from real_assets.definitions import ASSETS, CHECKS
+from real_assets.definitions import defs
 from real_assets.resources import Compute, Tracking, Warehouse, extension_file, replace_rows
 
 pytestmark = pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable()))
@@ -41,7 +41,7 @@ def test_extensions_come_from_the_wheels_for_this_duckdb():
 def _materialize(warehouse: Warehouse, home) -> dict[str, str]:
     tracking = Tracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     result = dg.materialize(
-        [*ASSETS, *CHECKS],
+        [*defs.assets, *defs.asset_checks],
         selection=LAKE_ASSETS,
         resources={"warehouse": warehouse, "tracking": tracking, "compute": Compute()},
         run_config={"ops": {"raw_responses": {"config": {"n_prompts": 12, "test_fraction": 0.25}}}},
