@@ -33,7 +33,7 @@ import duckdb
 
 from real_assets.core.checkpoints import UNPARTITIONED
 from real_assets.core.hashing import digest_manifest
-from real_assets.defs.common import data_version_of, latest_materialization
+from real_assets.defs.common import data_version_of, latest_materialization, partition_tag
 from real_assets.defs.versions import (
     checkpoint_problems,
     content_version,
@@ -178,7 +178,7 @@ class _Auditor:
             if partition is not None and len(parts) == 1:
                 out[name] = (name, parts[0])
             else:
-                out.update({f"{name}/{p}": (name, p) for p in parts})
+                out.update({f"{name}/{partition_tag(p)}": (name, p) for p in parts})
         return out
 
     def audit_step(self, step: StepAudit) -> None:

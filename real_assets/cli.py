@@ -122,6 +122,10 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
+DEFAULT_SEEDS = 2
+"""The default demo's seeds per strategy: enough for an interval, within its time budget."""
+
+
 def demo(args) -> int:
     root = prepare_home(args.home, args.instance_config)
     if not args.path or Path(args.path).exists():
@@ -129,14 +133,18 @@ def demo(args) -> int:
     _quiet_libraries()
     import dagster as dg
 
-    from real_assets.core.report import markdown_table
+    from real_assets.core.report import display_table, markdown_table
     from real_assets.core.selection import STRATEGIES
     from real_assets.definitions import defs
+    from real_assets.defs.common import SEEDS
     from real_assets.demo import run_steps
     from real_assets.recovery import recover
     from real_assets.resources import Warehouse
     from real_assets.settings import default_tracking_uri
 
+    if not 1 <= args.seeds <= len(SEEDS):
+        print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
+        return 2
     instance = dg.DagsterInstance.get()
     for line in recover(instance, root, default_tracking_uri()):
         print(f"recovered: {line}", flush=True)
@@ -147,14 +155,18 @@ def demo(args) -> int:
         ops["reference_policy"] = {"config": {"epochs": args.sft_epochs}}
     print(f"real-assets demo: home {root}, source {args.source}", flush=True)
     total = time.perf_counter()
-    if not run_steps(defs, instance, ops, only=args.partition):
+    if not run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds):
         return 1
     with Warehouse().connect(read_only=True) as con:
         table = con.execute(
             "select * from eval.strategy_comparison order by list_position(?, strategy)", [list(STRATEGIES)]
         ).df()
+        diffs = con.execute("select * from eval.strategy_differences").df()
+        sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
     print(f"\nall steps done in {time.perf_counter() - total:.1f} s\n")
-    print(markdown_table(table))
+    print(markdown_table(display_table(table, diffs)))
+    print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
+    print(markdown_table(sweep))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")
     return 0
 
@@ -252,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 360)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")
+    p.add_argument(
+        "--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per strategy (default %(default)s)"
+    )
     p.add_argument(
         "--partition",
         help="only this partition of partitioned steps (a key, or a dimension's value: a strategy)",

@@ -20,11 +20,12 @@ PLAIN_EVERY_S = 15.0
 
 
 def demo_steps(
-    defs: dg.Definitions, instance: dg.DagsterInstance, only: str | None = None
+    defs: dg.Definitions, instance: dg.DagsterInstance, only: str | None = None, seeds: int | None = None
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """(asset key, partition key or None) of every materializable asset in topological order of the
     graph; a partitioned asset once per partition key of its own partitions definition (with `only`, just
-    the keys equal to it or with it as one dimension's value, e.g. one strategy)."""
+    the keys equal to it or with it as one dimension's value, e.g. one strategy; with `seeds`, only the
+    keys whose `seed` dimension is below it)."""
     graph = defs.resolve_asset_graph()
     steps: list[tuple[dg.AssetKey, str | None]] = []
     for key in graph.toposorted_asset_keys:
@@ -35,6 +36,8 @@ def demo_steps(
         keys = partitions.get_partition_keys(dynamic_partitions_store=instance) if partitions else [None]
         if partitions and only is not None:
             keys = [k for k in keys if only == k or only in k.split("|")]
+        if seeds is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
+            keys = [k for k in keys if int(k.keys_by_dimension.get("seed", 0)) < seeds]
         steps += [(key, partition) for partition in keys]
     return steps
 
@@ -142,6 +145,7 @@ def run_steps(
     ops_config: dict[str, dict],
     stream: TextIO = sys.stdout,
     only: str | None = None,
+    seeds: int | None = None,
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
     print its error once (to stderr). Returns whether every step succeeded."""
@@ -149,7 +153,7 @@ def run_steps(
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
-    for key, partition in demo_steps(defs, instance, only):
+    for key, partition in demo_steps(defs, instance, only, seeds):
         name = key.to_user_string()
         line.start(f"{name}[{partition}]" if partition else name)
         started = time.perf_counter()

@@ -19,8 +19,15 @@ for _name in (
 ):
     os.environ.pop(_name, None)  # the defaults are what the tests and the spec snapshot expect
 
-TINY_DEMO = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1"]
-"""The shared demo: small enough for CPU, large enough that the strategies differ."""
+DEMO_SEEDS = 2
+TINY_DEMO = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1", "--seeds", str(DEMO_SEEDS)]
+"""The shared demo: small enough for CPU, large enough that the strategies differ; two seeds, so that the
+comparison has intervals."""
+
+
+def demo_partitions(keys) -> list:
+    """The partition keys the shared demo materializes: every strategy, the first `DEMO_SEEDS` seeds."""
+    return [k for k in keys if k is None or "|" not in str(k) or int(str(k).split("|")[0]) < DEMO_SEEDS]
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def test_definitions_resolve_with_automation():
         "dpo_checkpoint": training,
         "eval_scores": training,
         "strategy_comparison": "eager",
+        "budget_sweep": training,
     }
     sensor = repo.get_sensor_def("real_assets_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -197,12 +198,17 @@ def test_training_runs_on_data_version_change_after_cron_tick():
         assert result.get_num_requested(ref) == 1
         assert result.get_num_requested(dpo) == 0
 
-        # The new reference lands: every DPO partition trains, once.
+        # The new reference lands: selected_pairs follows (margin and ches score pairs under it) and
+        # every DPO partition trains once that is done, even where the selection came out the same.
         _report(instance, "reference_policy", "reference-v2")
         result = evaluate(day1 + dt.timedelta(hours=17), result.cursor)
-        assert result.get_requested_partitions(dpo) == set(
-            defs.get_assets_def(dpo).partitions_def.get_partition_keys()
-        )
+        partitions = set(defs.get_assets_def(dpo).partitions_def.get_partition_keys())
+        assert result.get_requested_partitions(dg.AssetKey("selected_pairs")) == partitions
+        assert result.get_num_requested(dpo) == 0
+        for partition in partitions:
+            _report(instance, "selected_pairs", f"selected_pairs-{partition}-v1", partition)
+        result = evaluate(day1 + dt.timedelta(hours=17, minutes=1), result.cursor)
+        assert result.get_requested_partitions(dpo) == partitions
         assert result.get_num_requested(ref) == 0
         result = evaluate(day1 + dt.timedelta(hours=17, minutes=5), result.cursor)
         assert result.total_requested == 0

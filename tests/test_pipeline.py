@@ -2,12 +2,14 @@
 
 import dagster as dg
 import pytest
+from conftest import DEMO_SEEDS, demo_partitions
 from mlflow import MlflowClient
 
 from real_assets import cli
 from real_assets.core import sample_files as sf
 from real_assets.core.selection import STRATEGIES
 from real_assets.definitions import defs
+from real_assets.defs.common import partition_tag
 from real_assets.defs.versions import CHECKPOINTS_TABLE, partition_columns, tables_of
 from real_assets.resources import Warehouse, table_exists
 
@@ -15,8 +17,9 @@ GRAPH = defs.resolve_asset_graph()
 
 
 def _partitions(key: dg.AssetKey) -> list[str | None]:
+    """The partitions of an asset the shared demo materialized."""
     partitions = GRAPH.get(key).partitions_def
-    return partitions.get_partition_keys() if partitions else [None]
+    return demo_partitions(partitions.get_partition_keys()) if partitions else [None]
 
 
 def _instance(home) -> dg.DagsterInstance:
@@ -54,14 +57,26 @@ def test_every_asset_leaves_its_tables_with_rows_for_every_partition(demo_home):
             con.execute("select strategy, avg(cosine) from selection.selected_pairs group by 1").fetchall()
         )
         assert sim["easy"] < sim["random"] < sim["hard"]
-        # one pair per prompt of the train split that has a directed pair, for every strategy
-        per_strategy = con.execute(
-            "select strategy, count(*), count(distinct prompt_id) from selection.selected_pairs group by 1"
+        # one pair per prompt of the train split that has a directed pair, for every strategy and seed but
+        # `all`, which keeps every candidate pair
+        per_partition = con.execute(
+            "select strategy, seed, count(*), count(distinct prompt_id) from selection.selected_pairs "
+            "group by 1, 2"
         ).fetchall()
-        train_prompts = con.execute(
-            "select count(distinct prompt_id) from selection.pair_candidates where split = 'train'"
-        ).fetchone()[0]
-        assert all(n == prompts == train_prompts for _, n, prompts in per_strategy)
+        train_prompts, train_pairs = con.execute(
+            "select count(distinct prompt_id), count(*) from selection.pair_candidates where split = 'train'"
+        ).fetchone()
+        assert len(per_partition) == len(STRATEGIES) * DEMO_SEEDS
+        for strategy, _seed, n, prompts in per_partition:
+            assert prompts == train_prompts
+            assert n == (train_pairs if strategy == "all" else train_prompts), strategy
+        random_picks = con.execute(
+            "select seed, list(chosen_id || rejected_id order by prompt_id) from selection.selected_pairs "
+            "where strategy = 'random' group by seed"
+        ).fetchall()
+        assert random_picks[0][1] != random_picks[1][1]  # random varies with the seed
+        # no held-out pair was scored with its response cut away
+        assert con.execute("select sum(eval_pairs_dropped_too_long) from eval.eval_scores").fetchone()[0] == 0
         assert (
             con.execute(
                 "select count(*) from selection.selected_pairs where chosen_score <= rejected_score"
@@ -105,7 +120,7 @@ def test_each_materialization_and_its_mlflow_run_point_at_each_other(demo_home):
         assert dpo_run.inputs.dataset_inputs, "selected pairs logged as an MLflow dataset input"
         history = client.get_metric_history(dpo_run.info.run_id, "rewards/margins")
         assert len(history) >= 1
-        assert client.search_model_versions(f"name='real-assets-dpo-{easy}'")
+        assert client.search_model_versions(f"name='real-assets-dpo-{easy.keys_by_dimension['strategy']}'")
         upstream = {k: v for k, v in dpo_run.data.tags.items() if k.startswith("dagster.upstream.")}
         assert upstream == {
             "dagster.upstream.reference_policy": _latest(
@@ -119,7 +134,61 @@ def test_each_materialization_and_its_mlflow_run_point_at_each_other(demo_home):
             _latest(instance, "strategy_comparison").asset_materialization.metadata["mlflow_run_id"].value
         )
     evals = _partitions(dg.AssetKey("eval_scores"))
-    assert {f"dagster.upstream.eval_scores/{p}" for p in evals} <= set(comparison_run.data.tags)
+    assert {f"dagster.upstream.eval_scores/{partition_tag(p)}" for p in evals} <= set(
+        comparison_run.data.tags
+    )
+
+
+def test_comparison_shows_mean_interval_and_paired_difference_for_every_strategy(demo_home):
+    with _instance(demo_home) as instance:
+        mat = _latest(instance, "strategy_comparison").asset_materialization
+    table = mat.metadata["table_json"].value
+    assert [row["strategy"] for row in table] == list(STRATEGIES)
+    for row in table:
+        assert row["seeds"] == DEMO_SEEDS
+        for metric in ("preference_accuracy", "label_error_rate", "win_rate"):
+            assert row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"], (row["strategy"], metric)
+    diffs = mat.metadata["differences_json"].value
+    assert {(d["strategy"], d["metric"]) for d in diffs} >= {
+        (s, m) for s in STRATEGIES if s != "random" for m in ("preference_accuracy", "win_rate")
+    }
+    for d in diffs:
+        assert d["diff_low"] <= d["diff_vs_random"] <= d["diff_high"] and 0 < d["p_value"] <= 1
+        assert d["seeds"] == DEMO_SEEDS and d["prompts"] > 0
+    shown = mat.metadata["comparison"].value
+    assert all(f"| {s} |" in shown for s in STRATEGIES) and "preference_accuracy - random" in shown
+    assert mat.metadata["plot"].value.startswith("![strategy comparison](data:image/png;base64,")
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_home / 'mlflow.db'}")
+    metrics = client.get_run(mat.metadata["mlflow_run_id"].value).data.metrics
+    for strategy in STRATEGIES:
+        assert f"{strategy}/preference_accuracy_low" in metrics
+        if strategy != "random":
+            assert f"{strategy}/preference_accuracy_p_value" in metrics
+
+
+def test_budget_sweep_trains_at_each_budget_and_reads_against_all(demo_home):
+    with _instance(demo_home) as instance:
+        mat = _latest(instance, "budget_sweep").asset_materialization
+    with Warehouse(path=str(demo_home / "warehouse.duckdb")).connect(read_only=True) as con:
+        sweep = con.execute(
+            "select strategy, keep_fraction, pairs, label_error_rate, preference_accuracy, source "
+            "from eval.budget_sweep order by strategy, keep_fraction"
+        ).fetchall()
+        train_pairs = con.execute(
+            "select count(*) from selection.pair_candidates where split = 'train'"
+        ).fetchone()[0]
+    expected = [(s, f) for s in ("easy", "random") for f in (0.1, 0.25, 0.5, 1.0)]
+    assert [(s, f) for s, f, *_ in sweep] == expected
+    for _strategy, fraction, pairs, error, accuracy, source in sweep:
+        assert pairs == max(1, round(train_pairs * fraction))
+        assert 0 <= error <= 1 and 0 <= accuracy <= 1
+        assert source == ("eval_scores[all]" if fraction == 1.0 else "trained")
+    assert mat.metadata["all_interval_low"].value <= mat.metadata["all_preference_accuracy"].value
+    assert "easy" in mat.metadata["easy_smallest_budget_reading"].value
+    assert mat.metadata["plot"].value.startswith("![budget sweep](data:image/png;base64,")
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_home / 'mlflow.db'}")
+    metrics = client.get_run(mat.metadata["mlflow_run_id"].value).data.metrics
+    assert "easy/keep_0.1/seed_0/preference_accuracy" in metrics
 
 
 def test_every_asset_check_passed(demo_home):
@@ -167,6 +236,8 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
                 "2",
                 "--dpo-epochs",
                 "1",
+                "--seeds",
+                "1",
             ]
         )
         == 0
@@ -174,12 +245,13 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "strategy_comparison" in out and "| easy |" in out
     with Warehouse(path=str(home / "warehouse.duckdb")).connect(read_only=True) as con:
-        rows = con.execute("select strategy, pairs, judge, win_rate from eval.strategy_comparison").fetchall()
+        rows = con.execute("select strategy, judge, win_rate from eval.eval_scores").fetchall()
+        pairs = dict(con.execute("select strategy, pairs from eval.strategy_comparison").fetchall())
     assert {r[0] for r in rows} == set(STRATEGIES)
-    assert all(judge == "none" and win is None for _, _, judge, win in rows)  # no gold, no reward model
-    # one pair per prompt: global ranking keeps half of the candidate pairs
-    pairs = {r[0]: r[1] for r in rows}
-    assert len(set(pairs.values())) == 1
+    assert all(judge == "none" and win is None for _, judge, win in rows)  # no gold, no reward model
+    # one pair per prompt: global ranking keeps half of the candidate pairs (`all` keeps every one)
+    assert len({n for s, n in pairs.items() if s != "all"}) == 1
+    assert pairs["all"] in (2 * pairs["easy"], 2 * pairs["easy"] - 1)
 
 
 @pytest.mark.parametrize(
@@ -216,6 +288,8 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
         "1",
         "--partition",
         "easy",  # the source shapes ingest, SQL and selection; training one strategy is enough here
+        "--seeds",
+        "1",
     ]
     if column_map:
         args += ["--column-map", column_map]

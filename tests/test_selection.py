@@ -31,8 +31,8 @@ SINGLE = _candidates([(f"p{i}", f"c{i}", f"r{i}", i / 10, i % 2 == 0) for i in r
 
 
 def test_easy_and_hard_pick_the_least_and_most_similar_pair_per_prompt():
-    easy = select_pairs(MULTI, SelectionConfig("easy"))
-    hard = select_pairs(MULTI, SelectionConfig("hard"))
+    easy = select_pairs(MULTI, "easy")
+    hard = select_pairs(MULTI, "hard")
     assert list(zip(easy.prompt_id, easy.cosine)) == [("p1", 0.1), ("p2", 0.2)]
     assert list(zip(hard.prompt_id, hard.cosine)) == [("p1", 0.9), ("p2", 0.8)]
 
@@ -40,24 +40,24 @@ def test_easy_and_hard_pick_the_least_and_most_similar_pair_per_prompt():
 def test_global_mode_keeps_a_fraction_from_the_chosen_end():
     assert resolve_mode(SINGLE, "auto") == "global"
     assert resolve_mode(MULTI, "auto") == "per_prompt"
-    easy = select_pairs(SINGLE, SelectionConfig("easy", keep_fraction=0.3))
-    hard = select_pairs(SINGLE, SelectionConfig("hard", keep_fraction=0.3))
+    easy = select_pairs(SINGLE, "easy", SelectionConfig(keep_fraction=0.3))
+    hard = select_pairs(SINGLE, "hard", SelectionConfig(keep_fraction=0.3))
     assert sorted(easy.cosine) == [0.0, 0.1, 0.2]
     assert sorted(hard.cosine) == [0.7, 0.8, 0.9]
-    rand = select_pairs(SINGLE, SelectionConfig("random", keep_fraction=0.5))
+    rand = select_pairs(SINGLE, "random", SelectionConfig(keep_fraction=0.5))
     assert len(rand) == 5
 
 
 def test_random_is_seeded_and_independent_of_input_order():
     shuffled = MULTI.sample(frac=1.0, random_state=3)
-    a = select_pairs(MULTI, SelectionConfig("random", seed=1))
-    b = select_pairs(shuffled, SelectionConfig("random", seed=1))
+    a = select_pairs(MULTI, "random", seed=1)
+    b = select_pairs(shuffled, "random", seed=1)
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == 2 and set(a.prompt_id) == {"p1", "p2"}
     picks = {
         tuple(
-            select_pairs(MULTI, SelectionConfig("random", seed=s)).chosen_id
-            + select_pairs(MULTI, SelectionConfig("random", seed=s)).rejected_id
+            select_pairs(MULTI, "random", seed=s).chosen_id
+            + select_pairs(MULTI, "random", seed=s).rejected_id
         )
         for s in range(20)
     }
@@ -75,32 +75,32 @@ def test_centroid_pairs_the_responses_nearest_each_cluster_centre():
         "e": np.array([0.0, -1.0]),
         "f": np.array([0.1, -0.9]),
     }
-    picked = select_pairs(MULTI, SelectionConfig("centroid"), emb)
+    picked = select_pairs(MULTI, "centroid", embeddings=emb)
     pairs = {frozenset((c, r)) for c, r in zip(picked.chosen_id, picked.rejected_id)}
     assert len(picked) == 2
     assert pairs & {frozenset("ac"), frozenset("bc")}
     assert pairs & {frozenset("de"), frozenset("df")}
     with pytest.raises(ValueError, match="embeddings"):
-        select_pairs(MULTI, SelectionConfig("centroid"), {})
+        select_pairs(MULTI, "centroid", embeddings={})
 
 
 def test_unknown_strategy_and_bad_fraction_fail_clearly():
     with pytest.raises(ValueError, match="unknown strategy"):
-        select_pairs(MULTI, SelectionConfig("best"))
+        select_pairs(MULTI, "best")
     with pytest.raises(ValueError, match="keep_fraction"):
-        select_pairs(SINGLE, SelectionConfig("easy", keep_fraction=0))
+        select_pairs(SINGLE, "easy", SelectionConfig(keep_fraction=0))
     with pytest.raises(ValueError, match="mode"):
-        select_pairs(MULTI, SelectionConfig("easy", mode="sometimes"))
+        select_pairs(MULTI, "easy", SelectionConfig(mode="sometimes"))
 
 
 def test_summary_reports_pairs_similarity_and_label_error():
-    easy = select_pairs(MULTI, SelectionConfig("easy"))
+    easy = select_pairs(MULTI, "easy")
     summary = selection_summary(easy, MULTI)
     assert summary["pairs"] == 2 and summary["prompts"] == 2
     assert summary["mean_cosine"] == pytest.approx(0.15)
     assert summary["label_error_rate"] == pytest.approx(0.5)
     assert summary["share_prompts_3plus_responses"] == 1.0
-    assert set(STRATEGIES) == {"easy", "hard", "random", "centroid"}
+    assert set(STRATEGIES) == {"easy", "hard", "random", "centroid", "all", "margin", "ches"}
 
 
 def test_centroid_in_global_mode_keeps_exactly_the_fraction():
@@ -110,7 +110,7 @@ def test_centroid_in_global_mode_keeps_exactly_the_fraction():
     for c, r in zip(SINGLE.chosen_id, SINGLE.rejected_id):
         emb[c] = np.array([1.0, 0.0])
         emb[r] = rng.normal(size=2) if c == "c0" else np.array([0.0, 1.0])
-    picked = select_pairs(SINGLE, SelectionConfig("centroid", keep_fraction=0.5), emb)
+    picked = select_pairs(SINGLE, "centroid", SelectionConfig(keep_fraction=0.5), embeddings=emb)
     assert len(picked) == 5 and picked["prompt_id"].is_unique
 
 
@@ -119,4 +119,37 @@ def test_labelled_comparisons_use_global_ranking_even_when_a_prompt_recurs():
     recurring.loc[1, "prompt_id"] = "p0"  # the same prompt in two HH rows: two compared pairs
     assert resolve_mode(recurring, "auto") == "global"
     assert resolve_mode(recurring.assign(labelled_pair=False), "auto") == "per_prompt"
-    assert len(select_pairs(recurring, SelectionConfig("easy", keep_fraction=0.5))) == 5
+    assert len(select_pairs(recurring, "easy", SelectionConfig(keep_fraction=0.5))) == 5
+
+
+def test_all_keeps_every_candidate_pair():
+    assert len(select_pairs(MULTI, "all")) == len(MULTI)
+    assert len(select_pairs(SINGLE, "all", SelectionConfig(keep_fraction=0.1))) == len(SINGLE)
+
+
+def test_margin_and_ches_keep_the_lowest_reference_scores():
+    scored = MULTI.assign(
+        ref_margin=[2.0, -0.1, 1.0, 0.5, -3.0, 0.4],  # smallest |margin|: a-c in p1, e-f in p2
+        ches=[5.0, 1.0, -2.0, 0.0, 3.0, 7.0],  # lowest CHES: b-c in p1, d-e in p2
+    )
+    margin = select_pairs(scored, "margin")
+    assert list(zip(margin.chosen_id, margin.rejected_id)) == [("a", "c"), ("e", "f")]
+    ches = select_pairs(scored, "ches")
+    assert list(zip(ches.chosen_id, ches.rejected_id)) == [("b", "c"), ("d", "e")]
+    single = SINGLE.assign(ref_margin=[(-1) ** i * i for i in range(10)], ches=list(range(10, 0, -1)))
+    assert sorted(select_pairs(single, "margin", SelectionConfig(keep_fraction=0.3)).prompt_id) == [
+        "p0",
+        "p1",
+        "p2",
+    ]
+    assert sorted(select_pairs(single, "ches", SelectionConfig(keep_fraction=0.2)).prompt_id) == ["p8", "p9"]
+    with pytest.raises(ValueError, match="ref_margin"):
+        select_pairs(MULTI, "margin")
+
+
+def test_random_varies_with_the_seed_in_global_mode_too():
+    picks = {
+        tuple(select_pairs(SINGLE, "random", SelectionConfig(keep_fraction=0.5), seed=s).prompt_id)
+        for s in range(5)
+    }
+    assert len(picks) > 1

@@ -50,7 +50,7 @@ def test_the_shipped_models_and_their_upstream_tables_come_from_the_sql():
         "raw.responses",
     )
     assert models["pair_candidates"].table == "selection.pair_candidates"
-    assert "rank_least_similar" in models["pair_candidates"].columns
+    assert "labelled_pair" in models["pair_candidates"].columns
     assert models["pair_candidates"].keys == ("prompt_id", "chosen_id", "rejected_id")
     assert models["response_similarity"].keys == ("prompt_id", "response_id_a", "response_id_b")
 

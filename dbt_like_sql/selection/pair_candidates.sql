@@ -1,6 +1,6 @@
 -- key: prompt_id, chosen_id, rejected_id
 -- Every directed candidate pair: chosen/rejected by label score (pairs with tied labels have no direction
--- and are left out), the score and gold gaps, and the pair's similarity rank within its prompt.
+-- and are left out), the score and gold gaps and the pair's similarity.
 -- Where a prompt's labels are chosen/rejected comparisons without scores (raw.comparisons, HH-RLHF), only
 -- the compared pairs are candidates: no annotator ever ranked chosen-of-one-row against rejected-of-another.
 with scored as (
@@ -50,15 +50,6 @@ select
     candidates.gold_gap < 0 as label_error,
     candidates.cosine,
     candidates.labelled_pair,
-    p.n_responses,
-    row_number() over (
-        partition by candidates.prompt_id
-        order by candidates.cosine, candidates.chosen_id, candidates.rejected_id
-    ) as rank_least_similar,
-    row_number() over (
-        partition by candidates.prompt_id
-        order by candidates.cosine desc, candidates.chosen_id, candidates.rejected_id
-    ) as rank_most_similar,
-    count(*) over (partition by candidates.prompt_id) as pairs_in_prompt
+    p.n_responses
 from candidates
 join raw.prompts as p on p.prompt_id = candidates.prompt_id

@@ -1,11 +1,15 @@
-"""Evaluation of a DPO policy against its reference on held-out prompts.
+"""Evaluation of a DPO policy against the reference it was trained from, on held-out prompts.
 
 - preference accuracy: share of held-out pairs where the implicit reward
-  r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)) ranks the gold-better response higher
-  (gold where known, else the label);
+  r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)), with the beta the policy was trained with, ranks the
+  gold-better response higher (gold where known, else the label); ties count half, their share is reported;
 - mean implicit-reward margin r(better) - r(worse);
 - win rate of the policy's sampled responses against the reference's on the same prompts, judged by a
   scorer (the synthetic gold scorer, or a reward model), ties counted as half, with a Wilson 95% interval.
+
+Scoring fits each pair as training does (`policy.fit_to_length`: the prompt loses its start); a pair that
+cannot keep its responses is not scored and is counted. Per-prompt outcomes are returned too, so the
+comparison can bootstrap over prompts and seeds.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
-from real_assets.core.policy import generate, load_policy, sequence_logps, wilson_interval
+from real_assets.core.policy import generate, load_policy, score_pairs, wilson_interval
+from real_assets.core.progress import Progress, Report
 
 Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 """(prompts, responses) -> one quality score per response."""
@@ -25,12 +31,21 @@ Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 @dataclass(frozen=True)
 class EvalConfig:
-    beta: float = 0.2
-    samples_per_prompt: int = 4
-    max_new_tokens: int = 48
+    """The eval step. `judge`: `auto` (gold scorer when every held-out response has gold quality, else
+    `reward_model` when set, else no win rate), `gold`, `reward_model` or `none`. Beta and max_length are
+    not settings here: they are the ones the evaluated checkpoint was trained with. The sampling seed is
+    `seed` plus the partition's seed."""
+
+    samples_per_prompt: int = 2
+    max_new_tokens: int = 32
     temperature: float = 0.7
     seed: int = 1234
     batch_size: int = 32
+    judge: str = "auto"
+    reward_model: str = ""
+    trust_remote_code: bool = False
+    max_eval_pairs: int = 2000
+    max_eval_prompts: int = 100
 
 
 @dataclass(frozen=True)
@@ -38,48 +53,99 @@ class HeldOutPair:
     prompt: str
     better: str
     worse: str
+    prompt_id: str = ""
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the evaluated checkpoint was trained: the beta of its implicit reward and its max_length."""
+
+    beta: float
+    max_length: int
+    min_response_tokens: int = 4
+
+
+OUTCOME_COLUMNS = ["metric", "prompt_id", "item", "value"]
+"""Per-item outcomes: `preference` (1, 0.5 tie, 0 per held-out pair), `margin`, `win` (per sample)."""
 
 
 def evaluate_policy(
     policy_dir: Path,
     reference_dir: Path,
     pairs: Sequence[HeldOutPair],
-    prompts: Sequence[str],
+    prompts: Sequence[tuple[str, str]],
     scorer: Scorer | None,
     config: EvalConfig,
+    scoring: Scoring,
     device: DeviceChoice,
-) -> dict[str, float | int | None]:
-    """All eval metrics of one policy; win-rate fields are None when no scorer is configured."""
+    seed_offset: int = 0,
+    report: Report | None = None,
+) -> tuple[dict[str, float | int | None], pd.DataFrame]:
+    """All eval metrics of one policy (win-rate fields None without a scorer), and per-item outcomes.
+    `prompts` are (prompt_id, prompt)."""
     policy, tokenizer = load_policy(policy_dir, device)
     reference, _ = load_policy(reference_dir, device)
     try:
-        metrics = _reward_metrics(policy, reference, tokenizer, pairs, config, device)
-        metrics.update(_win_rate(policy, reference, tokenizer, prompts, scorer, config, device))
+        metrics, outcomes = _reward_metrics(
+            policy, reference, tokenizer, pairs, config, scoring, device, report
+        )
+        win_metrics, win_outcomes = _win_rate(
+            policy, reference, tokenizer, prompts, scorer, config, device, seed_offset, report
+        )
     finally:
         del policy, reference
         release_cuda_memory()
-    return metrics
+    return metrics | win_metrics, pd.concat([outcomes, win_outcomes], ignore_index=True)
 
 
-def _reward_metrics(policy, reference, tokenizer, pairs, config, device) -> dict[str, float | int | None]:
+def _reward_metrics(policy, reference, tokenizer, pairs, config, scoring, device, report):
+    empty = pd.DataFrame(columns=OUTCOME_COLUMNS)
     if not pairs:
-        return {"eval_pairs": 0, "preference_accuracy": None, "reward_margin": None}
-    prompts = [p.prompt for p in pairs] * 2
-    responses = [p.better for p in pairs] + [p.worse for p in pairs]
-    logps = {
-        name: np.array(sequence_logps(model, tokenizer, prompts, responses, device, config.batch_size))
+        return {
+            "eval_pairs": 0,
+            "preference_accuracy": None,
+            "preference_ties": None,
+            "reward_margin": None,
+            "eval_pairs_truncated": 0,
+            "eval_pairs_dropped_too_long": 0,
+        }, empty
+    progress = Progress("eval scoring", 4 * len(pairs), report, unit="sequences")
+    args = ([p.prompt for p in pairs], [p.better for p in pairs], [p.worse for p in pairs], device)
+    kwargs = {
+        "max_length": scoring.max_length,
+        "min_response_tokens": scoring.min_response_tokens,
+        "batch_size": config.batch_size,
+        "progress": progress,
+    }
+    scores = {
+        name: score_pairs(model, tokenizer, *args, **kwargs)
         for name, model in (("policy", policy), ("reference", reference))
     }
-    rewards = config.beta * (logps["policy"] - logps["reference"])
-    better, worse = rewards[: len(pairs)], rewards[len(pairs) :]
+    kept = scores["policy"].kept
+    rewards = scoring.beta * (scores["policy"].logps - scores["reference"].logps)[kept]
+    better, worse = rewards[:, 0], rewards[:, 1]
+    outcome = np.where(better > worse, 1.0, np.where(better == worse, 0.5, 0.0))
+    ids = [p.prompt_id for p, k in zip(pairs, kept) if k]
+    outcomes = pd.DataFrame(
+        {
+            "metric": ["preference"] * len(ids) + ["margin"] * len(ids),
+            "prompt_id": ids * 2,
+            "item": list(range(len(ids))) * 2,
+            "value": np.concatenate([outcome, better - worse]),
+        }
+    )
+    scored = int(kept.sum())
     return {
-        "eval_pairs": len(pairs),
-        "preference_accuracy": float(np.mean(better > worse)),
-        "reward_margin": float(np.mean(better - worse)),
-    }
+        "eval_pairs": scored,
+        "preference_accuracy": float(outcome.mean()) if scored else None,
+        "preference_ties": float((better == worse).mean()) if scored else None,
+        "reward_margin": float((better - worse).mean()) if scored else None,
+        "eval_pairs_truncated": scores["policy"].truncated,
+        "eval_pairs_dropped_too_long": scores["policy"].dropped,
+    }, outcomes
 
 
-def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device) -> dict[str, float | int | None]:
+def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device, seed_offset, report):
     if scorer is None or not prompts:
         return {
             "win_rate": None,
@@ -88,25 +154,31 @@ def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device) -> 
             "win_comparisons": 0,
             "policy_quality": None,
             "reference_quality": None,
-        }
-    repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
-    samples = {
-        name: generate(
+        }, pd.DataFrame(columns=OUTCOME_COLUMNS)
+    repeated = [p for _, p in prompts for _ in range(config.samples_per_prompt)]
+    ids = [i for i, _ in prompts for _ in range(config.samples_per_prompt)]
+    progress = Progress("eval sampling", 2, report, unit="models")
+    samples = {}
+    for name, model in (("policy", policy), ("reference", reference)):
+        samples[name] = generate(
             model,
             tokenizer,
             repeated,
             device,
-            seed=config.seed,
+            seed=config.seed + seed_offset,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             batch_size=config.batch_size,
         )
-        for name, model in (("policy", policy), ("reference", reference))
-    }
+        progress.update(1)
     policy_q = scorer(repeated, samples["policy"])
     reference_q = scorer(repeated, samples["reference"])
-    wins = float(np.sum(policy_q > reference_q) + 0.5 * np.sum(policy_q == reference_q))
+    outcome = np.where(policy_q > reference_q, 1.0, np.where(policy_q == reference_q, 0.5, 0.0))
+    wins = float(outcome.sum())
     low, high = wilson_interval(wins, len(repeated))
+    outcomes = pd.DataFrame(
+        {"metric": "win", "prompt_id": ids, "item": list(range(len(ids))), "value": outcome}
+    )
     return {
         "win_rate": wins / len(repeated),
         "win_rate_ci_low": low,
@@ -114,7 +186,7 @@ def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device) -> 
         "win_comparisons": len(repeated),
         "policy_quality": float(np.mean(policy_q)),
         "reference_quality": float(np.mean(reference_q)),
-    }
+    }, outcomes
 
 
 def gold_scorer(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

@@ -112,7 +112,11 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
             return
         value = inspect.unwrap(value) if callable(value) else value
         if isinstance(value, type):
-            parts[f"class {value.__module__}.{value.__qualname__}"] = inspect.getsource(value)
+            try:
+                source = inspect.getsource(value)
+            except OSError:  # generated (a step config made from a core dataclass): its fields stand for it
+                source = repr(getattr(value, "model_fields", sorted(vars(value))))
+            parts[f"class {value.__module__}.{value.__qualname__}"] = source
             for member in vars(value).values():
                 function = getattr(member, "__func__", member)
                 if isinstance(function, types.FunctionType):

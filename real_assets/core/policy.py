@@ -1,17 +1,21 @@
 """The policy side: a tokenizer and small causal LM built offline, SFT and DPO with TRL, scoring.
 
 Text format (plain, no chat template): the prompt is `Question: {prompt}\nAnswer:` and a completion is
-` {response}` followed by EOS. Every function takes and returns plain paths and numbers.
+` {response}` followed by EOS. Prompt and completion are tokenized separately, and long inputs keep the
+completion and lose the start of the prompt (`fit_to_length`), the same way in SFT, DPO and scoring: TRL only
+ever sees rows that already fit. Every function takes and returns plain paths, rows and numbers.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 from transformers import (
@@ -23,12 +27,16 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
+from real_assets.core.progress import Progress, Report
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 BUILTIN_BASE = "builtin:tiny-gpt2"
+LENGTH_COVERAGE = 0.95
+"""A derived `max_length` covers this share of the rows without cutting."""
 
 
 def format_prompt(prompt: str) -> str:
@@ -37,35 +45,148 @@ def format_prompt(prompt: str) -> str:
 
 
 def format_completion(response: str) -> str:
-    """A response as a completion of `format_prompt` (EOS is added by the tokenizer/trainer)."""
+    """A response as a completion of `format_prompt` (EOS is appended by `encode`)."""
     return f" {response}"
 
 
 @dataclass(frozen=True)
-class BaseModelConfig:
-    """What the reference policy starts from: the built-in tiny model or any causal LM id/path."""
+class TrainerSettings:
+    """What SFT and DPO share. `max_length` None: derived from the data (covers 95% of rows, capped by the
+    model's context window). Rows whose responses cannot keep `min_response_tokens` are dropped and counted.
+    """
 
-    model: str = BUILTIN_BASE
+    learning_rate: float = 5e-5
+    epochs: float = 2.0
+    batch_size: int = 16
+    max_length: int | None = None
+    min_response_tokens: int = 4
+    group_by_length: bool = True
+    gradient_checkpointing: bool = False
+    logging_steps: int = 2
+
+
+@dataclass(frozen=True)
+class ReferenceConfig(TrainerSettings):
+    """The reference policy step: the base causal LM and its SFT. `base_model`: `builtin:tiny-gpt2` (built
+    from a config, tokenizer trained on the corpus) or any AutoModelForCausalLM id or local path."""
+
+    learning_rate: float = 2e-3
+    epochs: float = 12.0
+    base_model: str = BUILTIN_BASE
+    trust_remote_code: bool = False
     vocab_size: int = 1024
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
     n_positions: int = 256
-    trust_remote_code: bool = False
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Trainer settings shared by SFT and DPO (DPO adds beta)."""
+class DpoConfig(TrainerSettings):
+    """The DPO step (TRL DPOTrainer) from the reference policy; the seed is the partition's `seed`. One
+    epoch at a higher learning rate keeps the default demo (7 strategies x 2 seeds, `all` = every pair)
+    within its time budget on a CPU."""
 
-    learning_rate: float = 5e-4
-    epochs: float = 2.0
-    batch_size: int = 16
-    max_length: int = 192
-    beta: float = 0.1
-    seed: int = 0
-    logging_steps: int = 2
+    learning_rate: float = 1e-4
+    epochs: float = 1.0
+    beta: float = 0.2
+
+
+@dataclass
+class TrainResult:
+    """What a training run reports besides its checkpoint."""
+
+    history: list[dict[str, float]]
+    max_length: int
+    max_length_source: str
+    rows: int
+    pairs_truncated: int
+    pairs_dropped_too_long: int
+    tokens: int
+    """Non-padding tokens seen over all epochs."""
+    train_seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, float | int | str]:
+        """The figures for metadata and MLflow."""
+        return {
+            "max_length": self.max_length,
+            "max_length_source": self.max_length_source,
+            "train_rows": self.rows,
+            "pairs_truncated": self.pairs_truncated,
+            "pairs_dropped_too_long": self.pairs_dropped_too_long,
+            "train_tokens": self.tokens,
+            "train_seconds": round(self.train_seconds, 3),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+        }
+
+
+# ---------------------------------------------------------------------------------------------- lengths
+
+
+def context_window(model) -> int | None:
+    """The model's context window: `n_positions` (GPT-2) or `max_position_embeddings`."""
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def encode(tokenizer, prompt: str, responses: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """Token ids of the formatted prompt and of each formatted response with EOS, tokenized separately."""
+    prompt_ids = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+    completions = [
+        tokenizer(format_completion(r), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for r in responses
+    ]
+    return prompt_ids, completions
+
+
+@dataclass(frozen=True)
+class Fitted:
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    truncated: bool
+
+
+def fit_to_length(
+    prompt_ids: Sequence[int], completions: Sequence[Sequence[int]], max_length: int, min_response_tokens: int
+) -> Fitted | None:
+    """Make `prompt + completion` fit `max_length` for every completion of one prompt: the prompt loses its
+    start (the latest turns stay). Only when a completion alone leaves the prompt less than a quarter of the
+    window is the completion cut at its end; if that leaves fewer than `min_response_tokens`, None (drop)."""
+    longest = max(len(c) for c in completions)
+    if len(prompt_ids) + longest <= max_length:
+        return Fitted(list(prompt_ids), [list(c) for c in completions], False)
+    prompt_room = max(max_length - longest, min(len(prompt_ids), max_length // 4))
+    completion_room = max_length - prompt_room
+    if completion_room < min_response_tokens:
+        return None
+    kept_prompt = list(prompt_ids[len(prompt_ids) - prompt_room :]) if prompt_room > 0 else []
+    return Fitted(kept_prompt, [list(c[:completion_room]) for c in completions], True)
+
+
+def derive_max_length(lengths: Sequence[int], window: int | None, coverage: float = LENGTH_COVERAGE) -> int:
+    """The smallest multiple of 8 covering `coverage` of the lengths, capped by the context window."""
+    if not lengths:
+        raise ValueError("no rows to derive max_length from")
+    covering = int(math.ceil(float(np.quantile(np.asarray(lengths), coverage)) / 8) * 8)
+    return min(covering, window) if window else covering
+
+
+def choose_max_length(configured: int | None, lengths: Sequence[int], window: int | None) -> tuple[int, str]:
+    """(max_length, where it came from): the configured value (capped by the window) or one derived."""
+    if configured:
+        if window and configured > window:
+            return window, f"configured {configured}, capped by context window {window}"
+        return configured, "configured"
+    return derive_max_length(lengths, window), f"derived: covers {LENGTH_COVERAGE:.0%} of rows"
+
+
+# ---------------------------------------------------------------------------------------------- models
 
 
 def build_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -85,15 +206,17 @@ def build_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenize
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=EOS)
 
 
-def build_base(config: BaseModelConfig, corpus: Sequence[str]):
+def build_base(config: ReferenceConfig, corpus: Sequence[str]):
     """The untrained (or pretrained, for a model id/path) policy and its tokenizer."""
     torch.manual_seed(config.seed)
-    if config.model != BUILTIN_BASE:
-        tokenizer = AutoTokenizer.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    if config.base_model != BUILTIN_BASE:
+        tokenizer = AutoTokenizer.from_pretrained(
+            config.base_model, trust_remote_code=config.trust_remote_code
+        )
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(
-            config.model, dtype=torch.float32, trust_remote_code=config.trust_remote_code
+            config.base_model, dtype=torch.float32, trust_remote_code=config.trust_remote_code
         )
         return model, tokenizer
     tokenizer = build_tokenizer(corpus, config.vocab_size)
@@ -112,29 +235,50 @@ def build_base(config: BaseModelConfig, corpus: Sequence[str]):
     return model, tokenizer
 
 
-class _History(TrainerCallback):
-    """Collects the trainer's logged metrics, step by step, and forwards them to `on_log`."""
+def load_policy(path: Path, device: DeviceChoice):
+    """A saved policy and its tokenizer, in eval mode on the device."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype).to(device.device).eval()
+    return model, tokenizer
 
-    def __init__(self, on_log: Callable[[int, dict[str, float]], None] | None):
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+class _TrainingLog(TrainerCallback):
+    """The trainer's logged metrics step by step (forwarded to `on_log`), and progress lines (done/total
+    steps, rate, ETA, latest loss) through `core.progress.Progress`."""
+
+    def __init__(self, task: str, on_log, report: Report | None, every_s: float):
         self.rows: list[dict[str, float]] = []
         self.forward = on_log
+        self.progress = Progress(task, None, report, unit="steps", every_s=every_s)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress.total = state.max_steps
+        self.progress.update(done=0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(done=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
         self.rows.append({"step": state.global_step, **numeric})
+        if "loss" in numeric:
+            self.progress.extras["loss"] = numeric["loss"]
         if self.forward is not None and numeric:
             self.forward(state.global_step, numeric)
 
 
-def _trainer_args(cls, cfg: TrainConfig, out_dir: Path, device: DeviceChoice, **extra):
+def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: DeviceChoice, **extra):
     return cls(
         output_dir=str(out_dir / "_trainer"),
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
-        max_length=cfg.max_length,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        max_length=max_length,
+        seed=seed,
+        data_seed=seed,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to="none",
@@ -143,83 +287,257 @@ def _trainer_args(cls, cfg: TrainConfig, out_dir: Path, device: DeviceChoice, **
         bf16=device.dtype == torch.bfloat16,
         fp16=device.dtype == torch.float16,
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        # TRL turns it on by default: it trades compute for memory, a loss for small models on CPU.
+        gradient_checkpointing=cfg.gradient_checkpointing,
         **extra,
     )
 
 
-def _train_and_save(trainer, tokenizer, history: _History, out_dir: Path) -> list[dict[str, float]]:
-    """Train, save model and tokenizer as safetensors, free the model; returns the logged curve."""
+def _train_and_save(trainer, tokenizer, log: _TrainingLog, out_dir: Path) -> tuple[list[dict], float]:
+    """Train, save model and tokenizer as safetensors, free the model; returns the curve and seconds."""
     trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
+    started = time.perf_counter()
     trainer.train()
+    seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     del trainer
     release_cuda_memory()
-    return history.rows
+    return log.rows, seconds
+
+
+def sft_dataset(
+    tokenizer, rows: Sequence[tuple[str, str]], max_length: int, min_response_tokens: int
+) -> tuple[list[dict], int, int]:
+    """Pre-tokenized SFT rows ({input_ids, completion_mask}) from (prompt, response) pairs, fitted to
+    `max_length`; returns them with the counts of truncated and dropped rows."""
+    out, truncated, dropped = [], 0, 0
+    for prompt, response in rows:
+        fitted = fit_to_length(*encode(tokenizer, prompt, [response]), max_length, min_response_tokens)
+        if fitted is None:
+            dropped += 1
+            continue
+        truncated += fitted.truncated
+        completion = fitted.completions[0]
+        out.append(
+            {
+                "input_ids": fitted.prompt_ids + completion,
+                "completion_mask": [0] * len(fitted.prompt_ids) + [1] * len(completion),
+            }
+        )
+    return out, truncated, dropped
 
 
 def train_sft(
     model,
     tokenizer,
-    rows: Sequence[dict[str, str]],
-    cfg: TrainConfig,
+    rows: Sequence[tuple[str, str]],
+    cfg: ReferenceConfig,
     out_dir: Path,
     device: DeviceChoice,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
-    """Supervised fine-tuning on {"prompt", "completion"} rows with TRL's SFTTrainer; saves to out_dir."""
+    report: Report | None = None,
+    progress_every_s: float = 3.0,
+) -> TrainResult:
+    """Supervised fine-tuning on (prompt, response) rows with TRL's SFTTrainer, loss on the response only;
+    saves to out_dir."""
     from trl import SFTConfig, SFTTrainer
 
     os.environ.setdefault("WANDB_DISABLED", "true")
-    history = _History(on_log)
+    lengths = [sum(map(len, (p, *c))) for p, c in (encode(tokenizer, p, [r]) for p, r in rows)]
+    max_length, source = choose_max_length(cfg.max_length, lengths, context_window(model))
+    data, truncated, dropped = sft_dataset(tokenizer, rows, max_length, cfg.min_response_tokens)
+    if not data:
+        raise ValueError(f"no SFT row keeps {cfg.min_response_tokens} response tokens within {max_length}")
+    log = _TrainingLog("sft", on_log, report, progress_every_s)
     trainer = SFTTrainer(
         model=model,
-        args=_trainer_args(SFTConfig, cfg, out_dir, device, completion_only_loss=True),
-        train_dataset=Dataset.from_list(list(rows)),
+        args=_trainer_args(SFTConfig, cfg, cfg.seed, max_length, out_dir, device, completion_only_loss=True),
+        train_dataset=Dataset.from_list(data),
         processing_class=tokenizer,
-        callbacks=[history],
+        callbacks=[log],
     )
-    return _train_and_save(trainer, tokenizer, history, out_dir)
+    history, seconds = _train_and_save(trainer, tokenizer, log, out_dir)
+    tokens = int(sum(len(r["input_ids"]) for r in data) * cfg.epochs)
+    return TrainResult(history, max_length, source, len(data), truncated, dropped, tokens, seconds)
+
+
+def dpo_dataset(
+    tokenizer, rows: Sequence[tuple[str, str, str]], max_length: int, min_response_tokens: int
+) -> tuple[list[dict], int, int]:
+    """Pre-tokenized DPO rows ({prompt_ids, chosen_ids, rejected_ids, length}) from (prompt, chosen,
+    rejected), fitted to `max_length`; returns them with the counts of truncated and dropped pairs."""
+    out, truncated, dropped = [], 0, 0
+    for prompt, chosen, rejected in rows:
+        fitted = fit_to_length(
+            *encode(tokenizer, prompt, [chosen, rejected]), max_length, min_response_tokens
+        )
+        if fitted is None:
+            dropped += 1
+            continue
+        truncated += fitted.truncated
+        c, r = fitted.completions
+        out.append(
+            {
+                "prompt_ids": fitted.prompt_ids,
+                "chosen_ids": c,
+                "rejected_ids": r,
+                "length": len(fitted.prompt_ids) + max(len(c), len(r)),
+            }
+        )
+    return out, truncated, dropped
+
+
+def _pretokenized_dpo_trainer():
+    """TRL's DPOTrainer fed rows we tokenized and fitted ourselves: TRL 1.x would re-tokenize the text,
+    cut from the right (`keep_start`) and silently drop prompts that fill `max_length`. The length-grouped
+    sampler gets our lengths (TRL's rows have no `input_ids` to measure)."""
+    from trl import DPOTrainer
+
+    class PretokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                dataset=dataset,
+                lengths=list(dataset["length"]),
+            )
+
+    return PretokenizedDPOTrainer
 
 
 def train_dpo(
     reference_dir: Path,
-    rows: Sequence[dict[str, str]],
-    cfg: TrainConfig,
+    rows: Sequence[tuple[str, str, str]],
+    cfg: DpoConfig,
+    seed: int,
     out_dir: Path,
     device: DeviceChoice,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
-) -> list[dict[str, float]]:
-    """DPO with TRL's DPOTrainer on {"prompt", "chosen", "rejected"} rows, starting from (and with the
-    reference model) `reference_dir`; saves the policy to out_dir and returns the logged curve."""
-    from trl import DPOConfig, DPOTrainer
+    report: Report | None = None,
+    progress_every_s: float = 3.0,
+) -> TrainResult:
+    """DPO with TRL's DPOTrainer on (prompt, chosen, rejected) rows, starting from (and with the reference
+    model) `reference_dir`; saves the policy to out_dir."""
+    from trl import DPOConfig
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(reference_dir)
     # float32 master weights; on CUDA the trainer's bf16/fp16 autocast gives the half-precision speed
     # (fp16 weights cannot be trained: the grad scaler refuses to unscale fp16 gradients).
     model = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=torch.float32)
-    history = _History(on_log)
-    trainer = DPOTrainer(
+    lengths = [
+        len(p) + max(len(x) for x in c) for p, c in (encode(tokenizer, p, [ch, rj]) for p, ch, rj in rows)
+    ]
+    max_length, source = choose_max_length(cfg.max_length, lengths, context_window(model))
+    data, truncated, dropped = dpo_dataset(tokenizer, rows, max_length, cfg.min_response_tokens)
+    if not data:
+        raise ValueError(f"no DPO pair keeps {cfg.min_response_tokens} response tokens within {max_length}")
+    log = _TrainingLog("dpo", on_log, report, progress_every_s)
+    trainer = _pretokenized_dpo_trainer()(
         model=model,
-        args=_trainer_args(DPOConfig, cfg, out_dir, device, beta=cfg.beta),
-        train_dataset=Dataset.from_list(list(rows)),
+        args=_trainer_args(
+            DPOConfig, cfg, seed, max_length, out_dir, device, beta=cfg.beta, remove_unused_columns=False
+        ),
+        train_dataset=Dataset.from_list(data),
         processing_class=tokenizer,
-        callbacks=[history],
+        callbacks=[log],
     )
     del model  # the trainer holds it
-    return _train_and_save(trainer, tokenizer, history, out_dir)
+    history, seconds = _train_and_save(trainer, tokenizer, log, out_dir)
+    tokens = int(sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in data))
+    tokens = int(tokens * cfg.epochs)
+    return TrainResult(history, max_length, source, len(data), truncated, dropped, tokens, seconds)
 
 
-def load_policy(path: Path, device: DeviceChoice):
-    """A saved policy and its tokenizer, in eval mode on the device."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype).to(device.device).eval()
-    return model, tokenizer
+def training_record(cfg, **extra) -> dict:
+    """The hyperparameters a checkpoint was trained with, as stored beside it (one truth for eval)."""
+    return {**asdict(cfg), **extra}
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class PairScores:
+    """Per pair: summed log-probabilities of both responses, optionally the summed last-layer hidden
+    states over each response's tokens; `kept` marks pairs scored (others could not keep their response)."""
+
+    logps: np.ndarray
+    """(pairs, 2)"""
+    hidden: np.ndarray | None
+    """(pairs, 2, hidden) or None"""
+    kept: np.ndarray
+    truncated: int
+    dropped: int
 
 
 @torch.no_grad()
+def score_pairs(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    firsts: Sequence[str],
+    seconds: Sequence[str],
+    device: DeviceChoice,
+    max_length: int,
+    min_response_tokens: int = 4,
+    batch_size: int = 32,
+    with_hidden: bool = False,
+    progress: Progress | None = None,
+) -> PairScores:
+    """Score both responses of each pair given its prompt, fitted as in training (`fit_to_length`)."""
+    n = len(prompts)
+    logps = np.full((n, 2), np.nan)
+    hidden = None
+    kept = np.zeros(n, dtype=bool)
+    sequences: list[tuple[int, int, list[int], list[int]]] = []
+    truncated = dropped = 0
+    for i, (prompt, a, b) in enumerate(zip(prompts, firsts, seconds, strict=True)):
+        fitted = fit_to_length(*encode(tokenizer, prompt, [a, b]), max_length, min_response_tokens)
+        if fitted is None:
+            dropped += 1
+            continue
+        kept[i] = True
+        truncated += fitted.truncated
+        sequences += [(i, j, fitted.prompt_ids, c) for j, c in enumerate(fitted.completions)]
+    order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][2]) + len(sequences[k][3]))
+    for start in range(0, len(order), batch_size):
+        batch = [sequences[k] for k in order[start : start + batch_size]]
+        width = max(len(p) + len(c) for _, _, p, c in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        completion = torch.zeros_like(input_ids)
+        for row, (_, _, p, c) in enumerate(batch):
+            input_ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+            attention[row, : len(p) + len(c)] = 1
+            completion[row, len(p) : len(p) + len(c)] = 1
+        input_ids, attention, completion = (t.to(device.device) for t in (input_ids, attention, completion))
+        out = model(input_ids=input_ids, attention_mask=attention, output_hidden_states=with_hidden)
+        token_logps = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+        token_logps = token_logps.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        sums = (token_logps * completion[:, 1:]).sum(-1).cpu().numpy()
+        if with_hidden:
+            last = out.hidden_states[-1].float()
+            summed = (last * completion[:, :, None]).sum(1).cpu().numpy()
+            if hidden is None:
+                hidden = np.full((n, 2, summed.shape[1]), np.nan)
+        for row, (i, j, _, _) in enumerate(batch):
+            logps[i, j] = sums[row]
+            if with_hidden:
+                hidden[i, j] = summed[row]
+        if progress is not None:
+            progress.update(len(batch))
+    return PairScores(logps, hidden, kept, truncated, dropped)
+
+
 def sequence_logps(
     model,
     tokenizer,
@@ -227,35 +545,15 @@ def sequence_logps(
     responses: Sequence[str],
     device: DeviceChoice,
     batch_size: int = 32,
-    max_length: int = 192,
+    max_length: int | None = None,
 ) -> list[float]:
-    """Sum of log-probabilities of each formatted response (with EOS) given its formatted prompt."""
-    out: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        ids, masks = [], []
-        for prompt, response in zip(
-            prompts[start : start + batch_size], responses[start : start + batch_size]
-        ):
-            p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
-            c = tokenizer(format_completion(response), add_special_tokens=False)["input_ids"] + [
-                tokenizer.eos_token_id
-            ]
-            seq = (p + c)[:max_length]
-            ids.append(seq)
-            masks.append(([0] * len(p) + [1] * len(c))[:max_length])
-        width = max(len(s) for s in ids)
-        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        loss_mask = torch.zeros_like(input_ids)
-        for i, (seq, mask) in enumerate(zip(ids, masks)):
-            input_ids[i, : len(seq)] = torch.tensor(seq)
-            attention[i, : len(seq)] = 1
-            loss_mask[i, : len(seq)] = torch.tensor(mask)
-        input_ids, attention, loss_mask = (t.to(device.device) for t in (input_ids, attention, loss_mask))
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        out.extend((logps * loss_mask[:, 1:]).sum(-1).tolist())
-    return out
+    """Sum of log-probabilities of each formatted response (with EOS) given its formatted prompt (prompt
+    cut from the left to fit `max_length`, default the context window)."""
+    window = max_length or context_window(model) or 1024
+    scores = score_pairs(
+        model, tokenizer, prompts, responses, responses, device, window, 1, batch_size=batch_size
+    )
+    return scores.logps[:, 0].tolist()
 
 
 @torch.no_grad()
@@ -269,13 +567,22 @@ def generate(
     temperature: float = 0.7,
     batch_size: int = 32,
 ) -> list[str]:
-    """Sampled completions, one per prompt, seeded; returns the decoded response text only."""
+    """Sampled completions, one per prompt, seeded; long prompts lose their start to fit the window."""
     torch.manual_seed(seed)
     tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    window = context_window(model) or 1024
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         batch = [format_prompt(p) for p in prompts[start : start + batch_size]]
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device.device)
+        enc = tokenizer(
+            batch,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max(window - max_new_tokens, 1),
+            add_special_tokens=False,
+        ).to(device.device)
         gen = model.generate(
             **enc,
             do_sample=True,

@@ -1,46 +1,190 @@
-"""The strategy comparison as a plot (matplotlib, no display) and as a markdown table."""
+"""The strategy comparison: per-strategy means and intervals across seeds, paired differences against
+`random`, the budget sweep's reading, plots (matplotlib, no display) and markdown tables."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from real_assets.core.stats import mean_interval, paired_bootstrap
+
+BASELINE = "random"
+SEED_METRICS = (
+    "pairs",
+    "mean_cosine",
+    "label_error_rate",
+    "preference_accuracy",
+    "reward_margin",
+    "win_rate",
+)
+"""Per (strategy, seed) figures summarised by mean and t-interval across seeds."""
+PAIRED_METRICS = {"preference_accuracy": "preference", "reward_margin": "margin", "win_rate": "win"}
+"""Metric -> the per-item outcome it averages; differences vs `random` are bootstrapped from these."""
 PANELS = (
     ("mean_cosine", "mean cosine of kept pairs"),
     ("label_error_rate", "label error rate (vs gold)"),
     ("preference_accuracy", "held-out preference accuracy"),
-    ("win_rate", "win rate vs reference (95% CI)"),
+    ("win_rate", "win rate vs reference"),
 )
 
 
+def outcome_grid(outcomes: pd.DataFrame, strategy: str, metric: str, seeds, prompts) -> np.ndarray:
+    """(seeds, prompts) means of one strategy's per-item outcomes of one metric (NaN where absent)."""
+    rows = outcomes[(outcomes["strategy"] == strategy) & (outcomes["metric"] == metric)]
+    means = rows.groupby(["seed", "prompt_id"])["value"].mean()
+    grid = means.unstack("prompt_id").reindex(index=list(seeds), columns=list(prompts))
+    return grid.to_numpy(dtype=float)
+
+
+def summarize_strategies(
+    per_seed: pd.DataFrame, outcomes: pd.DataFrame, order: list[str], resamples: int = 2000
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-strategy table, differences vs `random`).
+
+    `per_seed`: one row per (strategy, seed) with `SEED_METRICS`; `outcomes`: (strategy, seed, metric,
+    prompt_id, value) per held-out item. The table has, per metric, `<m>` (mean over seeds), `<m>_low` and
+    `<m>_high` (95% t-interval across seeds; empty with one seed). The differences pair each strategy with
+    `random` on the seeds both have and on the same held-out prompts (two-way bootstrap, `core.stats`)."""
+    rows = []
+    for strategy in [s for s in order if s in set(per_seed["strategy"])]:
+        group = per_seed[per_seed["strategy"] == strategy]
+        row: dict[str, float | int | str] = {"strategy": strategy, "seeds": len(group)}
+        for metric in SEED_METRICS:
+            interval = mean_interval(pd.to_numeric(group[metric], errors="coerce").tolist())
+            row |= {metric: interval.mean, f"{metric}_low": interval.low, f"{metric}_high": interval.high}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    diffs = []
+    if BASELINE in set(per_seed["strategy"]):
+        base_seeds = set(per_seed.loc[per_seed["strategy"] == BASELINE, "seed"])
+        for strategy in table["strategy"]:
+            seeds = sorted(base_seeds & set(per_seed.loc[per_seed["strategy"] == strategy, "seed"]))
+            for metric, outcome in PAIRED_METRICS.items():
+                items = outcomes[(outcomes["metric"] == outcome) & outcomes["seed"].isin(seeds)]
+                prompts = sorted(set(items["prompt_id"]))
+                if strategy == BASELINE or not prompts:
+                    continue
+                result = paired_bootstrap(
+                    outcome_grid(items, strategy, outcome, seeds, prompts),
+                    outcome_grid(items, BASELINE, outcome, seeds, prompts),
+                    resamples=resamples,
+                )
+                diffs.append(
+                    {
+                        "strategy": strategy,
+                        "metric": metric,
+                        "diff_vs_random": result.diff,
+                        "diff_low": result.low,
+                        "diff_high": result.high,
+                        "p_value": result.p_value,
+                        "seeds": result.seeds,
+                        "prompts": result.units,
+                    }
+                )
+    columns = ["strategy", "metric", "diff_vs_random", "diff_low", "diff_high", "p_value", "seeds", "prompts"]
+    return table, pd.DataFrame(diffs, columns=columns)
+
+
+def smallest_budget_within(sweep: pd.DataFrame, strategy: str, low: float, high: float) -> float | None:
+    """The smallest keep fraction at which `strategy`'s mean preference accuracy lies in [low, high]."""
+    if math.isnan(low) or math.isnan(high):
+        return None
+    means = sweep[sweep["strategy"] == strategy].groupby("keep_fraction")["preference_accuracy"].mean()
+    within = [f for f, v in means.sort_index().items() if low <= v <= high]
+    return float(within[0]) if within else None
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def display_table(table: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as people read it: `mean [low, high]` per metric, `diff [low, high] p=` vs random."""
+    out = []
+    for row in table.to_dict("records"):
+        shown = {"strategy": row["strategy"], "seeds": row["seeds"]}
+        for metric in SEED_METRICS:
+            interval = (
+                f" [{_fmt(row[f'{metric}_low'])}, {_fmt(row[f'{metric}_high'])}]"
+                if _fmt(row[f"{metric}_low"])
+                else ""
+            )
+            shown[metric] = f"{_fmt(row[metric], 1 if metric == 'pairs' else 3)}{interval}"
+        for metric in PAIRED_METRICS:
+            match = diffs[(diffs["strategy"] == row["strategy"]) & (diffs["metric"] == metric)]
+            shown[f"{metric} - random"] = (
+                ""
+                if match.empty
+                else "{:+.3f} [{:+.3f}, {:+.3f}] p={:.3f}".format(
+                    *match.iloc[0][["diff_vs_random", "diff_low", "diff_high", "p_value"]]
+                )
+            )
+        out.append(shown)
+    return pd.DataFrame(out)
+
+
+def _colors(strategies) -> list[str]:
+    return ["#2b8cbe" if s == "easy" else "#a6bddb" for s in strategies]
+
+
 def comparison_plot(table: pd.DataFrame, path: Path) -> Path:
-    """One bar panel per metric, one bar per strategy; the win-rate panel has its interval."""
+    """One bar panel per metric, one bar per strategy (mean over seeds), with 95% intervals across seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(8, 6))  # fits the Dagster UI's metadata dialog
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6))  # fits the Dagster UI's metadata dialog
     for ax, (column, title) in zip(axes.flat, PANELS):
         values = pd.to_numeric(table[column], errors="coerce")
-        errors = None
-        if column == "win_rate" and values.notna().any():
-            low = pd.to_numeric(table["win_rate_ci_low"], errors="coerce")
-            high = pd.to_numeric(table["win_rate_ci_high"], errors="coerce")
-            errors = [(values - low).fillna(0), (high - values).fillna(0)]
+        low = pd.to_numeric(table[f"{column}_low"], errors="coerce")
+        high = pd.to_numeric(table[f"{column}_high"], errors="coerce")
+        errors = [(values - low).fillna(0).clip(lower=0), (high - values).fillna(0).clip(lower=0)]
+        if column in ("preference_accuracy", "win_rate"):
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.bar(
-            table["strategy"],
-            values.fillna(0),
-            yerr=errors,
-            capsize=4,
-            color=["#2b8cbe" if s == "easy" else "#a6bddb" for s in table["strategy"]],
-        )
+        ax.bar(table["strategy"], values.fillna(0), yerr=errors, capsize=4, color=_colors(table["strategy"]))
         ax.set_title(title, fontsize=10)
-    fig.suptitle("REAL: pair selection strategies")
+        ax.tick_params(axis="x", labelsize=8)
+    seeds = int(table["seeds"].max()) if len(table) else 0
+    fig.suptitle(f"REAL: pair selection strategies (mean over {seeds} seed(s), 95% intervals)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def budget_plot(sweep: pd.DataFrame, all_interval: tuple[float, float, float], path: Path) -> Path:
+    """Label-error rate and preference accuracy against the keep fraction, one line per strategy; the
+    `all` strategy's mean and interval as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = sweep.groupby(["strategy", "keep_fraction"])[["label_error_rate", "preference_accuracy"]].mean()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, column, title in zip(
+        axes,
+        ("label_error_rate", "preference_accuracy"),
+        ("label error rate", "held-out preference accuracy"),
+    ):
+        for strategy in sorted(set(sweep["strategy"])):
+            series = means.loc[strategy][column]
+            ax.plot(series.index, series.values, marker="o", label=strategy)
+        if column == "preference_accuracy" and not math.isnan(all_interval[0]):
+            mean, low, high = all_interval
+            ax.axhspan(low, high, color="grey", alpha=0.2, label="all: 95% interval")
+            ax.axhline(mean, color="grey", linewidth=1)
+        ax.set_xlabel("keep fraction (annotation budget)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

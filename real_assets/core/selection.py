@@ -3,27 +3,40 @@
 Semantics (DESIGN.md): with several responses per prompt, each strategy picks one pair per prompt; with
 exactly one candidate pair per prompt (HH-RLHF), pairs are ranked globally and a fraction is kept.
 Direction is decided before selection in SQL (chosen = higher label score), so a strategy only picks.
+A strategy is one `STRATEGY_REGISTRY` entry: its pick function and the inputs it needs (`embeddings` of
+the responses, or `reference_scores`: `ref_margin` and `ches` columns from `core.reference_scores`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-STRATEGIES = ("easy", "hard", "random", "centroid")
 KEY_COLUMNS = ["prompt_id", "chosen_id", "rejected_id"]
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    strategy: str
+    """The selection step. `mode`: `per_prompt`, `global` or `auto` (global when every prompt has exactly
+    one candidate pair); `keep_fraction` applies to global ranking only. The strategy and the seed are the
+    partition's."""
+
     mode: str = "auto"
-    """`per_prompt`, `global` or `auto` (global when every prompt has exactly one candidate pair)."""
     keep_fraction: float = 0.5
-    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BudgetSweepConfig:
+    """The budget sweep: each strategy ranks every candidate pair globally and keeps each fraction; DPO
+    (with the settings the `all` checkpoints were trained with) and eval run at each budget and seed.
+    Fraction 1.0 is the `all` strategy itself (its eval rows are reused, not retrained)."""
+
+    keep_fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    strategies: list[str] = field(default_factory=lambda: ["easy", "random"])
+    seeds: list[int] = field(default_factory=lambda: [0])
 
 
 def resolve_mode(candidates: pd.DataFrame, mode: str) -> str:
@@ -41,17 +54,23 @@ def resolve_mode(candidates: pd.DataFrame, mode: str) -> str:
 
 def select_pairs(
     candidates: pd.DataFrame,
-    config: SelectionConfig,
+    strategy: str,
+    config: SelectionConfig = SelectionConfig(),
+    seed: int = 0,
     embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """The selected pairs (rows of `candidates`) for one strategy; deterministic for a seed."""
-    if config.strategy not in _STRATEGY_FUNCTIONS:
-        raise ValueError(f"unknown strategy {config.strategy!r}; known: {', '.join(STRATEGIES)}")
+    if strategy not in STRATEGY_REGISTRY:
+        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if candidates.empty:
         return candidates.copy()
+    entry = STRATEGY_REGISTRY[strategy]
+    missing = [c for c in entry.columns if c not in candidates]
+    if missing:
+        raise ValueError(f"strategy {strategy!r} needs candidate columns {missing} ({entry.needs})")
     ordered = candidates.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
     mode = resolve_mode(ordered, config.mode)
-    picked = _STRATEGY_FUNCTIONS[config.strategy](ordered, mode, config, embeddings or {})
+    picked = entry.pick(ordered, mode, config, seed, embeddings or {})
     return picked.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
@@ -61,10 +80,15 @@ def _n_keep(candidates: pd.DataFrame, fraction: float) -> int:
     return max(1, round(len(candidates) * fraction))
 
 
-def _by_similarity(ascending: bool):
-    def pick(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _emb) -> pd.DataFrame:
-        ranked = candidates.sort_values(
-            ["cosine", *KEY_COLUMNS], ascending=[ascending, True, True, True], kind="stable"
+def _lowest(column: str, ascending: bool = True, absolute: bool = False):
+    """Keep the pairs lowest (or highest) in `column`: a fraction globally, one per prompt otherwise."""
+
+    def pick(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _seed, _emb) -> pd.DataFrame:
+        key = candidates[column].abs() if absolute else candidates[column]
+        ranked = (
+            candidates.assign(_key=key.fillna(np.inf if ascending else -np.inf))
+            .sort_values(["_key", *KEY_COLUMNS], ascending=[ascending, True, True, True], kind="stable")
+            .drop(columns="_key")
         )
         if mode == "global":
             return ranked.head(_n_keep(candidates, config.keep_fraction))
@@ -73,8 +97,12 @@ def _by_similarity(ascending: bool):
     return pick
 
 
-def _random(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _emb) -> pd.DataFrame:
-    rng = np.random.default_rng(config.seed)
+def _all(candidates: pd.DataFrame, _mode, _config, _seed, _emb) -> pd.DataFrame:
+    return candidates
+
+
+def _random(candidates: pd.DataFrame, mode: str, config: SelectionConfig, seed: int, _emb) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
     if mode == "global":
         n = _n_keep(candidates, config.keep_fraction)
         return candidates.iloc[np.sort(rng.choice(len(candidates), size=n, replace=False))]
@@ -82,7 +110,9 @@ def _random(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _emb) 
     return candidates.assign(_key=keys).sort_values("_key").groupby("prompt_id").head(1).drop(columns="_key")
 
 
-def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embeddings) -> pd.DataFrame:
+def _centroid(
+    candidates: pd.DataFrame, mode: str, config: SelectionConfig, seed: int, embeddings
+) -> pd.DataFrame:
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     missing = {*candidates["chosen_id"], *candidates["rejected_id"]} - set(embeddings)
@@ -98,7 +128,7 @@ def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embe
                 for c, r in zip(candidates["chosen_id"], candidates["rejected_id"])
             ]
         )
-        km = MiniBatchKMeans(n_clusters=n, random_state=config.seed, n_init=3).fit(means)
+        km = MiniBatchKMeans(n_clusters=n, random_state=seed, n_init=3).fit(means)
         dist = np.linalg.norm(means - km.cluster_centers_[km.labels_], axis=1)
         ranked = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(
             ["dist", "label"], kind="stable"
@@ -112,7 +142,7 @@ def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embe
     for _, group in candidates.groupby("prompt_id", sort=True):
         ids = sorted({*group["chosen_id"], *group["rejected_id"]})
         vectors = np.stack([embeddings[i] for i in ids])
-        km = KMeans(n_clusters=2, random_state=config.seed, n_init=4).fit(vectors)
+        km = KMeans(n_clusters=2, random_state=seed, n_init=4).fit(vectors)
         order = [
             [ids[i] for i in np.argsort(np.linalg.norm(vectors - centre, axis=1)) if km.labels_[i] == c]
             for c, centre in enumerate(km.cluster_centers_)
@@ -131,12 +161,37 @@ def _centroid(candidates: pd.DataFrame, mode: str, config: SelectionConfig, embe
     return candidates.loc[picked]
 
 
-_STRATEGY_FUNCTIONS: dict[str, Callable[..., pd.DataFrame]] = {
-    "easy": _by_similarity(ascending=True),
-    "hard": _by_similarity(ascending=False),
-    "random": _random,
-    "centroid": _centroid,
+@dataclass(frozen=True)
+class Strategy:
+    pick: Callable[..., pd.DataFrame]
+    """(candidates, mode, config, seed, embeddings) -> the kept rows."""
+    description: str
+    needs: str | None = None
+    """None, `embeddings` (response vectors) or `reference_scores` (`ref_margin`, `ches` columns)."""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("ref_margin", "ches") if self.needs == "reference_scores" else ()
+
+
+STRATEGY_REGISTRY: dict[str, Strategy] = {
+    "easy": Strategy(_lowest("cosine"), "least similar pairs (REAL, arXiv 2409.17169)"),
+    "hard": Strategy(_lowest("cosine", ascending=False), "most similar pairs"),
+    "random": Strategy(_random, "a seeded random pick"),
+    "centroid": Strategy(
+        _centroid, "k-means k=2 per prompt, the responses nearest each centre", "embeddings"
+    ),
+    "all": Strategy(_all, "every candidate pair: the full annotation budget"),
+    "margin": Strategy(
+        _lowest("ref_margin", absolute=True),
+        "smallest |reference implicit-reward margin| (arXiv 2406.17312)",
+        "reference_scores",
+    ),
+    "ches": Strategy(
+        _lowest("ches"), "lowest CHES in the reference's hidden states (arXiv 2410.08847)", "reference_scores"
+    ),
 }
+STRATEGIES = tuple(STRATEGY_REGISTRY)
 
 
 def selection_summary(selected: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, float | int | None]:

@@ -1,8 +1,12 @@
-"""What every asset shares: pools, partitions, upstream versions and the materialization result."""
+"""What every asset shares: pools, partitions, step configs, upstream versions and the materialization
+result."""
 
+import dataclasses
+import typing
 from typing import Any
 
 import dagster as dg
+import pydantic
 
 from real_assets.core.selection import STRATEGIES
 from real_assets.resources import StepRun, Tracking
@@ -12,8 +16,59 @@ WAREHOUSE_POOL = "warehouse"
 GPU_POOL = "gpu"
 """Assets that load models on the accelerator: two must not share a GPU by accident."""
 
+SEEDS = tuple(str(s) for s in range(5))
+"""Seeds of the strategy x seed grid; a run uses the first N (`real-assets demo --seeds N`)."""
 strategy_partitions = dg.StaticPartitionsDefinition(list(STRATEGIES))
-"""A new strategy is one new entry in `STRATEGIES`, not a new asset."""
+"""A new strategy is one new entry in `core.selection.STRATEGY_REGISTRY`, not a new asset."""
+strategy_seed_partitions = dg.MultiPartitionsDefinition(
+    {"strategy": strategy_partitions, "seed": dg.StaticPartitionsDefinition(list(SEEDS))}
+)
+"""Selection, training and eval repeat over seeds; keys read `<seed>|<strategy>` (dimensions by name)."""
+
+
+def strategy_and_seed(context: dg.AssetExecutionContext) -> tuple[str, int]:
+    """The strategy and seed of a `strategy_seed_partitions` partition being materialized."""
+    dims = partition_dims(context)
+    return dims["strategy"], int(dims["seed"])
+
+
+def partition_dims(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """{dimension: value} of the partition being materialized ({} when unpartitioned)."""
+    if not context.has_partition_key:
+        return {}
+    key = context.partition_key
+    if isinstance(key, dg.MultiPartitionKey):
+        return dict(key.keys_by_dimension)
+    return {"strategy": key}
+
+
+def partition_tag(partition: str) -> str:
+    """A partition key as MLflow allows it in a tag or metric name (`0|easy` -> `easy/0`)."""
+    parts = str(partition).split("|")
+    return "/".join(reversed(parts))
+
+
+def step_config(core_class: type, name: str) -> type[dg.Config]:
+    """The Dagster config of a step, generated from the plain dataclass `core/` owns (one set of fields,
+    one set of defaults); `to_core(config)` gives the dataclass back."""
+    hints = typing.get_type_hints(core_class)
+    fields = {
+        f.name: (
+            hints[f.name],
+            f.default
+            if f.default_factory is dataclasses.MISSING
+            else pydantic.Field(default_factory=f.default_factory),
+        )
+        for f in dataclasses.fields(core_class)
+    }
+    return pydantic.create_model(
+        name, __base__=dg.Config, __doc__=core_class.__doc__, __module__=core_class.__module__, **fields
+    )
+
+
+def to_core(config: dg.Config, core_class: type):
+    """The core dataclass of a step config (see `step_config`)."""
+    return core_class(**config.model_dump())
 
 
 def latest_materialization(
@@ -44,10 +99,10 @@ def upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
             record = latest_materialization(context.instance, key)
         if record is not None and record.partition_key is not None and record.partition_key != partition:
             # An unpartitioned asset reads every partition of a partitioned upstream.
-            for upstream_partition in strategy_partitions.get_partition_keys():
+            for upstream_partition in sorted(context.instance.get_materialized_partitions(key)):
                 version = data_version_of(latest_materialization(context.instance, key, upstream_partition))
                 if version:
-                    out[f"{name}/{upstream_partition}"] = version
+                    out[f"{name}/{partition_tag(upstream_partition)}"] = version
             continue
         version = data_version_of(record)
         if version:

@@ -1,13 +1,23 @@
-"""Selection domain: `selected_pairs`, one partition per strategy of the paper."""
+"""Selection domain: `selected_pairs`, one partition per strategy and seed."""
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from real_assets.core.selection import SelectionConfig, select_pairs, selection_summary
-from real_assets.defs.common import WAREHOUSE_POOL, finish, strategy_partitions, upstream_versions
+from real_assets.core.reference_scores import reference_pair_scores
+from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
+from real_assets.defs.common import (
+    WAREHOUSE_POOL,
+    finish,
+    step_config,
+    strategy_and_seed,
+    strategy_seed_partitions,
+    to_core,
+    upstream_versions,
+)
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
+from real_assets.defs.training import recorded_checkpoint, reference_policy
 from real_assets.defs.versions import (
     Content,
     WarehouseTable,
@@ -15,15 +25,15 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Tracking, Warehouse, replace_rows
+from real_assets.resources import Compute, Tracking, Warehouse, replace_rows, table_exists
 
 SELECTED_PAIRS = WarehouseTable(
-    "selection.selected_pairs", ("strategy", "prompt_id", "chosen_id", "rejected_id")
+    "selection.selected_pairs", ("strategy", "seed", "prompt_id", "chosen_id", "rejected_id")
 )
 
 _DDL = """
 create table if not exists selection.selected_pairs (
-    strategy varchar not null, prompt_id varchar not null, chosen_id varchar not null,
+    strategy varchar not null, seed bigint not null, prompt_id varchar not null, chosen_id varchar not null,
     rejected_id varchar not null, chosen_score double, rejected_score double, score_gap double,
     gold_gap double, label_error boolean, cosine double, n_responses bigint
 )
@@ -41,22 +51,39 @@ PAIR_COLUMNS = [
     "n_responses",
 ]
 
-
-class SelectionParams(dg.Config):
-    """`mode`: per_prompt, global or auto; `keep_fraction` applies to global ranking only."""
-
-    mode: str = "auto"
-    keep_fraction: float = 0.5
-    seed: int = 0
+SelectionStepConfig = step_config(SelectionConfig, "SelectionStepConfig")
 
 
-def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
-    """Candidate pairs of the train split, and the embeddings of their responses when asked."""
+def drop_if_unseeded(con, table: str) -> None:
+    """A table from before the seed dimension (no `seed` column) is dropped, to be rebuilt per seed."""
+    schema, name = table.split(".")
+    if (
+        table_exists(con, table)
+        and not con.execute(
+            "select count(*) from information_schema.columns where table_schema = ? and table_name = ? "
+            "and column_name = 'seed'",
+            [schema, name],
+        ).fetchone()[0]
+    ):
+        con.execute(f"drop table {schema}.{name}")
+
+
+def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_texts: bool = False):
+    """Candidate pairs of the train split (with their prompt and response texts when asked), and the
+    embeddings of their responses when asked."""
+    texts = ", p.prompt, c.response as chosen, r.response as rejected" if with_texts else ""
+    joins = (
+        " join raw.prompts as p using (prompt_id)"
+        " join raw.responses as c on c.response_id = k.chosen_id"
+        " join raw.responses as r on r.response_id = k.rejected_id"
+        if with_texts
+        else ""
+    )
+    columns = ", ".join(f"k.{c}" for c in PAIR_COLUMNS)
     with warehouse.connect(read_only=True) as con:
         candidates = con.execute(
-            f"select {', '.join(PAIR_COLUMNS)}, labelled_pair from selection.pair_candidates "
-            "where split = 'train' "
-            "order by prompt_id, chosen_id, rejected_id"
+            f"select {columns}, k.labelled_pair{texts} from selection.pair_candidates as k{joins} "
+            "where k.split = 'train' order by k.prompt_id, k.chosen_id, k.rejected_id"
         ).df()
         embeddings = {}
         if with_embeddings:
@@ -68,43 +95,80 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool):
     return candidates, embeddings
 
 
-def write_selection(warehouse: Warehouse, strategy: str, selected: pd.DataFrame, partition: dict) -> Content:
-    """Replace one partition's rows; returns the partition's content."""
-    frame = selected[PAIR_COLUMNS].assign(strategy=strategy)[["strategy", *PAIR_COLUMNS]]
+def with_reference_scores(
+    warehouse: Warehouse, candidates: pd.DataFrame, reference_version: str | None, compute: Compute, report
+) -> pd.DataFrame:
+    """The candidates (with texts) plus `ref_margin` and `ches` under the reference version the input
+    names, fitted to the max_length the reference was trained with."""
+    reference, training = recorded_checkpoint(warehouse, "reference_policy", reference_version)
+    scores = reference_pair_scores(
+        reference,
+        list(candidates["prompt"]),
+        list(candidates["chosen"]),
+        list(candidates["rejected"]),
+        compute.choice(),
+        max_length=training["max_length"],
+        min_response_tokens=training.get("min_response_tokens", 4),
+        report=report,
+    )
+    return pd.concat([candidates.reset_index(drop=True), scores], axis=1)
+
+
+def write_selection(
+    warehouse: Warehouse, strategy: str, seed: int, selected: pd.DataFrame, partition: dict
+) -> Content:
+    """Replace one strategy and seed's rows; returns the partition's content."""
+    frame = selected[PAIR_COLUMNS].assign(strategy=strategy, seed=seed)[["strategy", "seed", *PAIR_COLUMNS]]
     with warehouse.connect() as con:
+        drop_if_unseeded(con, SELECTED_PAIRS.name)
         con.execute(_DDL)
-        replace_rows(con, "selection.selected_pairs", frame, partition=partition)
+        replace_rows(con, SELECTED_PAIRS.name, frame, partition=partition)
         return content_version(con, [SELECTED_PAIRS], partition)
 
 
 @dg.asset(
     group_name="selection",
     kinds={"duckdb", "python"},
-    deps=["pair_candidates", response_embeddings],
-    partitions_def=strategy_partitions,
+    deps=["pair_candidates", response_embeddings, reference_policy],
+    partitions_def=strategy_seed_partitions,
     pool=WAREHOUSE_POOL,
     automation_condition=EAGER,
-    metadata=table_metadata(SELECTED_PAIRS, partition_column="strategy"),
-    description="The preference pairs each strategy keeps from the train split (selection.selected_pairs): "
-    "easy = least similar (REAL), hard = most similar, random, centroid (k-means k=2 per prompt).",
+    metadata=table_metadata(SELECTED_PAIRS),
+    description="The preference pairs each strategy keeps from the train split (selection.selected_pairs), "
+    "per seed: easy = least similar (REAL), hard = most similar, random (varies with the seed), centroid "
+    "(k-means k=2 per prompt), all (every pair), margin and ches (scores under the reference policy).",
 )
 def selected_pairs(
-    context: dg.AssetExecutionContext, config: SelectionParams, warehouse: Warehouse, tracking: Tracking
+    context: dg.AssetExecutionContext,
+    config: SelectionStepConfig,
+    warehouse: Warehouse,
+    compute: Compute,
+    tracking: Tracking,
 ) -> dg.MaterializeResult:
-    strategy = context.partition_key
-    with tracking.step(context, upstream_versions(context)) as step:
-        params = SelectionConfig(
-            strategy=strategy, mode=config.mode, keep_fraction=config.keep_fraction, seed=config.seed
+    cfg: SelectionConfig = to_core(config, SelectionConfig)
+    strategy, seed = strategy_and_seed(context)
+    needs = STRATEGY_REGISTRY[strategy].needs
+    upstream = upstream_versions(context)
+    with tracking.step(context, upstream) as step:
+        step.log_params(config.model_dump() | {"strategy": strategy, "seed": seed})
+        candidates, embeddings = read_train_candidates(
+            warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
         )
-        step.log_params(config.model_dump() | {"strategy": strategy})
-        candidates, embeddings = read_train_candidates(warehouse, with_embeddings=strategy == "centroid")
         if candidates.empty:
             raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
-        selected = select_pairs(candidates, params, embeddings)
-        content = write_selection(warehouse, strategy, selected, context_partition(context))
+        extra = {}
+        if needs == "reference_scores":
+            reference_version = upstream.get("reference_policy")
+            candidates = with_reference_scores(
+                warehouse, candidates, reference_version, compute, context.log.info
+            )
+            extra["reference_version"] = reference_version
+        selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
+        content = write_selection(warehouse, strategy, seed, selected, context_partition(context))
         summary = selection_summary(selected, candidates)
         metadata = {
             **{k: v for k, v in summary.items() if v is not None},
+            **extra,
             **content.metadata(),
             "dagster/row_count": content.rows,
         }

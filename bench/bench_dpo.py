@@ -1,0 +1,169 @@
+"""DPO benchmark: the `dpo_checkpoint` asset, materialized in-process, against a bare TRL DPOTrainer run.
+
+    python bench/bench_dpo.py [--n-prompts 360] [--partition "0|all"] [--epochs 1] [--repeats 2]
+
+Set-up (untimed): a fresh home with the synthetic source (--n-prompts), embeddings, similarity, pair
+candidates, the reference policy (SFT, builtin tiny GPT-2) and selected_pairs[--partition].
+
+* ours: `dg.materialize` of dpo_checkpoint[--partition] (the whole asset: reading the pairs, MLflow run,
+  dataset logging, our tokenization and prompt-from-the-left fitting, length-grouped batches, TRL training,
+  saving, hashing the checkpoint, models.checkpoints, model registration).
+* baseline: `trl.DPOTrainer` on the same (prompt, chosen, rejected) texts in TRL's own format, from the same
+  reference checkpoint, with the same DPOConfig settings (beta, learning rate, epochs, batch size, seed,
+  and the max_length ours derived), TRL's own tokenization and random batches; `train()` plus
+  `save_pretrained`. Trainer construction (TRL tokenizes there) is inside the timed part.
+
+Each side runs --repeats times, alternating; medians reported. Ratio is ours/baseline (above 1: ours is
+slower). Tokens/s of ours is the asset's own figure (non-padding tokens over all epochs / train seconds).
+Writes bench/out/dpo.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-prompts", type=int, default=360)
+    parser.add_argument("--partition", default="0|all")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--sft-epochs", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="bench_dpo_"))
+    os.environ["REAL_ASSETS_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from real_assets.cli import _quiet_libraries, prepare_home
+
+    prepare_home(str(home))
+    _quiet_libraries()
+    import dagster as dg
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from real_assets.core.policy import DpoConfig as OurDpoConfig
+    from real_assets.core.policy import format_completion, format_prompt
+    from real_assets.definitions import defs
+    from real_assets.defs.training import read_selected_pairs, recorded_checkpoint
+    from real_assets.resources import Warehouse
+
+    instance = dg.DagsterInstance.get()
+
+    def materialize(names, partition=None, ops=None):
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            selection=[dg.AssetKey(n) for n in names],
+            partition_key=partition,
+            instance=instance,
+            resources=defs.resources,
+            run_config={"ops": ops or {}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        assert result.success
+        return result
+
+    started = time.perf_counter()
+    materialize(
+        ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"],
+        ops={"raw_responses": {"config": {"n_prompts": args.n_prompts}}},
+    )
+    materialize(["reference_policy"], ops={"reference_policy": {"config": {"epochs": args.sft_epochs}}})
+    materialize(["selected_pairs"], args.partition)
+    setup_s = time.perf_counter() - started
+    seed, strategy = args.partition.split("|")
+    warehouse = Warehouse()
+    pairs = read_selected_pairs(warehouse, strategy, int(seed))
+    with warehouse.connect(read_only=True) as con:
+        reference_version = con.execute(
+            "select data_version from models.checkpoints where asset = 'reference_policy'"
+        ).fetchone()[0]
+    reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
+    cfg = OurDpoConfig(epochs=args.epochs)
+    rows = [
+        {"prompt": format_prompt(p), "chosen": format_completion(c), "rejected": format_completion(r)}
+        for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])
+    ]
+
+    ours_s, bare_s, ours_meta = [], [], {}
+    for repeat in range(args.repeats):
+        t0 = time.perf_counter()
+        result = materialize(
+            ["dpo_checkpoint"], args.partition, {"dpo_checkpoint": {"config": {"epochs": args.epochs}}}
+        )
+        ours_s.append(time.perf_counter() - t0)
+        mat = next(m for m in result.get_asset_materialization_events())
+        ours_meta = {k: getattr(v, "value", v) for k, v in mat.materialization.metadata.items()}
+
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out:
+            torch.manual_seed(int(seed))
+            tokenizer = AutoTokenizer.from_pretrained(reference)
+            model = AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32)
+            trainer = DPOTrainer(
+                model=model,
+                args=DPOConfig(
+                    output_dir=out,
+                    learning_rate=cfg.learning_rate,
+                    num_train_epochs=cfg.epochs,
+                    per_device_train_batch_size=cfg.batch_size,
+                    max_length=int(ours_meta["max_length"]),
+                    beta=cfg.beta,
+                    seed=int(seed),
+                    data_seed=int(seed),
+                    logging_steps=cfg.logging_steps,
+                    save_strategy="no",
+                    report_to="none",
+                    disable_tqdm=True,
+                    use_cpu=not torch.cuda.is_available(),
+                    dataloader_num_workers=0,
+                ),
+                train_dataset=Dataset.from_list(rows),
+                processing_class=tokenizer,
+            )
+            trainer.train()
+            trainer.model.save_pretrained(out, safe_serialization=True)
+            bare_s.append(time.perf_counter() - t0)
+        print(f"repeat {repeat}: ours {ours_s[-1]:.1f} s, bare TRL {bare_s[-1]:.1f} s", flush=True)
+
+    ours, bare = statistics.median(ours_s), statistics.median(bare_s)
+    report = {
+        "partition": args.partition,
+        "pairs": len(rows),
+        "epochs": args.epochs,
+        "max_length": ours_meta.get("max_length"),
+        "pairs_truncated": ours_meta.get("pairs_truncated"),
+        "ours_s": ours_s,
+        "bare_trl_s": bare_s,
+        "ours_median_s": ours,
+        "bare_median_s": bare,
+        "ratio_ours_over_bare": ours / bare,
+        "ours_train_seconds": ours_meta.get("train_seconds"),
+        "ours_tokens_per_s": ours_meta.get("tokens_per_s"),
+        "setup_s": setup_s,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
+    }
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "dpo.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
