@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
 from real_assets.defs.common import (
@@ -95,13 +96,28 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_text
     return candidates, embeddings
 
 
+_SCORES_CACHE: dict[tuple[str | None, str], pd.DataFrame] = {}
+"""The last reference scores computed in this process: `margin` and `ches` on every seed share them."""
+
+
 def with_reference_scores(
     warehouse: Warehouse, candidates: pd.DataFrame, reference_version: str | None, compute: Compute, report
 ) -> pd.DataFrame:
     """The candidates (with texts) plus `ref_margin` and `ches` under the reference version the input
     names, fitted to the max_length the reference was trained with."""
+    key = (
+        reference_version,
+        digest(*candidates["prompt_id"], *candidates["chosen_id"], *candidates["rejected_id"]),
+    )
+    if key not in _SCORES_CACHE:
+        _SCORES_CACHE.clear()
+        _SCORES_CACHE[key] = _reference_scores(warehouse, candidates, reference_version, compute, report)
+    return pd.concat([candidates.reset_index(drop=True), _SCORES_CACHE[key]], axis=1)
+
+
+def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
     reference, training = recorded_checkpoint(warehouse, "reference_policy", reference_version)
-    scores = reference_pair_scores(
+    return reference_pair_scores(
         reference,
         list(candidates["prompt"]),
         list(candidates["chosen"]),
@@ -111,7 +127,6 @@ def with_reference_scores(
         min_response_tokens=training.get("min_response_tokens", 4),
         report=report,
     )
-    return pd.concat([candidates.reset_index(drop=True), scores], axis=1)
 
 
 def write_selection(
