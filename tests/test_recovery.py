@@ -169,3 +169,41 @@ def test_a_failing_source_is_reported_once(tmp_path):
     output = result.stdout + result.stderr
     assert output.count(str(missing)) == 1, output
     assert "Traceback" not in output and len(result.stderr.splitlines()) <= 4, result.stderr
+
+
+def test_the_daemon_fails_a_dead_ui_run_and_frees_its_slots(tmp_path, monkeypatch):
+    """The UI path: the home's dagster.yaml gives the daemon's run monitoring a launcher that can tell a
+    dead run worker (pid from Dagster's own "Started process" event), and frees the slots of ended runs."""
+    import logging
+
+    from dagster._core.events import EngineEventData
+    from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+    from real_assets.cli import DAGSTER_YAML
+    from real_assets.recovery import PidCheckingRunLauncher
+
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.run_launcher, PidCheckingRunLauncher)
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        run = instance.add_run(
+            dg.DagsterRun(job_name="__ui", run_id="ui-run", status=dg.DagsterRunStatus.STARTED)
+        )
+        instance.report_engine_event(
+            f"Started process for run (pid: {gone.pid}).", run, EngineEventData.in_process(gone.pid)
+        )
+        [record] = instance.get_run_records(dg.RunsFilter(run_ids=[run.run_id]))
+        monitor_started_run(instance, None, record, logging.getLogger("test"))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        live = instance.add_run(
+            dg.DagsterRun(job_name="__ui", run_id="live-run", status=dg.DagsterRunStatus.STARTED)
+        )
+        instance.report_engine_event(
+            f"Started process for run (pid: {os.getpid()}).", live, EngineEventData.in_process(os.getpid())
+        )
+        [record] = instance.get_run_records(dg.RunsFilter(run_ids=[live.run_id]))
+        monitor_started_run(instance, None, record, logging.getLogger("test"))
+        assert instance.get_run_by_id(live.run_id).status == dg.DagsterRunStatus.STARTED
