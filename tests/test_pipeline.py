@@ -191,14 +191,13 @@ def test_budget_sweep_trains_at_each_budget_and_reads_against_all(demo_home):
     assert "easy/keep_0.1/seed_0/preference_accuracy" in metrics
 
 
-def test_every_asset_check_passed(demo_home):
+def test_every_blocking_asset_check_passed(demo_home):
     with _instance(demo_home) as instance:
         for key in GRAPH.get_all_asset_keys():
             for check in GRAPH.get_check_keys_for_assets([key]):
                 record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
-                if check.name == "policy_not_worse_than_reference":
-                    continue  # a warning about the tiny model, not about the data
-                assert record.status.value == "SUCCEEDED", check
+                if GRAPH.get_check_spec(check).blocking:  # the others warn about the tiny models
+                    assert record.status.value == "SUCCEEDED", check
 
 
 def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_env):
