@@ -127,10 +127,10 @@ DEFAULT_SEEDS = 2
 
 
 def demo(args) -> int:
+    _quiet_libraries()
     root = prepare_home(args.home, args.instance_config)
     if not args.path or Path(args.path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
-    _quiet_libraries()
     import dagster as dg
 
     from real_assets.core.report import display_table, markdown_table

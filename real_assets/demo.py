@@ -132,8 +132,10 @@ def failure_summary(result: dg.ExecuteInProcessResult) -> str:
         while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
         where = error.stack[-1].strip().splitlines()[0] if error.stack else "?"
+        head, _, rest = error.message.strip().partition(": ")
+        message = rest if rest and head.endswith(error.cls_name or "\0") else error.message.strip()
         return (
-            f"error in {event.step_key}: {error.cls_name}: {error.message.strip()}\n"
+            f"error in {event.step_key}: {error.cls_name}: {message}\n"
             f"  raised {where}\n  full log: run {result.run_id} in the Dagster UI (real-assets ui)"
         )
     return f"run {result.run_id} failed; its log is in the Dagster UI (real-assets ui)"
