@@ -218,12 +218,15 @@ class _Auditor:
         where = partition_columns(node.partitions_def, step.partition, node.metadata)
         content = content_version(self.con, tables, where)
         step.recomputed_version, step.rows = content.version, content.rows
+        recorded = _metadata_value(record, "table_digests") or {}
         if content.version != step.data_version:
+            changed = [
+                t.name for t in tables if t.versioned and recorded.get(t.name) != content.digests[t.name]
+            ]
             step.problems.append(
-                f"{tables[0].name} content hashes to {content.version}, "
+                f"{', '.join(changed or [tables[0].name])} content hashes to {content.version}, "
                 f"Dagster data version is {step.data_version}"
             )
-        recorded = _metadata_value(record, "table_digests") or {}
         for table in tables:
             if not table.versioned and recorded.get(table.name) != content.digests[table.name]:
                 step.problems.append(f"{table.name} differs from its digest recorded at materialization")
