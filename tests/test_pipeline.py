@@ -242,7 +242,7 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
         == 0
     )
     out = capsys.readouterr().out
-    assert "strategy_comparison" in out and "| easy |" in out
+    assert "preference_accuracy - random" in out and "| easy |" in out and "budget sweep" in out
     with Warehouse(path=str(home / "warehouse.duckdb")).connect(read_only=True) as con:
         rows = con.execute("select strategy, judge, win_rate from eval.eval_scores").fetchall()
         pairs = dict(con.execute("select strategy, pairs from eval.strategy_comparison").fetchall())
@@ -250,7 +250,7 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
     assert all(judge == "none" and win is None for _, judge, win in rows)  # no gold, no reward model
     # one pair per prompt: global ranking keeps half of the candidate pairs (`all` keeps every one)
     assert len({n for s, n in pairs.items() if s != "all"}) == 1
-    assert pairs["all"] in (2 * pairs["easy"], 2 * pairs["easy"] - 1)
+    assert abs(pairs["all"] - 2 * pairs["easy"]) <= 1
 
 
 @pytest.mark.parametrize(
