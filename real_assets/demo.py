@@ -145,13 +145,13 @@ def run_steps(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     ops_config: dict[str, dict],
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
     only: str | None = None,
     seeds: int | None = None,
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
     print its error once (to stderr). Returns whether every step succeeded."""
-    line = StepLine(stream)
+    line = StepLine(stream or sys.stdout)  # looked up now: a caller may have replaced sys.stdout
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
