@@ -122,6 +122,8 @@ class Warehouse(dg.ConfigurableResource):
                 try:
                     for extension in LAKE_EXTENSIONS:
                         base.load_extension(str(extension_file(extension)))
+                    if "://" in self.lake_data_path():
+                        _object_storage(base)
                     data = _quote(self.lake_data_path())
                     base.execute(f"attach '{_quote(self.location())}' as {LAKE_CATALOG} (DATA_PATH '{data}')")
                 except Exception:
@@ -167,6 +169,31 @@ def extension_file(name: str) -> Path:
     if not found.is_file():
         raise RuntimeError(f"{package} has no build for this duckdb: {fix}")
     return found
+
+
+S3_SECRET_ENV = {
+    "KEY_ID": "AWS_ACCESS_KEY_ID",
+    "SECRET": "AWS_SECRET_ACCESS_KEY",
+    "SESSION_TOKEN": "AWS_SESSION_TOKEN",
+    "REGION": "AWS_REGION",
+    "ENDPOINT": "AWS_ENDPOINT_URL",
+}
+"""DuckDB S3 secret fields taken from the usual AWS environment variables, when set."""
+
+
+def _object_storage(con: duckdb.DuckDBPyConnection) -> None:
+    """Data files on object storage (`s3://...`): httpfs from its wheel (the `object-storage` extra), and an
+    S3 secret from the AWS environment variables when they are set (else DuckDB's own defaults)."""
+    con.load_extension(str(extension_file("httpfs")))
+    fields = {key: os.environ[env] for key, env in S3_SECRET_ENV.items() if os.environ.get(env)}
+    if "ENDPOINT" in fields:
+        endpoint = fields["ENDPOINT"]
+        fields["ENDPOINT"] = endpoint.split("://", 1)[-1]
+        if endpoint.startswith("http://"):
+            fields["USE_SSL"] = "false"
+    if fields:
+        options = ", ".join(f"{k} {v}" if k == "USE_SSL" else f"{k} '{_quote(v)}'" for k, v in fields.items())
+        con.execute(f"create or replace secret real_assets_s3 (type s3, {options})")
 
 
 def _quote(text: str) -> str:

@@ -24,8 +24,8 @@ class Postgres:
     port: int
     user: str
 
-    def url(self, database: str, driver: str = "postgresql") -> str:
-        """SQLAlchemy-style URL (Dagster, MLflow)."""
+    def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        """SQLAlchemy URL (Dagster, MLflow); the driver is named: SQLAlchemy 2.1 would pick psycopg 3."""
         return f"{driver}://{self.user}@{self.host}:{self.port}/{database}"
 
     def libpq(self, database: str) -> str:

@@ -178,3 +178,18 @@ def test_two_processes_writing_at_once_both_land_with_every_row(postgres, tmp_pa
     assert [w[:2] for w in writes] == [("easy", rounds), ("hard", rounds)]
     (_, _, easy_first, easy_last), (_, _, hard_first, hard_last) = writes
     assert easy_first < hard_last and hard_first < easy_last, "the writers did not overlap in time"
+
+
+def test_object_storage_loads_httpfs_and_takes_the_s3_secret_from_the_environment(monkeypatch):
+    from real_assets.resources import _object_storage
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    _object_storage(con)
+    (secret,) = con.execute(
+        "select secret_string from duckdb_secrets() where name = 'real_assets_s3'"
+    ).fetchone()
+    assert "AKIAEXAMPLE" in secret and "127.0.0.1:9000" in secret and "use_ssl=false" in secret.lower()
+    assert "not-a-real-secret" not in secret  # DuckDB redacts it
