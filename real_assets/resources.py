@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -64,8 +63,9 @@ class Warehouse(dg.ConfigurableResource):
         return Path(self.location())
 
     def describe(self) -> str:
-        """Where the warehouse is, for logs and metadata: the file, or the catalog with any password cut."""
-        return re.sub(r"password=\S+", "password=***", self.location())
+        """Where the warehouse's data is, as a path or URI that MLflow resolves as a dataset source: the
+        DuckDB file, or the DuckLake data path (the catalog string may hold credentials: never shown)."""
+        return self.lake_data_path() if self.is_lake else str(self.database())
 
     def lake_data_path(self) -> str:
         data = self.data_path or os.environ.get(WAREHOUSE_DATA_ENV) or str(home_dir() / "lake")
