@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
+from real_assets.core.progress import Progress
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_EMBEDDER, "all-MiniLM-L6-v2", "packaged:all-MiniLM-L6-v2"}
@@ -30,11 +31,13 @@ def embed_texts(
     device: DeviceChoice,
     batch_size: int = 128,
     trust_remote_code: bool = False,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """L2-normalised float32 embeddings, one row per text, computed in batches on the chosen device."""
     if not texts:
         raise ValueError("no texts to embed")
-    return np.concatenate(list(embed_chunks([texts], model_id, device, batch_size, trust_remote_code)))
+    chunks = embed_chunks([texts], model_id, device, batch_size, trust_remote_code, progress)
+    return np.concatenate(list(chunks))
 
 
 def embed_chunks(
@@ -43,21 +46,43 @@ def embed_chunks(
     device: DeviceChoice,
     batch_size: int = 128,
     trust_remote_code: bool = False,
+    progress: Progress | None = None,
 ) -> Iterator[np.ndarray]:
     """Embeddings of each chunk of texts in turn, with the model loaded once: callers write a chunk before
-    the next is computed, so memory stays bounded by the chunk size. The model is freed at the end."""
+    the next is computed, so memory stays bounded by the chunk size. The model is freed at the end.
+
+    `progress` (when given) is told the texts done after every batch; it reports a line at its own pace
+    (done/total, rate, ETA), once when the model is loaded and once at the end."""
     if model_id.startswith(POLICY_LM_PREFIX):
         encode = _causal_lm_encoder(model_id.removeprefix(POLICY_LM_PREFIX), device, trust_remote_code)
     else:
         encode = _sentence_transformers_encoder(model_id, device, trust_remote_code)
+    if progress is not None:
+        progress.update(0)  # the model is loaded: start the clock
     try:
         for chunk in chunks:
-            vectors = encode(list(chunk), batch_size).astype(np.float32)
+            vectors = _encode_by_length(encode, list(chunk), batch_size, progress).astype(np.float32)
             # sentence-transformers normalises already; the policy-LM pooling does not
             yield vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     finally:
         del encode
         release_cuda_memory()
+
+
+def _encode_by_length(encode, texts: list[str], batch_size: int, progress: Progress | None) -> np.ndarray:
+    """Encode longest-first in batches (as sentence-transformers orders one call, so batches pad little),
+    counting each batch into `progress`; rows come back in input order."""
+    order = np.argsort([-len(text) for text in texts], kind="stable")
+    out: np.ndarray | None = None
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        vectors = encode([texts[i] for i in rows])
+        if out is None:
+            out = np.empty((len(texts), vectors.shape[1]), dtype=vectors.dtype)
+        out[rows] = vectors
+        if progress is not None:
+            progress.update(len(rows))
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
 def _sentence_transformers_encoder(model_id: str, device: DeviceChoice, trust_remote_code: bool):
@@ -70,10 +95,10 @@ def _sentence_transformers_encoder(model_id: str, device: DeviceChoice, trust_re
         model_kwargs={"dtype": device.dtype},
     )
 
-    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+    def encode(texts: list[str]) -> np.ndarray:
         return model.encode(
             texts,
-            batch_size=batch_size,
+            batch_size=len(texts),
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
@@ -93,19 +118,11 @@ def _causal_lm_encoder(model_path: str, device: DeviceChoice, trust_remote_code:
     model = model.to(device.device).eval()
 
     @torch.no_grad()
-    def encode(texts: list[str], batch_size: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            enc = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=512,
-            ).to(device.device)
-            hidden = model(**enc).last_hidden_state.float()
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
-        return np.concatenate(out)
+    def encode(texts: list[str]) -> np.ndarray:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=512)
+        enc = enc.to(device.device)
+        hidden = model(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
 
     return encode

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
+from real_assets.core.progress import Progress, Report
 from real_assets.defs.common import GPU_POOL, finish, upstream_versions
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
@@ -23,16 +24,20 @@ class EmbeddingConfig(dg.Config):
 
     model: str = DEFAULT_EMBEDDER
     trust_remote_code: bool = False
+    progress_every_s: float = 5.0
+    """Seconds between progress lines in the run log (texts done/total, rate, ETA)."""
 
 
 EMBED_CHUNK = 20_000
 """Responses embedded and written per step of the loop: bounds memory for large tables."""
 
 
-def embed_new_responses(warehouse: Warehouse, compute: Compute, config: EmbeddingConfig) -> dict:
+def embed_new_responses(
+    warehouse: Warehouse, compute: Compute, config: EmbeddingConfig, report: Report | None = None
+) -> dict:
     """Embed the responses that have no embedding from this model yet, a chunk at a time; drop embeddings
     of responses that are gone. A change of model re-embeds everything. The model work holds no warehouse
-    connection: each chunk is written with a short one."""
+    connection: each chunk is written with a short one. Progress lines go to `report` (the run log)."""
     with warehouse.connect() as con:
         # One model per table: a change of model (or of its dimension) starts the table afresh.
         if (
@@ -56,12 +61,16 @@ def embed_new_responses(warehouse: Warehouse, compute: Compute, config: Embeddin
             )
     device = compute.choice()
     chunks = [todo[start : start + EMBED_CHUNK] for start in range(0, len(todo), EMBED_CHUNK)]
+    progress = Progress(
+        "response_embeddings", total=len(todo), report=report, unit="texts", every_s=config.progress_every_s
+    )
     vectors_per_chunk = embed_chunks(
         ([text for _, _, text in chunk] for chunk in chunks),
         config.model,
         device,
         compute.embed_batch_size,
         config.trust_remote_code,
+        progress,
     )
     seconds = 0.0
     for chunk in chunks:
@@ -130,7 +139,7 @@ def response_embeddings(
 ) -> dg.MaterializeResult:
     with tracking.step(context, upstream_versions(context)) as step:
         step.log_params(config.model_dump() | {"batch_size": compute.embed_batch_size})
-        result = embed_new_responses(warehouse, compute, config)
+        result = embed_new_responses(warehouse, compute, config, report=context.log.info)
         version = result.pop("data_version")
         digests = result.pop("table_digests")
         metadata = {
