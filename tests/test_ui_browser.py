@@ -26,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from real_assets.cli import prepare_home
 from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
 
@@ -38,17 +39,12 @@ RUN_TIMEOUT_MS = 420_000
 UI_TIMEOUT_MS = 60_000
 WEBSERVER = [sys.executable, "-m", "dagster_webserver"]
 
-# Instance config as `real-assets ui` writes it (every pool admits one step at a time), with runs launched
-# at once instead of queued, so no daemon is needed (and no automation sensor launches runs of its own).
-DAGSTER_YAML = """\
-concurrency:
-  pools:
-    default_limit: 1
+# The instance config `real-assets ui` writes (pools of one, run monitoring), with runs launched at once
+# instead of queued, so no daemon is needed (and no automation sensor launches runs of its own).
+LAUNCH_AT_ONCE = """
 run_coordinator:
   module: dagster.core.run_coordinator
   class: DefaultRunCoordinator
-telemetry:
-  enabled: false
 """
 # Small everywhere: a dozen prompts, one epoch, short generations.
 PREPARE_CONFIG = {
@@ -177,19 +173,19 @@ def _wait_for_code_location(url: str, proc: subprocess.Popen, deadline_s: float 
 def ui(tmp_path_factory):
     """A webserver on a free 127.0.0.1 port over a fresh home whose upstream assets are materialized."""
     home = tmp_path_factory.mktemp("ui_home")
-    dagster_home = home / "dagster"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     log = home / "webserver.log"
     port = _free_port()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REAL_ASSETS_HOME", str(home))
-        mp.setenv("DAGSTER_HOME", str(dagster_home))
+        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        prepare_home(str(home))  # instance config and storage, as `real-assets ui` does first
+        with (home / "dagster" / "dagster.yaml").open("a") as config:
+            config.write(LAUNCH_AT_ONCE)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with log.open("w") as out:
             proc = subprocess.Popen(
-                [*WEBSERVER, "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+                [*WEBSERVER, "-m", "real_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
