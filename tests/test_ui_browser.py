@@ -118,38 +118,24 @@ def _first_strategy() -> str:
 
 def _prepare(instance: dg.DagsterInstance, strategy: str) -> None:
     """Materialize, in this process, everything `strategy_comparison` needs for one strategy."""
-    from real_assets.definitions import ASSETS, CHECKS, resources
-
     target = dg.AssetKey("strategy_comparison")
     graph = _asset_graph()
-    needed = graph.upstream_key_iterator(target) if hasattr(graph, "upstream_key_iterator") else None
-    keys = set(needed) if needed is not None else _upstream(graph, target)
+    needed = {target, *graph.upstream_key_iterator(target)}
     for key in graph.toposorted_asset_keys:
-        if key not in keys | {target}:
+        if key not in needed:
             continue
         name = key.to_user_string()
         partitioned = graph.get(key).partitions_def is not None
         result = dg.materialize(
-            [*ASSETS, *CHECKS],
+            [*defs.assets, *defs.asset_checks],
             selection=[key],
             partition_key=_partition_key(name, strategy) if partitioned else None,
             instance=instance,
-            resources=resources(),
+            resources=defs.resources,
             run_config={"ops": {name: {"config": PREPARE_CONFIG[name]}}} if name in PREPARE_CONFIG else {},
             tags={"real_assets/launched_by": "test_ui_browser"},
         )
         assert result.success, name
-
-
-def _upstream(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
-    seen: set[dg.AssetKey] = set()
-    todo = list(graph.get(key).parent_keys)
-    while todo:
-        parent = todo.pop()
-        if parent not in seen:
-            seen.add(parent)
-            todo.extend(graph.get(parent).parent_keys)
-    return seen
 
 
 def _wait_for_code_location(url: str, proc: subprocess.Popen, deadline_s: float = 240.0) -> None:
