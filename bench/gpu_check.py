@@ -266,89 +266,62 @@ def _final_loss(history: list[dict]) -> float | None:
     return None
 
 
-def _tokens(tokenizer, texts: list[str]) -> int:
-    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-
-
-def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[dict, dict, Path, Path]:
-    from real_assets.core.policy import (
-        BaseModelConfig,
-        TrainConfig,
-        build_base,
-        format_completion,
-        format_prompt,
-        train_dpo,
-        train_sft,
-    )
+def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[dict, dict, Path, Path, int]:
+    from real_assets.core.policy import DpoConfig, ReferenceConfig, build_base, train_dpo, train_sft
 
     prompts = sorted(by_prompt)
     best = {p: max(by_prompt[p], key=lambda r: r.score) for p in prompts}
-    sft_rows = [
-        {"prompt": format_prompt(p), "completion": format_completion(best[p].response)}
-        for p in prompts[: sizes.sft_examples]
-    ]
-    corpus = [r["prompt"] + r["completion"] for r in sft_rows]
-    model, tokenizer = build_base(
-        BaseModelConfig(n_layer=sizes.n_layer, n_embd=sizes.n_embd, n_head=sizes.n_head), corpus
-    )
+    sft_rows = [(p, best[p].response) for p in prompts[: sizes.sft_examples]]
+    shape = {"n_layer": sizes.n_layer, "n_embd": sizes.n_embd, "n_head": sizes.n_head}
+    common = {"epochs": 1.0, "batch_size": sizes.train_batch, "max_length": sizes.max_length}
+    sft_cfg = ReferenceConfig(**shape, **common)
+    model, tokenizer = build_base(sft_cfg, [p + " " + r for p, r in sft_rows])
     params = sum(p.numel() for p in model.parameters())
-    cfg = TrainConfig(epochs=1.0, batch_size=sizes.train_batch, max_length=sizes.max_length, logging_steps=10)
+    lines: list[str] = []
 
     _reset_peak(device.device)
     sft_dir = work / "sft"
     started = time.perf_counter()
-    history = train_sft(model, tokenizer, sft_rows, cfg, sft_dir, device)
+    result = train_sft(model, tokenizer, sft_rows, sft_cfg, sft_dir, device, report=lines.append)
     _synchronize(device.device)
-    sft_s = time.perf_counter() - started
-    steps = -(-len(sft_rows) // sizes.train_batch)
-    sft_tokens = _tokens(tokenizer, corpus)
-    sft = {
-        "examples": len(sft_rows),
-        "params": params,
-        "steps": steps,
-        "seconds": sft_s,
-        "steps_per_s": steps / sft_s,
-        "examples_per_s": len(sft_rows) / sft_s,
-        "tokens_per_s": sft_tokens / sft_s,
-        "final_loss": _final_loss(history),
-        "peak_gpu_gib": _peak_gib(device.device),
-    }
+    sft = _training_figures(result, time.perf_counter() - started, sizes, device, "examples")
+    sft["params"] = params
 
     pairs = []
     for p in prompts:
         ranked = sorted(by_prompt[p], key=lambda r: r.score, reverse=True)
         pairs.append((p, ranked[0].response, ranked[-1].response))
-    dpo_rows = [
-        {"prompt": format_prompt(p), "chosen": format_completion(c), "rejected": format_completion(r)}
-        for p, c, r in pairs[: sizes.dpo_pairs]
-    ]
     _reset_peak(device.device)
     dpo_dir = work / "dpo"
     started = time.perf_counter()
-    history = train_dpo(sft_dir, dpo_rows, cfg, dpo_dir, device)
+    result = train_dpo(
+        sft_dir, pairs[: sizes.dpo_pairs], DpoConfig(**common), 0, dpo_dir, device, report=lines.append
+    )
     _synchronize(device.device)
-    dpo_s = time.perf_counter() - started
-    steps = -(-len(dpo_rows) // sizes.train_batch)
-    # policy and reference each read prompt+chosen and prompt+rejected
-    sequences = [r["prompt"] + r[side] for side in ("chosen", "rejected") for r in dpo_rows]
-    dpo_tokens = 2 * _tokens(tokenizer, sequences)
-    dpo = {
-        "pairs": len(dpo_rows),
+    dpo = _training_figures(result, time.perf_counter() - started, sizes, device, "pairs")
+    return sft, dpo, sft_dir, dpo_dir, result.max_length
+
+
+def _training_figures(result, seconds: float, sizes: Sizes, device, unit: str) -> dict:
+    steps = -(-result.rows // sizes.train_batch)
+    return {
+        unit: result.rows,
         "steps": steps,
-        "seconds": dpo_s,
-        "steps_per_s": steps / dpo_s,
-        "pairs_per_s": len(dpo_rows) / dpo_s,
-        "tokens_per_s": dpo_tokens / dpo_s,
-        "final_loss": _final_loss(history),
+        "seconds": seconds,
+        "train_seconds": result.train_seconds,
+        "steps_per_s": steps / result.train_seconds,
+        f"{unit}_per_s": result.rows / result.train_seconds,
+        "tokens_per_s": result.tokens_per_s,
+        "max_length": result.max_length,
+        "final_loss": _final_loss(result.history),
         "peak_gpu_gib": _peak_gib(device.device),
     }
-    return sft, dpo, sft_dir, dpo_dir
 
 
-def check_eval(device, sizes: Sizes, by_prompt: dict, policy: Path, reference: Path) -> dict:
-    from real_assets.core.evaluation import EvalConfig, HeldOutPair, evaluate_policy, gold_scorer
+def check_eval(device, sizes: Sizes, by_prompt: dict, policy: Path, reference: Path, max_length: int) -> dict:
+    from real_assets.core.evaluation import EvalConfig, HeldOutPair, Scoring, evaluate_policy, gold_scorer
 
-    prompts = sorted(by_prompt)[-max(sizes.eval_prompts, 1) :]
+    prompts = [(f"p{i}", p) for i, p in enumerate(sorted(by_prompt)[-max(sizes.eval_prompts, 1) :])]
     pairs = []
     for p in sorted(by_prompt):
         ranked = sorted(by_prompt[p], key=lambda r: r.gold, reverse=True)
@@ -356,9 +329,10 @@ def check_eval(device, sizes: Sizes, by_prompt: dict, policy: Path, reference: P
             pairs.append(HeldOutPair(p, ranked[0].response, ranked[-1].response))
     pairs = pairs[: sizes.eval_pairs]
     cfg = EvalConfig(samples_per_prompt=sizes.samples_per_prompt, max_new_tokens=sizes.max_new_tokens)
+    scoring = Scoring(beta=0.2, max_length=max_length)
     _reset_peak(device.device)
     started = time.perf_counter()
-    metrics = evaluate_policy(policy, reference, pairs, prompts, gold_scorer, cfg, device)
+    metrics, _ = evaluate_policy(policy, reference, pairs, prompts, gold_scorer, cfg, scoring, device)
     _synchronize(device.device)
     seconds = time.perf_counter() - started
     generated = 2 * len(prompts) * sizes.samples_per_prompt * sizes.max_new_tokens  # at most, both models
@@ -414,10 +388,12 @@ def run(args) -> dict:
         report["embedding"] = check_embedding(embedder, device, sizes, texts)
         report["embedding"]["section_s"] = time.perf_counter() - section
         _print_embedding(report["embedding"])
-        report["sft"], report["dpo"], sft_dir, dpo_dir = check_training(device, sizes, by_prompt, work)
+        report["sft"], report["dpo"], sft_dir, dpo_dir, max_length = check_training(
+            device, sizes, by_prompt, work
+        )
         _print_training("sft", report["sft"], "examples")
         _print_training("dpo", report["dpo"], "pairs")
-        report["eval"] = check_eval(device, sizes, by_prompt, dpo_dir, sft_dir)
+        report["eval"] = check_eval(device, sizes, by_prompt, dpo_dir, sft_dir, max_length)
         _print_eval(report["eval"])
     report["total_s"] = time.perf_counter() - started
     print(f"total {report['total_s']:.1f} s")
@@ -449,8 +425,9 @@ def _print_embedding(e: dict) -> None:
 def _print_training(name: str, t: dict, unit: str) -> None:
     peak = f", peak {t['peak_gpu_gib']:.2f} GiB" if t["peak_gpu_gib"] is not None else ""
     print(
-        f"{name:<10} {t[unit]} {unit}, {t['steps']} steps in {t['seconds']:.2f} s: "
-        f"{t['steps_per_s']:.2f} steps/s, {t[unit] / t['seconds']:.1f} {unit}/s, "
+        f"{name:<10} {t[unit]} {unit}, {t['steps']} steps in {t['train_seconds']:.2f} s of training "
+        f"({t['seconds']:.2f} s with set-up): "
+        f"{t['steps_per_s']:.2f} steps/s, {t[f'{unit}_per_s']:.1f} {unit}/s, "
         f"{t['tokens_per_s']:.0f} tokens/s{peak}, final loss {t['final_loss']}",
         flush=True,
     )
