@@ -1,40 +1,37 @@
-"""Ingest benchmark: stream an N-row `table` JSONL through iter_source against a bare json.loads loop.
+"""Ingest benchmark: the whole `raw_responses` write path against a bare json.loads loop, same file.
 
-    python bench/bench_ingest.py [--rows 1000000] [--batch-size 50000] [--keep DIR] [--no-warehouse]
+    python bench/bench_ingest.py [--rows 1000000] [--memory-limit 256MB] [--keep DIR] [--repeats 1]
 
-Both passes run in this process on the same file. Throughput is input rows per second of wall time.
-Memory: the peak RSS of each pass (ru_maxrss is a high-water mark, so the baseline runs first and the
-source pass reports how far it pushed the mark above the baseline's); with --tracemalloc, also the peak of
-Python allocations in each pass, which does not depend on order. The source pass holds one batch of
-records plus the duplicate-row table (8 bytes a slot), so its memory grows with --batch-size, not --rows.
-A third pass runs the whole `raw_responses` write path (`defs.ingest.ingest`: source, DuckDB staging
-insert in one transaction, raw.prompts, the content digest) into a fresh warehouse file.
+Input: a generated `table` JSONL of N rows (prompt, response, score; 4 responses per prompt).
+- baseline: read the file line by line with `json.loads`, nothing else (one Python thread).
+- ours: `defs.ingest.ingest` into a fresh warehouse file: read, vectorized checks and ids in DuckDB, duplicate
+  rows, the response cap, the merge into raw.*, raw.prompts and the content version, in one transaction.
+Throughput is input rows per second of wall time; memory is the peak RSS above the start of each pass
+(psutil, sampled every 5 ms: tracemalloc sees no DuckDB allocation). Passes alternate, baseline first;
+medians over --repeats.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import resource
+import os
+import statistics
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_assets.core.sample_files import write_large_table_jsonl
-from real_assets.core.sources import SourceSpec, iter_source
+from peak_rss import PeakRss
+from sample_files import write_large_table_jsonl
+
+from real_assets.core.sources import SourceSpec
 from real_assets.defs.ingest import ingest
 from real_assets.resources import Warehouse
-
-
-def rss_mib() -> float:
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def baseline(path: Path) -> int:
@@ -46,104 +43,59 @@ def baseline(path: Path) -> int:
     return n
 
 
-def through_source(path: Path, batch_size: int) -> tuple[int, int, int]:
-    rows = responses = rejects = 0
-    for batch in iter_source(SourceSpec(source="table", path=str(path)), batch_size=batch_size):
-        rows += batch.input_rows
-        responses += len(batch.responses)
-        rejects += len(batch.rejects)
-    return rows, responses, rejects
-
-
 def into_warehouse(path: Path, db: Path, memory_limit: str) -> dict:
     return ingest(
         Warehouse(path=str(db), memory_limit=memory_limit), SourceSpec(source="table", path=str(path))
     )
 
 
-def measure(fn, *args, trace: bool):
-    gc.collect()
-    if trace:
-        tracemalloc.start()
-    rss0 = rss_mib()
-    t0 = time.perf_counter()
-    result = fn(*args)
-    seconds = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1] / 2**20 if trace else float("nan")
-    if trace:
-        tracemalloc.stop()
-    return result, seconds, rss0, rss_mib(), peak
+def timed(fn, *args):
+    with PeakRss() as peak:
+        t0 = time.perf_counter()
+        result = fn(*args)
+        seconds = time.perf_counter() - t0
+    return result, seconds, peak.delta_mib
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--batch-size", type=int, default=50_000)
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="write the file here and keep it")
-    ap.add_argument("--tracemalloc", action="store_true", help="also measure tracemalloc peaks (slow)")
-    ap.add_argument("--no-warehouse", action="store_true", help="skip the full ingest into DuckDB")
     ap.add_argument(
-        "--memory-limit", default="", help='DuckDB memory_limit for the ingest pass, e.g. "256MB"'
+        "--memory-limit", default="256MB", help='DuckDB memory_limit for the ingest, e.g. "256MB"'
     )
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = (args.keep or Path(tmp)) / f"bench_table_{args.rows}.jsonl"
-        t0 = time.perf_counter()
-        write_large_table_jsonl(path, args.rows)
-        size = path.stat().st_size / 2**20
-        print(f"wrote {args.rows:,} rows ({size:.0f} MiB) in {time.perf_counter() - t0:.1f}s: {path}")
-        print(f"python {sys.version.split()[0]}, start RSS {rss_mib():.0f} MiB")
-
-        # Timed passes without tracemalloc (it slows allocation-heavy code), baseline first for RSS.
-        n_base, t_base, r0_base, r1_base, _ = measure(baseline, path, trace=False)
-        (n_src, n_resp, n_rej), t_src, _, r1_src, _ = measure(
-            through_source, path, args.batch_size, trace=False
-        )
-        assert n_base == n_src == args.rows and n_rej == 0 and n_resp == args.rows, (n_base, n_src, n_rej)
-        warehouse = None
-        if not args.no_warehouse:
-            result, t_wh, _, r1_wh, _ = measure(
-                into_warehouse, path, Path(tmp) / "w.duckdb", args.memory_limit, trace=False
-            )
+        if not path.exists():
+            write_large_table_jsonl(path, args.rows)
+        print(f"{args.rows:,} rows ({path.stat().st_size / 2**20:.0f} MiB): {path}")
+        print(f"python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f} at start")
+        base, ours = [], []
+        for i in range(args.repeats):
+            n, seconds, mib = timed(baseline, path)
+            assert n == args.rows
+            base.append((seconds, mib))
+            db = Path(tmp) / f"w{i}.duckdb"
+            result, seconds, mib = timed(into_warehouse, path, db, args.memory_limit)
             assert result["input_rows"] == args.rows == result["accepted_rows"], result
-            warehouse = (args.rows / t_wh, t_wh, r1_wh, result["responses"])
-        peak_base = peak_src = float("nan")
-        if args.tracemalloc:
-            _, _, _, _, peak_base = measure(baseline, path, trace=True)
-            _, _, _, _, peak_src = measure(through_source, path, args.batch_size, trace=True)
+            ours.append((seconds, mib))
+            db.unlink()
+        print(f"load average {os.getloadavg()[0]:.1f} at end")
 
-    base_rate, src_rate = n_base / t_base, n_src / t_src
-    grow_base, grow_src = r1_base - r0_base, r1_src - r0_base
+    t_base = statistics.median(s for s, _ in base)
+    t_ours = statistics.median(s for s, _ in ours)
     print()
+    print(f"{'pass':<34}{'rows/s':>12}{'seconds':>10}{'peak RSS +MiB':>15}")
+    peak_base, peak_ours = max(m for _, m in base), max(m for _, m in ours)
+    print(f"{'baseline json.loads':<34}{args.rows / t_base:>12,.0f}{t_base:>10.2f}{peak_base:>15.0f}")
+    label = f"ingest() into DuckDB ({args.memory_limit})"
+    print(f"{label:<34}{args.rows / t_ours:>12,.0f}{t_ours:>10.2f}{peak_ours:>15.0f}")
     print(
-        f"{'pass':<26}{'rows/s':>12}{'seconds':>10}{'peak RSS MiB':>14}{'RSS growth':>12}{'tracemalloc':>13}"
+        f"\nthroughput ratio (ingest / json.loads): {t_base / t_ours:.3f}x; {result['responses']:,} responses"
     )
-    print(
-        f"{'baseline json.loads':<26}{base_rate:>12,.0f}{t_base:>10.2f}{r1_base:>14.0f}"
-        f"{grow_base:>12.0f}{peak_base:>13.1f}"
-    )
-    print(
-        f"{'iter_source(table)':<26}{src_rate:>12,.0f}{t_src:>10.2f}{r1_src:>14.0f}"
-        f"{grow_src:>12.0f}{peak_src:>13.1f}"
-    )
-    if warehouse:
-        rate, seconds, rss, _ = warehouse
-        print(f"{'ingest() into DuckDB':<26}{rate:>12,.0f}{seconds:>10.2f}{rss:>14.0f}{rss - r0_base:>12.0f}")
-    print()
-    if warehouse:
-        print(
-            f"throughput ratio (warehouse ingest / baseline): {warehouse[0] / base_rate:.3f}; "
-            f"{warehouse[3]:,} responses stored"
-        )
-    print(
-        f"throughput ratio (source / baseline): {src_rate / base_rate:.3f}",
-        f"(slowdown x{base_rate / src_rate:.1f})",
-    )
-    print(f"peak RSS ratio (source / baseline):   {r1_src / r1_base:.2f}")
-    if args.tracemalloc:
-        print(f"tracemalloc peak ratio:               {peak_src / peak_base:.1f}")
-    print(f"responses: {n_resp:,}, rejects: {n_rej:,}, batch_size: {args.batch_size:,}, rows: {args.rows:,}")
     return 0
 
 

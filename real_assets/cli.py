@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from real_assets.core.sources.registry import source_names
 from real_assets.settings import HOME_ENV
 
 DAGSTER_YAML_HEADER = "# Written by real-assets."
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="materialize every asset and strategy into the home's Dagster instance")
     p.add_argument("--home", help="home folder (default $REAL_ASSETS_HOME or ./.real_assets)")
-    p.add_argument("--source", default="synthetic", help="synthetic, hh_rlhf, shp2, ultrafeedback or table")
+    p.add_argument("--source", default="synthetic", help=f"one of {', '.join(source_names())}")
     p.add_argument("--path", help="local file or hub dataset id for the source")
     p.add_argument("--limit", type=int, help="read at most this many input rows")
     p.add_argument("--seed", type=int, default=0)

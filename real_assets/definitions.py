@@ -4,7 +4,7 @@ they declare, the automation, and the resources. Nothing here lists assets by na
 import dagster as dg
 
 from real_assets.core.hashing import code_digest
-from real_assets.defs import automation, evaluation, features, ingest, selection, training
+from real_assets.defs import automation, evaluation, features, inbox, ingest, selection, training
 from real_assets.defs.sql_assets import sql_definitions
 from real_assets.resources import Compute, Tracking, Warehouse
 
@@ -36,6 +36,8 @@ domain_assets = with_code_versions(list(dg.load_assets_from_modules(DOMAINS)))
 defs = dg.Definitions.merge(
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
-    dg.Definitions(jobs=automation.jobs, schedules=automation.schedules, sensors=automation.sensors),
+    dg.Definitions(
+        jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
+    ),
     dg.Definitions(resources=resources()),
 )

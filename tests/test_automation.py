@@ -1,19 +1,16 @@
 """Schedules, the inbox sensor, automation conditions and the concurrency pools."""
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
-import time
 
 import dagster as dg
 import pytest
 
 from real_assets import cli
-from real_assets.core.sample_files import write_shp2, write_table_csv
 from real_assets.definitions import defs
-from real_assets.defs import automation, conditions
+from real_assets.defs import automation, conditions, inbox
 
 UTC = dt.UTC
 
@@ -23,7 +20,7 @@ def _offline_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv(automation.INBOX_ENV, raising=False)
+    monkeypatch.delenv(inbox.INBOX_ENV, raising=False)
 
 
 def _label(condition: dg.AutomationCondition | None) -> str | None:
@@ -86,69 +83,6 @@ def test_schedule_requests_raw_responses_with_default_config():
     job = defs.get_job_def("refresh_raw_responses")
     assert job.run_config_schema.config_type is not None
     assert dg.validate_run_config(job, request.run_config)
-
-
-def _age(path, seconds=60):
-    old = time.time() - seconds
-    os.utime(path, (old, old))
-    return path
-
-
-def _tick(instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
-    result = automation.inbox_sensor.evaluate_tick(context)
-    return result, result.cursor
-
-
-def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
-    inbox = tmp_path / "drop"
-    monkeypatch.setenv(automation.INBOX_ENV, str(inbox))
-    inbox.mkdir()
-    with dg.instance_for_test() as instance:
-        result, cursor = _tick(instance)
-        assert result.run_requests == []
-
-        _age(write_shp2(inbox / "shp2__batch1.jsonl"))
-        result, cursor = _tick(instance, cursor)
-        [request] = result.run_requests
-        config = request.run_config["ops"]["raw_responses"]["config"]
-        assert config == {"source": "shp2", "path": str(inbox / "shp2__batch1.jsonl")}
-        assert request.run_key.startswith("inbox:shp2__batch1.jsonl:")
-        dg.validate_run_config(defs.get_job_def("refresh_raw_responses"), request.run_config)
-
-        # The same file again: nothing.
-        result, cursor = _tick(instance, cursor)
-        assert result.run_requests == []
-
-        # A file that cannot be read is skipped and recorded; the good file next to it still runs;
-        # a file still being written waits; a sidecar sets the source.
-        (inbox / "broken.jsonl").write_text("not json at all\n")
-        _age(inbox / "broken.jsonl")
-        _age(write_table_csv(inbox / "labels.csv"))
-        (inbox / "fresh.csv").write_text((inbox / "labels.csv").read_text())
-        (inbox / "pairs.jsonl.source.json").write_text(json.dumps({"source": "shp2"}))
-        _age(write_shp2(inbox / "pairs.jsonl"))
-        result, cursor = _tick(instance, cursor)
-        by_file = {r.tags["real_assets/inbox_file"]: r for r in result.run_requests}
-        assert set(by_file) == {"labels.csv", "pairs.jsonl"}
-        assert by_file["labels.csv"].run_config["ops"]["raw_responses"]["config"]["source"] == "table"
-        assert by_file["pairs.jsonl"].run_config["ops"]["raw_responses"]["config"]["source"] == "shp2"
-        assert "broken.jsonl" in json.loads(cursor)
-        assert "fresh.csv" not in json.loads(cursor)
-
-        # Next tick: the broken file is not retried; the settled fresh file runs once.
-        _age(inbox / "fresh.csv")
-        result, cursor = _tick(instance, cursor)
-        assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["fresh.csv"]
-        result, cursor = _tick(instance, cursor)
-        assert result.run_requests == []
-
-        # A changed file is new content: one more run.
-        with open(inbox / "shp2__batch1.jsonl", "a") as f:
-            f.write("\n")
-        _age(inbox / "shp2__batch1.jsonl", 30)
-        result, cursor = _tick(instance, cursor)
-        assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["shp2__batch1.jsonl"]
 
 
 def _report(instance, name, version, partition=None):

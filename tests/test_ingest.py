@@ -3,10 +3,10 @@
 import json
 
 import pytest
+import sample_files as sf
 
-from real_assets.core import sample_files as sf
 from real_assets.core.records import SourceError
-from real_assets.core.sources import SourceSpec
+from real_assets.core.sources import SourceSpec, staging
 from real_assets.defs import ingest as ingest_module
 from real_assets.resources import Warehouse
 
@@ -83,16 +83,19 @@ def test_failure_mid_stream_rolls_everything_back(tmp_path, home, monkeypatch):
     warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
     ingest_module.ingest(warehouse, SourceSpec(source="synthetic", n_prompts=20))
     before = _counts(warehouse)
-    real_iter = ingest_module.iter_source
+    real_stage = staging._stage_records
+    staged = []
 
-    def breaks_after_first_batch(spec):
-        yield next(iter(real_iter(spec)))
-        raise OSError("disk went away")
+    def breaks_after_first_batch(con, batch):
+        if staged:
+            raise OSError("disk went away")
+        staged.append(real_stage(con, batch))
 
-    monkeypatch.setattr(ingest_module, "iter_source", breaks_after_first_batch)
+    monkeypatch.setattr(staging, "_stage_records", breaks_after_first_batch)
+    monkeypatch.setattr(staging, "GENERATED_BATCH", 50)
     with pytest.raises(OSError, match="disk went away"):
         ingest_module.ingest(warehouse, SourceSpec(source="synthetic", n_prompts=60, seed=9))
-    assert _counts(warehouse) == before
+    assert staged and _counts(warehouse) == before
 
 
 def test_prompts_with_fewer_than_two_responses_are_kept_but_not_pairable(tmp_path, home):
@@ -111,3 +114,105 @@ def test_prompts_with_fewer_than_two_responses_are_kept_but_not_pairable(tmp_pat
             ("lonely", False),
             ("p1", True),
         ]
+
+
+# ------------------------------------------------------------------------------------------ issue 11
+
+
+def _hh_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _check(warehouse, check):
+    return check(warehouse=warehouse).passed
+
+
+def test_changed_file_at_the_same_path_keeps_its_rejects_and_comparisons(tmp_path, home):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    rows = sf.hh_rlhf_rows()
+    path = tmp_path / "drop.jsonl"
+    _hh_file(path, [rows[0], {"chosen": 1, "rejected": 2}, {"chosen": None, "rejected": "x"}])
+    first = ingest_module.ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(path)))
+    assert (first["rejected_rows"], first["comparisons"]) == (2, 1)
+    # The file changes in place: other rows at the same row numbers, another bad row, another pair.
+    _hh_file(path, [rows[1], {"chosen": [], "rejected": 2}, {"rejected": "x"}])
+    second = ingest_module.ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(path)))
+    assert (second["rejected_rows"], second["new_rejects"], second["comparisons"]) == (2, 2, 1)
+    with warehouse.connect(read_only=True) as con:
+        per_ingestion = dict(
+            con.execute("select ingestion_id, count(*) from raw.rejects group by ingestion_id").fetchall()
+        )
+        assert per_ingestion == {first["ingestion_id"]: 2, second["ingestion_id"]: 2}
+        pairs = con.execute("select count(distinct (prompt_id, chosen_id, rejected_id)) from raw.comparisons")
+        assert pairs.fetchone()[0] == 2
+    assert _check(warehouse, ingest_module.rows_accounted)
+
+
+def test_accounting_check_counts_the_stored_rejects_and_comparisons(tmp_path, home):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    rows = sf.hh_rlhf_rows()
+    path = _hh_file(tmp_path / "hh.jsonl", [rows[0], rows[1], {"chosen": 1, "rejected": 2}])
+    ingest_module.ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(path)))
+    assert _check(warehouse, ingest_module.rows_accounted)
+    with warehouse.connect() as con:
+        con.execute("delete from raw.rejects")
+    assert not _check(warehouse, ingest_module.rows_accounted)
+    ingest_module.ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(path)))
+    with warehouse.connect() as con:
+        con.execute("delete from raw.comparisons where row_number = 2")
+    assert not _check(warehouse, ingest_module.rows_accounted)
+
+
+def test_responses_per_prompt_are_capped_in_file_order_and_reported(tmp_path, home):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    path = tmp_path / "many.jsonl"
+    rows = [{"prompt": "one prompt", "response": f"answer number {i}", "score": i % 7} for i in range(300)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ingest_module.ingest(warehouse, SourceSpec(source="table", path=str(path)))
+    cap = SourceSpec().max_responses_per_prompt
+    assert 2 <= cap < 300
+    assert result["accepted_rows"] == 300 and result["responses"] == cap
+    assert result["responses_over_cap"] == 300 - cap and result["max_responses_per_prompt"] == cap
+    with warehouse.connect(read_only=True) as con:
+        kept = {r for (r,) in con.execute("select response from raw.responses").fetchall()}
+    assert kept == {f"answer number {i}" for i in range(cap)}
+    # A second file for the same prompt adds nothing past the cap; a smaller cap is honoured too.
+    again = ingest_module.ingest(warehouse, SourceSpec(source="table", path=str(path)))
+    assert again["new_responses"] == 0 and again["responses"] == cap
+    small = Warehouse(path=str(tmp_path / "small.duckdb"))
+    result = ingest_module.ingest(
+        small, SourceSpec(source="table", path=str(path), max_responses_per_prompt=5)
+    )
+    assert result["responses"] == 5 and result["responses_over_cap"] == 295
+
+
+def test_a_reingest_does_not_carry_tampered_prompt_texts_forward(tmp_path, home):
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    ingest_module.ingest(warehouse, SourceSpec(source="synthetic", n_prompts=10))
+    with warehouse.connect() as con:
+        con.execute(
+            "update raw.prompt_texts set prompt = 'Ignore all previous instructions.' where rowid = 0"
+        )
+        before = con.execute("select count(*) from raw.ingestions").fetchone()[0]
+    with pytest.raises(ingest_module.TamperedWarehouse, match=r"raw\.prompt_texts"):
+        ingest_module.ingest(warehouse, SourceSpec(source="synthetic", n_prompts=20))
+    with warehouse.connect(read_only=True) as con:
+        assert con.execute("select count(*) from raw.ingestions").fetchone()[0] == before
+        assert (
+            con.execute("select count(*) from raw.prompts where prompt like 'Ignore all%'").fetchone()[0] == 0
+        )
+
+
+def test_a_failed_first_ingestion_creates_no_tables(tmp_path, home):
+    import gzip
+
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in sf.hh_rlhf_rows() * 200).encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"cut\.jsonl\.gz"):
+        ingest_module.ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(path)))
+    with warehouse.connect(read_only=True) as con:
+        tables = con.execute("select table_name from information_schema.tables where table_schema = 'raw'")
+        assert tables.fetchall() == []

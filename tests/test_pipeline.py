@@ -2,11 +2,11 @@
 
 import dagster as dg
 import pytest
+import sample_files as sf
 from conftest import DEMO_SEEDS, demo_partitions
 from mlflow import MlflowClient
 
 from real_assets import cli
-from real_assets.core import sample_files as sf
 from real_assets.core.selection import STRATEGIES
 from real_assets.definitions import defs
 from real_assets.defs.common import partition_tag

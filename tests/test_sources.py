@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
+import sample_files as sf
 
-from real_assets.core import sample_files as sf
 from real_assets.core import sources
 from real_assets.core.hashing import prompt_id, response_id, split_for
 from real_assets.core.records import SourceError
@@ -401,12 +401,14 @@ def test_column_map_only_for_table_and_spec_values(files) -> None:
 # ------------------------------------------------------------------------------------------ internals
 
 
-def test_hash_set_is_exact_and_bounded() -> None:
-    s = sources._HashSet(max_items=50_000, initial_slots=16)
-    assert all(s.add(i * 0x9E3779B97F4A7C15 % (1 << 64)) for i in range(1, 40_001))
-    assert not any(s.add(i * 0x9E3779B97F4A7C15 % (1 << 64)) for i in range(1, 40_001))
-    assert s.size == 40_000 and not s.full
-    for i in range(40_001, 60_001):
-        s.add(i * 0x9E3779B97F4A7C15 % (1 << 64))
-    assert s.size == 50_000 and s.full
-    assert not s.add(1 * 0x9E3779B97F4A7C15 % (1 << 64))  # remembered ones are still found
+def test_duplicate_rows_are_found_across_chunks_with_no_cap(tmp_path: Path, monkeypatch) -> None:
+    from real_assets.core.sources import readers
+
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 4096)  # many chunks: duplicates must be found across them
+    rows = [json.dumps({"prompt": f"p{i % 50}", "response": f"r{i}", "score": i}) for i in range(3000)]
+    path = tmp_path / "dups.jsonl"
+    path.write_text("\n".join(rows + rows[::7]) + "\n")
+    batches, _, rejects = run(SourceSpec(source="table", path=str(path)))
+    assert totals(batches) == (3000 + len(rows[::7]), 3000)
+    assert {r.reason for r in rejects} == {"duplicate_row"} and len(rejects) == len(rows[::7])
+    assert min(r.row_number for r in rejects) == 3001

@@ -1,29 +1,40 @@
-"""Ingest domain: `raw_responses` from the configured source, with every input row accepted or rejected."""
+"""Ingest domain: `raw_responses` from the configured source, with every input row accepted or rejected.
+
+Every ingestion keeps its own rejects and comparisons (keyed by ingestion_id), so a changed file
+re-ingested at the same path loses nothing; responses and prompt texts are keyed by content (a response
+already stored is not stored twice).
+"""
 
 import time
 import uuid
+from collections.abc import Callable
 
 import dagster as dg
-import pyarrow as pa
-from pydantic import Field
 
-from real_assets.core.records import SourceBatch
-from real_assets.core.sources import SourceSpec, check_source, iter_source
+from real_assets.core.progress import Progress
+from real_assets.core.records import SourceError
+from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
+from real_assets.core.sources import sqlchecks as sq
 from real_assets.defs.common import WAREHOUSE_POOL, finish
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
 from real_assets.resources import Tracking, Warehouse
 
+RAW_RESPONSES_JOB = "refresh_raw_responses"
 RAW_TABLES = (
     WarehouseTable("raw.responses", ("response_id",)),
     WarehouseTable("raw.prompt_texts", ("prompt_id",)),
     WarehouseTable("raw.prompts", ("prompt_id",)),
-    WarehouseTable("raw.comparisons", ("source_file", "row_number")),
+    WarehouseTable("raw.comparison_pairs", ("prompt_id", "chosen_id", "rejected_id")),
+    WarehouseTable("raw.comparisons", ("ingestion_id", "row_number"), False),
     WarehouseTable("raw.rejects", ("ingestion_id", "source_file", "row_number", "field", "reason"), False),
     WarehouseTable("raw.ingestions", ("ingestion_id",), False),
 )
+"""The data version covers the content (responses, prompts, the distinct comparisons); the per-ingestion
+records (comparison rows, rejects, ingestions) are audited by their digests in the metadata."""
 
 # No primary keys on the raw tables: DuckDB keeps index keys in memory (they do not spill), which would
-# bound an ingest by RAM. Uniqueness comes from the set-based merge below and is checked by asset checks.
+# bound an ingest by RAM, and DuckLake has no constraints. Uniqueness comes from the set-based merge
+# below and is checked by asset checks.
 _DDL = """
 create table if not exists raw.responses (
     response_id varchar not null, prompt_id varchar not null, response varchar not null,
@@ -35,67 +46,55 @@ create table if not exists raw.prompt_texts (
 );
 create table if not exists raw.comparisons (
     prompt_id varchar not null, chosen_id varchar not null, rejected_id varchar not null,
-    source_file varchar not null, row_number bigint not null
+    source_file varchar not null, row_number bigint not null, ingestion_id varchar
 );
+alter table raw.comparisons add column if not exists ingestion_id varchar;
+create or replace view raw.comparison_pairs as
+select distinct prompt_id, chosen_id, rejected_id from raw.comparisons;
 create table if not exists raw.rejects (
     source varchar not null, source_file varchar not null, row_number bigint not null,
     field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null
 );
 create table if not exists raw.ingestions (
-    ingestion_id varchar not null, source varchar, source_file varchar, input_rows bigint,
+    ingestion_id varchar, source varchar, source_file varchar, input_rows bigint,
     accepted_rows bigint, rejected_rows bigint, new_responses bigint, new_rejects bigint,
     ingested_at timestamp default current_timestamp
 );
+alter table raw.ingestions add column if not exists comparisons bigint;
+alter table raw.ingestions add column if not exists responses_over_cap bigint;
 """
 
-# Batches are appended to staging tables, then merged once: only rows whose key is not there yet are
-# added (first occurrence in the file wins), so re-ingesting a file adds nothing.
-_STAGING = """
-create or replace temp table staged_responses (
-    response_id varchar, prompt_id varchar, response varchar, score double, gold double, source varchar,
-    source_file varchar, row_number bigint, prompt varchar, split varchar, labelled_pair boolean
-);
-create or replace temp table staged_rejects as select * from raw.rejects limit 0;
-"""
 _MERGE_RESPONSES = """
 insert into raw.responses
 select distinct on (response_id)
-    response_id, prompt_id, response, score, gold, source, source_file, row_number
+    response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from staged_responses as s
 where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
-order by response_id, row_number
+order by response_id, row_number, item
 """
 _MERGE_PROMPTS = """
 insert into raw.prompt_texts
-select distinct on (prompt_id) prompt_id, prompt, split, source
+select distinct on (prompt_id) prompt_id, prompt, split, ? as source
 from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
-order by prompt_id, row_number
+order by prompt_id, row_number, item
 """
 # A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
-# pair_candidates forms no other pair for its prompt.
-_MERGE_COMPARISONS = """
+# pair_candidates forms no other pair for its prompt. Every ingestion stores its own.
+_INSERT_COMPARISONS = """
 insert into raw.comparisons
-select prompt_id, arg_max(response_id, score), arg_min(response_id, score), source_file, row_number
-from staged_responses as s
+select prompt_id, arg_max(response_id, score), arg_min(response_id, score), ? as source_file, row_number,
+       ? as ingestion_id
+from staged_responses
 where labelled_pair
-group by prompt_id, source_file, row_number
-having count(*) = 2 and not exists (
-    select 1 from raw.comparisons as c where c.source_file = s.source_file and c.row_number = s.row_number
-)
+group by prompt_id, row_number
+having count(*) = 2
 """
-_MERGE_REJECTS = """
+_INSERT_REJECTS = """
 insert into raw.rejects
-select distinct on (source_file, row_number, field, reason) *
-from staged_rejects as s
-where not exists (
-    select 1 from raw.rejects as r
-    where r.source_file = s.source_file and r.row_number = s.row_number and r.field = s.field
-      and r.reason = s.reason
-)
-order by source_file, row_number, field, reason
+select ? as source, ? as source_file, row_number, field, reason, excerpt, ? as ingestion_id
+from staged_rejects order by row_number
 """
-
 # `raw.prompts` is derived: one row per prompt with its response count and whether it can form a pair.
 _PROMPTS = """
 create or replace table raw.prompts as
@@ -107,105 +106,69 @@ group by all
 """
 
 
-class IngestConfig(dg.Config):
-    """Which source to read. `path` is a local file or a hub dataset id; `column_map` is for `table`."""
-
-    source: str = "synthetic"
-    path: str | None = None
-    revision: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    seed: int = 0
-    n_prompts: int = 360
-    test_fraction: float = 0.2
-    max_chars: int = 8000
-    column_map: dict[str, str] = Field(default_factory=dict)
-
-    def spec(self) -> SourceSpec:
-        """The pure-logic source spec (same field names)."""
-        return SourceSpec(**{**self.model_dump(), "column_map": dict(self.column_map) or None})
+class IngestConfig(dg.Config, SourceSpec):
+    """Which source to read: the fields and defaults of `core.sources.SourceSpec`, nothing else."""
 
 
-def _responses_table(batch: SourceBatch) -> pa.Table:
-    rs = batch.responses
-    return pa.table(
-        {
-            "response_id": [r.response_id for r in rs],
-            "prompt_id": [r.prompt_id for r in rs],
-            "prompt": [r.prompt for r in rs],
-            "response": [r.response for r in rs],
-            "score": pa.array([r.score for r in rs], pa.float64()),
-            "gold": pa.array([r.gold for r in rs], pa.float64()),
-            "split": [r.split for r in rs],
-            "source": [r.source for r in rs],
-            "source_file": [r.source_file for r in rs],
-            "row_number": pa.array([r.row_number for r in rs], pa.int64()),
-            "labelled_pair": pa.array([r.labelled_pair for r in rs], pa.bool_()),
-        }
-    )
+class TamperedWarehouse(RuntimeError):
+    """Stored raw rows whose ids do not match their text: the ingest will not carry them forward."""
 
 
-def _rejects_table(batch: SourceBatch, ingestion_id: str) -> pa.Table:
-    rj = batch.rejects
-    return pa.table(
-        {
-            "source": [r.source for r in rj],
-            "source_file": [r.source_file for r in rj],
-            "row_number": pa.array([r.row_number for r in rj], pa.int64()),
-            "field": [r.field for r in rj],
-            "reason": [r.reason for r in rj],
-            "excerpt": [r.excerpt for r in rj],
-            "ingestion_id": [ingestion_id] * len(rj),
-        }
-    )
+def _check_stored_prompts(con) -> None:
+    """Every stored prompt text must hash to its id; raw.prompts is rebuilt from them."""
+    pid = sq.prompt_id_sql(sq.normalised("prompt"))
+    bad = con.execute(
+        f"select count(*), min(prompt_id) from raw.prompt_texts where prompt_id <> {pid}"
+    ).fetchone()
+    if bad[0]:
+        raise TamperedWarehouse(
+            f"raw.prompt_texts holds {bad[0]} prompt text(s) that do not hash to their prompt_id "
+            f"(e.g. {bad[1]}): it was changed outside the ingest. Restore the warehouse or re-ingest "
+            "into a fresh one; `real-assets audit` names every mismatch."
+        )
 
 
-def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
-    """Stream a source into the raw layer in one transaction: a source that fails mid-way changes nothing.
-    Returns the counts; responses and rejects already present are left as they are (idempotent)."""
-    check_source(spec)
+def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None] | None = None) -> dict:
+    """Read a source into the raw layer in one transaction: a source that fails mid-way changes nothing
+    (not even the tables of a first ingestion). Returns the counts; responses and prompt texts already
+    present are left as they are (idempotent); rejects and comparisons are stored per ingestion."""
+    plan = check_source(spec)
     ingestion_id = uuid.uuid4().hex
-    counts = {"input_rows": 0, "accepted_rows": 0, "rejected_rows": 0, "new_responses": 0, "new_rejects": 0}
-    reasons: dict[str, int] = {}
     started = time.perf_counter()
+    progress = Progress("ingest", total=spec.limit, unit="rows", report=report) if report else None
     with warehouse.connect() as con:
-        con.execute(_DDL)
+        con.execute("set enable_progress_bar = false")
+        # Staging writes only this connection's temp tables; the raw tables change in one transaction.
+        staged = stage_source(con, plan, progress.update if progress else None)
+        if staged.input_rows != staged.accepted_rows + staged.rejected_rows:
+            raise RuntimeError(f"row accounting broke: {staged}")
         con.execute("begin transaction")
-        con.execute(_STAGING)
         try:
-            for batch in iter_source(spec):
-                counts["input_rows"] += batch.input_rows
-                counts["accepted_rows"] += batch.accepted_rows
-                counts["rejected_rows"] += len(batch.rejects)
-                for r in batch.rejects:
-                    reasons[r.reason] = reasons.get(r.reason, 0) + 1
-                staged = _responses_table(batch)  # noqa: F841 - DuckDB reads local Arrow tables by name
-                con.execute(
-                    "insert into staged_responses select response_id, prompt_id, response, score, gold, "
-                    "source, source_file, row_number, prompt, split, labelled_pair from staged"
-                )
-                rejected = _rejects_table(batch, ingestion_id)  # noqa: F841 - read by DuckDB by name
-                con.execute("insert into staged_rejects select * from rejected")
-            if counts["input_rows"] != counts["accepted_rows"] + counts["rejected_rows"]:
-                raise RuntimeError(f"row accounting broke: {counts}")
-            counts["new_responses"] = con.execute(_MERGE_RESPONSES).fetchone()[0]
-            con.execute(_MERGE_PROMPTS)
-            con.execute(_MERGE_COMPARISONS)
-            counts["new_rejects"] = con.execute(_MERGE_REJECTS).fetchone()[0]
-            con.execute("drop table staged_responses; drop table staged_rejects")
+            con.execute(_DDL)
+            _check_stored_prompts(con)
+            over_cap = cap_responses(con, spec.max_responses_per_prompt, stored="raw.responses")
+            source_file = plan.source_file
+            new_responses = con.execute(_MERGE_RESPONSES, [spec.source, source_file]).fetchone()[0]
+            con.execute(_MERGE_PROMPTS, [spec.source])
+            comparisons = con.execute(_INSERT_COMPARISONS, [source_file, ingestion_id]).fetchone()[0]
+            new_rejects = con.execute(_INSERT_REJECTS, [spec.source, source_file, ingestion_id]).fetchone()[0]
+            con.execute("drop table staged_responses; drop table staged_rejects; drop table staged_rows")
             con.execute(_PROMPTS)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
-                "rejected_rows, new_responses, new_rejects) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                "rejected_rows, new_responses, new_rejects, comparisons, responses_over_cap) "
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     ingestion_id,
                     spec.source,
-                    spec.path or f"{spec.source}:seed={spec.seed}",
-                    counts["input_rows"],
-                    counts["accepted_rows"],
-                    counts["rejected_rows"],
-                    counts["new_responses"],
-                    counts["new_rejects"],
+                    source_file,
+                    staged.input_rows,
+                    staged.accepted_rows,
+                    staged.rejected_rows,
+                    new_responses,
+                    new_rejects,
+                    comparisons,
+                    over_cap,
                 ],
             )
             con.execute("commit")
@@ -220,14 +183,21 @@ def ingest(warehouse: Warehouse, spec: SourceSpec) -> dict:
         content = content_version(con, RAW_TABLES)
     seconds = time.perf_counter() - started
     return {
-        **counts,
-        "reasons": reasons,
+        "input_rows": staged.input_rows,
+        "accepted_rows": staged.accepted_rows,
+        "rejected_rows": staged.rejected_rows,
+        "new_responses": new_responses,
+        "new_rejects": new_rejects,
+        "comparisons": comparisons,
+        "responses_over_cap": over_cap,
+        "max_responses_per_prompt": spec.max_responses_per_prompt,
+        "reasons": staged.reasons,
         "ingestion_id": ingestion_id,
         "responses": stats[0],
         "prompts": stats[1],
         "prompts_not_pairable": stats[2],
         "share_prompts_3plus_responses": float(stats[3] or 0.0),
-        "rows_per_second": counts["input_rows"] / seconds if seconds else 0.0,
+        "rows_per_second": staged.input_rows / seconds if seconds else 0.0,
         "data_version": content.version,
         "table_digests": content.digests,
     }
@@ -245,10 +215,21 @@ def raw_responses(
     context: dg.AssetExecutionContext, config: IngestConfig, warehouse: Warehouse, tracking: Tracking
 ) -> dg.MaterializeResult:
     with tracking.step(context) as step:
-        step.log_params(config.model_dump(exclude={"column_map"}) | {"column_map": dict(config.column_map)})
-        result = ingest(warehouse, config.spec())
+        step.log_params(
+            config.model_dump(exclude={"column_map"}) | {"column_map": dict(config.column_map or {})}
+        )
+        try:
+            result = ingest(warehouse, config, report=context.log.info)
+        except (SourceError, TamperedWarehouse) as e:
+            # The message names the file (and row); a stack trace would only repeat it.
+            raise dg.Failure(description=str(e), allow_retries=False) from None
         reasons = result.pop("reasons")
         step.log_metrics({f"rejects/{reason}": n for reason, n in reasons.items()})
+        if result["responses_over_cap"]:
+            context.log.warning(
+                f"{result['responses_over_cap']} response(s) dropped: over max_responses_per_prompt="
+                f"{config.max_responses_per_prompt} for their prompt (kept the first in file order)"
+            )
         version = result.pop("data_version")
         digests = result.pop("table_digests")
         metadata = {
@@ -282,13 +263,19 @@ def unique_ids(warehouse: Warehouse) -> dg.AssetCheckResult:
     asset=raw_responses,
     name=ROWS_ACCOUNTED,
     blocking=True,
-    description="for every ingestion, input rows = accepted + rejected",
+    description="for every ingestion, input rows = accepted + rejected, and the rejects and comparisons it "
+    "reported are the ones stored under its ingestion_id",
 )
 def rows_accounted(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.connect(read_only=True) as con:
-        broken = con.execute(
-            "select count(*) from raw.ingestions where input_rows <> accepted_rows + rejected_rows"
-        ).fetchone()[0]
+        broken = con.execute("""
+            select count(*) from raw.ingestions as i
+            where i.input_rows <> i.accepted_rows + i.rejected_rows
+               or i.rejected_rows
+                  <> (select count(*) from raw.rejects as r where r.ingestion_id = i.ingestion_id)
+               or coalesce(i.comparisons, 0)
+                  <> (select count(*) from raw.comparisons as c where c.ingestion_id = i.ingestion_id)
+            """).fetchone()[0]
     return dg.AssetCheckResult(passed=broken == 0, metadata={"unbalanced_ingestions": int(broken)})
 
 

@@ -1,7 +1,7 @@
 """Small deterministic fixture files in each real source schema, plus a corpus of defective files.
 
-Used by the tests and by the CLI demo; nothing here touches the network. Every writer returns the path
-it wrote. `.gz` paths are gzip-compressed.
+Used by the tests and the ingest benchmark, never by the package; nothing here touches the network.
+Every writer returns the path it wrote. `.gz` paths are gzip-compressed.
 """
 
 from __future__ import annotations

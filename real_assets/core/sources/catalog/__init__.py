@@ -1,0 +1,1 @@
+"""One module per source; each defines `SOURCE` (see `sources.registry`)."""

@@ -1,0 +1,486 @@
+"""Stage a source into DuckDB temp tables: checks as column expressions, ids and dedup in SQL.
+
+`stage_source(con, spec)` reads the source chunk by chunk and leaves on the connection:
+- `staged_responses` (one row per kept response, ids computed; file order in row_number, item),
+- `staged_rejects` (row_number, field, reason, excerpt): one row per rejected input row,
+- `staged_rows` (row_number): the accepted input rows,
+so that input rows = accepted + rejected. Rows the SQL checks accept go straight through; every other
+row is checked by its source's row validator in Python, which names the field and reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from real_assets.core.hashing import prompt_id, response_id
+from real_assets.core.records import SourceBatch, SourceError
+from real_assets.core.sources import sqlchecks as sq
+from real_assets.core.sources.files import CSV, locate, peek_columns
+from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks
+from real_assets.core.sources.reasons import (
+    DUPLICATE_ROW,
+    IDENTICAL_RESPONSES,
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    ROW_FIELD,
+    TOO_DEEPLY_NESTED,
+)
+from real_assets.core.sources.registry import Layout, Source, get_source
+from real_assets.core.sources.rowchecks import LABELLED_PAIR, SCORED, Reject
+from real_assets.core.sources.spec import SourceSpec, check_spec_values
+
+EXCERPT_CHARS = 200
+GENERATED_BATCH = 50_000
+"""Responses a generated source yields per batch."""
+_LINE_WHITESPACE_CHARS = " \t\n\r\x0b\x0c"
+"""What bytes.strip() removes around a line."""
+_LINE_WHITESPACE = sq.literal(_LINE_WHITESPACE_CHARS)
+
+
+def _row_key(form: str) -> str:
+    """What makes two input rows the same row: their text as read (a JSONL line without the whitespace
+    around it, CSV fields, a Parquet row)."""
+    if form == JSON_FORM:
+        return f"(case when padded then md5_number(trim(raw, {_LINE_WHITESPACE})) else md5_number(raw) end)"
+    return "md5_number(raw)"
+
+
+_NULL = sq.Col("'null'", "NULL::varchar", "NULL::double")
+
+_CREATE = """
+create or replace temp table _items (
+    row_number bigint, item integer, prompt varchar, response varchar, score double, gold double,
+    labelled_pair boolean, prompt_id varchar, response_id varchar, split varchar
+);
+create or replace temp table staged_rejects (
+    row_number bigint, field varchar, reason varchar, excerpt varchar
+);
+create or replace temp table staged_rows (row_number bigint);
+create or replace temp table _seen (row_key uhugeint);
+"""
+_ITEMS_SCHEMA = pa.schema(
+    [
+        ("row_number", pa.int64()),
+        ("item", pa.int32()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("score", pa.float64()),
+        ("gold", pa.float64()),
+        ("labelled_pair", pa.bool_()),
+        ("prompt_id", pa.string()),
+        ("response_id", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+_REJECTS_SCHEMA = pa.schema(
+    [("row_number", pa.int64()), ("field", pa.string()), ("reason", pa.string()), ("excerpt", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked source: the source, and for file sources the layout, file kind and location."""
+
+    spec: SourceSpec
+    source: Source
+    layout: Layout | None = None
+    kind: str = ""
+    where: str = ""
+
+    @property
+    def source_file(self) -> str:
+        return self.spec.path or self.where or f"{self.spec.source}:seed={self.spec.seed}"
+
+
+def plan_source(spec: SourceSpec) -> Plan:
+    """Check a spec and the source's schema (reading only its first rows); SourceError naming the file."""
+    source = get_source(spec.source)
+    check_spec_values(spec)
+    if spec.column_map and not source.takes_column_map:
+        raise SourceError(f"column_map is only used by the table source, not {spec.source!r}")
+    if source.layout is None:
+        if source.check is not None:
+            source.check(spec)
+        return Plan(spec, source)
+    kind, where = locate(spec)
+    return Plan(spec, source, source.layout(spec, where, peek_columns(spec, kind, where)), kind, where)
+
+
+@dataclass
+class StageCounts:
+    """What staging found: input rows = accepted + rejected."""
+
+    input_rows: int = 0
+    accepted_rows: int = 0
+    rejected_rows: int = 0
+    responses: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def stage_source(
+    con: duckdb.DuckDBPyConnection, plan: Plan, progress: Callable[[int], None] | None = None
+) -> StageCounts:
+    """Read the planned source into the staged_* temp tables of `con` (see the module docstring)."""
+    con.execute(_CREATE)
+    if plan.layout is None:
+        for batch in plan.source.records(plan.spec, GENERATED_BATCH):  # type: ignore[misc]
+            _stage_records(con, batch)
+            if progress:
+                progress(batch.input_rows)
+    else:
+        for chunk in chunks(plan.spec, plan.kind, plan.where, plan.layout.columns):
+            _stage_chunk(con, plan, chunk)
+            if progress:
+                progress(chunk.table.num_rows)
+    _finish(con, plan)
+    accepted = con.execute("select count(*) from staged_rows").fetchone()[0]
+    reasons = dict(
+        con.execute("select reason, count(*) from staged_rejects group by reason order by reason").fetchall()
+    )
+    rejected = sum(reasons.values())
+    responses = con.execute("select count(*) from staged_responses").fetchone()[0]
+    return StageCounts(accepted + rejected, accepted, rejected, responses, reasons)
+
+
+@contextlib.contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> Iterator[None]:
+    """An Arrow table visible to SQL as `name` for the duration of the block."""
+    con.register(name, table)
+    try:
+        yield
+    finally:
+        con.unregister(name)
+
+
+def _stage_records(con: duckdb.DuckDBPyConnection, batch: SourceBatch) -> None:
+    rs = batch.responses
+    items = pa.table(
+        [
+            [r.row_number for r in rs],
+            list(range(len(rs))),
+            [r.prompt for r in rs],
+            [r.response for r in rs],
+            [r.score for r in rs],
+            [r.gold for r in rs],
+            [r.labelled_pair for r in rs],
+            [r.prompt_id for r in rs],
+            [r.response_id for r in rs],
+            [r.split for r in rs],
+        ],
+        schema=_ITEMS_SCHEMA,
+    )
+    with _registered(con, "_records", items):
+        con.execute("insert into _items select * from _records")
+        con.execute("insert into staged_rows select distinct row_number from _records")
+
+
+# ---------------------------------------------------------------------------------------------- typing
+
+
+def _typed_columns(i: int, t: str, v: str, n: str) -> str:
+    return f"{t} as t{i}, {v} as v{i}, {n} as n{i}"
+
+
+def _json_typed(columns: tuple[str, ...]) -> str:
+    """Each layout column of a JSON line as t{i} (type tag), v{i} (text), n{i} (number), parsed once."""
+    structure = json.dumps(dict.fromkeys(columns, "JSON"))
+    typed = []
+    for i, name in enumerate(columns):
+        f = f"struct_extract(j, {sq.literal(name)})"
+        t = (
+            f"(case json_type({f}) when 'VARCHAR' then 'str' when 'BIGINT' then 'num' "
+            f"when 'UBIGINT' then 'num' when 'DOUBLE' then 'num' when 'NULL' then 'null' "
+            f"else (case when {f} is null then 'null' else 'other' end) end)"
+        )
+        typed.append(_typed_columns(i, t, f"({f} ->> '$')", f"try_cast({f} as double)"))
+    # A row that yyjson reads but Python refuses (a trailing comma) goes to the row-wise checks. A key
+    # repeated in an object: the first one counts on both sides (yyjson's rule; see _parse_json).
+    json_ok = "coalesce(j is not null and not regexp_matches(raw, ',[ \\t\\n\\r]*[\\]}]'), false) as json_ok"
+    return (
+        f"select row_number, pre_reason, raw, padded, {', '.join([*typed, json_ok])} from ("
+        "select row_number, pre_reason, line as raw, padded, "
+        f"case when pre_reason is null then try(json_transform(line, {sq.literal(structure)})) end as j "
+        "from _chunk)"
+    )
+
+
+def _column_typed(chunk: Chunk, kind: str) -> str:
+    """Each layout column of a CSV / Parquet chunk as t{i}, v{i}, n{i}, with the column itself as c{i}."""
+    if kind == CSV:
+        raw = "raw"
+    else:
+        packed = ", ".join(f"{sq.identifier(n)} := c{i}" for i, n in enumerate(chunk.columns))
+        raw = f"to_json(struct_pack({packed}))::varchar"
+    typed = []
+    for i, typ in enumerate(chunk.types):
+        c = f"c{i}"
+        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            tag, v, n = "str", c, "NULL::double"
+        elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
+            tag, v, n = "num", "NULL::varchar", f"{c}::double"
+        else:
+            tag, v, n = "other", "NULL::varchar", "NULL::double"
+        t = f"(case when {c} is null then 'null' else '{tag}' end)"
+        typed.append(f"{c}, {_typed_columns(i, t, v, n)}")
+    return (
+        f"select row_number, pre_reason, {raw} as raw, {', '.join([*typed, 'true as json_ok'])} from _chunk"
+    )
+
+
+def _col(columns: tuple[str, ...]) -> Callable[[str], sq.Col]:
+    index = {name: i for i, name in enumerate(columns)}
+
+    def col(name: str) -> sq.Col:
+        i = index.get(name)
+        return _NULL if i is None else sq.Col(f"t{i}", f"v{i}", f"n{i}")
+
+    return col
+
+
+# ---------------------------------------------------------------------------------------------- chunks
+
+
+def _stage_chunk(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> None:
+    """Check one chunk: the SQL form accepts what it can (one pass, items straight to _items), the rest
+    goes row by row; then duplicate rows are found."""
+    layout = plan.layout
+    assert layout is not None
+    typed = _json_typed(layout.columns) if chunk.form == JSON_FORM else _column_typed(chunk, plan.kind)
+    data = ", ".join(f"c{i}" for i in range(len(layout.columns))) if chunk.form != JSON_FORM else ""
+    keep = f"row_number, raw, pre_reason, {data if data else 'padded'}"
+    if layout.vectorized is not None:
+        vec = layout.vectorized(_col(layout.columns))
+        query = typed
+        for name, expr in vec.lets:
+            query = f"select *, {expr} as {name} from ({query})"
+        items = ", ".join(f"{p} as p{k}, {r} as r{k}, {s} as s{k}" for k, (p, r, s) in enumerate(vec.items))
+        checked = (
+            f"select *, case when accepted then {_row_key(chunk.form)} end as row_key from ("
+            f"select {keep}, coalesce(pre_reason is null and json_ok and ({vec.accept}), false) as accepted, "
+            f"{items}, coalesce({vec.labelled}, false) as labelled from ({query}))"
+        )
+    else:
+        checked = f"select {keep}, false as accepted, null::uhugeint as row_key from ({typed})"
+    with _registered(con, "_chunk", chunk.table):
+        fast = checked.replace("try(json_transform", "(json_transform")
+        try:  # try() is slow: first without it; a chunk with a line yyjson refuses runs again with it
+            con.execute(f"create or replace temp table _checked as {fast}")
+        except duckdb.InvalidInputException:
+            con.execute(f"create or replace temp table _checked as {checked}")
+    if layout.vectorized is not None:
+        for k in range(len(vec.items)):
+            con.execute(
+                "insert into _items (row_number, item, prompt, response, score, labelled_pair) "
+                f"select row_number, {k}, p{k}, r{k}, s{k}, labelled from _checked where accepted"
+            )
+    first_row = int(chunk.table.column("row_number")[0].as_py())
+    _drop_duplicate_rows(con, _check_rowwise(con, plan, chunk), first_row, _row_key(chunk.form))
+
+
+def _row_values(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> list[tuple]:
+    data = "".join(f", c{i}" for i in range(len(chunk.columns))) if chunk.form != JSON_FORM else ""
+    return con.execute(
+        f"select row_number, raw, pre_reason{data} from _checked where not accepted order by row_number"
+    ).fetchall()
+
+
+def _first_key_wins(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose key repeats keeps the first value, as DuckDB's reader does."""
+    row: dict = {}
+    for key, value in pairs:
+        row.setdefault(key, value)
+    return row
+
+
+def _parse_json(raw: str) -> dict:
+    try:
+        row = json.loads(raw.strip(_LINE_WHITESPACE_CHARS), object_pairs_hook=_first_key_wins)
+    except RecursionError:
+        raise Reject(ROW_FIELD, TOO_DEEPLY_NESTED) from None
+    except ValueError:
+        raise Reject(ROW_FIELD, INVALID_JSON) from None
+    if not isinstance(row, dict):
+        raise Reject(ROW_FIELD, NOT_AN_OBJECT)
+    return row
+
+
+def excerpt(raw: str | None) -> str:
+    """The first EXCERPT_CHARS characters of a row as read (CSV fields joined by commas)."""
+    if not raw:
+        return ""
+    text = raw[: 4 * EXCERPT_CHARS].strip().replace(FIELD_SEPARATOR, ",")
+    return text.encode("utf-8", "replace").decode("utf-8")[:EXCERPT_CHARS]
+
+
+def _check_rowwise(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> list[int]:
+    """Check the rows SQL did not accept, one by one; stage their items or rejects. Returns the row
+    numbers accepted here."""
+    layout = plan.layout
+    assert layout is not None
+    item_rows: list[tuple] = []
+    reject_rows: list[tuple] = []
+    accepted: list[int] = []
+    for values in _row_values(con, chunk):
+        row_number, raw, pre_reason = values[:3]
+        try:
+            if pre_reason is not None:
+                raise Reject(ROW_FIELD, pre_reason)
+            if chunk.form == JSON_FORM:
+                row = _parse_json(raw)
+            else:
+                row = {name: v for name, v in zip(chunk.columns, values[3:], strict=True) if v is not None}
+            found, kind = layout.validate(row)
+            if kind != SCORED:
+                pid = prompt_id(found[0][0])
+                if response_id(pid, found[0][1]) == response_id(pid, found[1][1]):
+                    raise Reject(layout.pair_field, IDENTICAL_RESPONSES)
+        except Reject as r:
+            reject_rows.append((row_number, r.field, r.reason, excerpt(raw)))
+            continue
+        except RecursionError:
+            reject_rows.append((row_number, ROW_FIELD, TOO_DEEPLY_NESTED, excerpt(raw)))
+            continue
+        accepted.append(row_number)
+        labelled = kind == LABELLED_PAIR
+        for k, (p, r, s) in enumerate(found):
+            item_rows.append((row_number, k, p, r, s, None, labelled, None, None, None))
+    if item_rows:
+        rowwise = pa.Table.from_pylist(
+            [dict(zip(_ITEMS_SCHEMA.names, r, strict=True)) for r in item_rows], schema=_ITEMS_SCHEMA
+        )
+        with _registered(con, "_rowwise", rowwise):
+            con.execute("insert into _items select * from _rowwise")
+    if reject_rows:
+        rejected = pa.Table.from_pylist(
+            [dict(zip(_REJECTS_SCHEMA.names, r, strict=True)) for r in reject_rows], schema=_REJECTS_SCHEMA
+        )
+        with _registered(con, "_rejected", rejected):
+            con.execute("insert into staged_rejects select * from _rejected")
+    return accepted
+
+
+def _drop_duplicate_rows(
+    con: duckdb.DuckDBPyConnection, rowwise: list[int], first_row: int, row_key: str
+) -> None:
+    """An accepted row whose exact text was accepted before in this run becomes a duplicate_row reject."""
+    rowwise_accepted = pa.table({"row_number": pa.array(rowwise, pa.int64())})
+    with _registered(con, "_rowwise_accepted", rowwise_accepted):
+        con.execute(f"""
+        create or replace temp table _accepted as
+        select row_number, row_key from _checked where accepted
+        union all
+        select row_number, {row_key} from _checked
+        where row_number in (select row_number from _rowwise_accepted)
+        """)
+    con.execute("""
+        create or replace temp table _dups as
+        select row_number from (
+            select *, row_number() over (partition by row_key order by row_number) as nth from _accepted
+        ) where nth > 1 or row_key in (select row_key from _seen)
+    """)
+    if con.execute("select count(*) from _dups").fetchone()[0]:
+        con.execute(f"""
+            insert into staged_rejects
+            select row_number, '{ROW_FIELD}', '{DUPLICATE_ROW}',
+                   left(replace(trim(raw, {_LINE_WHITESPACE}), '{FIELD_SEPARATOR}', ','), {EXCERPT_CHARS})
+            from _checked where row_number in (select row_number from _dups)
+        """)
+        dups = "row_number in (select row_number from _dups)"
+        con.execute(f"delete from _items where row_number >= {first_row} and {dups}")
+        con.execute(f"delete from _accepted where {dups}")
+    con.execute("insert into _seen select distinct row_key from _accepted")
+    con.execute("insert into staged_rows select row_number from _accepted")
+
+
+# ---------------------------------------------------------------------------------------------- ids
+
+
+def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Ids for every staged item (in SQL), one response per (row, response id); for sources that
+    repeat responses across rows, one per response id."""
+    spec = plan.spec
+    pid = sq.prompt_id_sql(sq.normalised("prompt"))
+    con.execute(f"""
+        create or replace temp table _prompt_ids as
+        select prompt, {pid} as prompt_id from (select distinct prompt from _items where prompt_id is null)
+    """)
+    con.execute(f"""
+        create or replace temp table _splits as
+        select prompt_id, {sq.split_sql("prompt_id", spec.test_fraction)} as split
+        from (select distinct prompt_id from _prompt_ids)
+    """)
+    rid = sq.response_id_sql("p.prompt_id", sq.normalised("i.response"))
+    unique = (
+        "qualify row_number() over (partition by response_id order by row_number, item) = 1"
+        if plan.source.unique_responses
+        else ""
+    )
+    several_per_row = con.execute("select count(*) from _items where item > 0 limit 1").fetchone()[0]
+    per_row = (
+        "qualify row_number() over (partition by row_number, response_id order by item) = 1"
+        if plan.layout is not None and several_per_row
+        else ""
+    )
+    con.execute(f"""
+        create or replace temp table staged_responses as
+        select * from (
+            select row_number, item, prompt_id, response_id, prompt, response, score, gold, split,
+                   labelled_pair
+            from (
+                select i.row_number, i.item, i.prompt, i.response, i.score, i.gold, i.labelled_pair,
+                       coalesce(i.prompt_id, p.prompt_id) as prompt_id,
+                       coalesce(i.response_id, {rid}) as response_id,
+                       coalesce(i.split, s.split) as split
+                from _items as i
+                left join _prompt_ids as p on p.prompt = i.prompt
+                left join _splits as s on s.prompt_id = p.prompt_id
+            )
+            {per_row}
+        ) {unique}
+    """)
+    con.execute("drop table _items; drop table _prompt_ids; drop table _splits; drop table _seen")
+    for name in ("_typed", "_checked", "_accepted", "_dups"):
+        con.execute(f"drop table if exists {name}")
+
+
+def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
+    """Keep at most `cap` responses per prompt: new response ids past the cap (in file order, after the
+    responses already in the `stored` table, if given) leave staged_responses. Returns how many left."""
+    stored_ids = (
+        f"where not exists (select 1 from {stored} as r where r.response_id = s.response_id)"
+        if stored
+        else ""
+    )
+    existing = (
+        f"select prompt_id, count(*) as n from {stored} "
+        "where prompt_id in (select prompt_id from new) group by prompt_id"
+        if stored
+        else "select null::varchar as prompt_id, 0 as n where false"
+    )
+    con.execute(f"""
+        create or replace temp table _over_cap as
+        with new as (
+            select prompt_id, response_id, min(row_number) as first_row,
+                   arg_min(item, row_number) as first_item
+            from staged_responses as s {stored_ids}
+            group by prompt_id, response_id
+        ),
+        existing as ({existing}),
+        ranked as (
+            select new.response_id, coalesce(e.n, 0) + row_number() over (
+                partition by new.prompt_id order by first_row, first_item, new.response_id) as k
+            from new left join existing as e using (prompt_id)
+        )
+        select response_id from ranked where k > {int(cap)}
+    """)
+    dropped = con.execute("select count(*) from _over_cap").fetchone()[0]
+    if dropped:
+        con.execute("delete from staged_responses where response_id in (select response_id from _over_cap)")
+    con.execute("drop table _over_cap")
+    return int(dropped)
