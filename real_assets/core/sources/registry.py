@@ -16,6 +16,9 @@ from real_assets.core.sources.rowchecks import Validator
 from real_assets.core.sources.spec import SourceSpec
 from real_assets.core.sources.sqlchecks import Col
 
+CATALOG = __name__.rsplit(".", 1)[0] + ".catalog"
+"""The package whose modules are the sources."""
+
 
 @dataclass(frozen=True)
 class Vectorized:
@@ -66,11 +69,10 @@ class Source:
 @cache
 def sources() -> dict[str, Source]:
     """{name: Source} of every module in the catalog, by name."""
-    from real_assets.core.sources import catalog
-
+    catalog = importlib.import_module(CATALOG)  # by name: the catalog's modules import this one
     found: dict[str, Source] = {}
     for info in sorted(pkgutil.iter_modules(catalog.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{catalog.__name__}.{info.name}")
+        module = importlib.import_module(f"{CATALOG}.{info.name}")
         source = getattr(module, "SOURCE", None)
         if isinstance(source, Source):
             if source.name in found:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 
+import real_assets.core.sources.sqlchecks as sq
 from real_assets.core.hashing import prompt_id, response_id
 from real_assets.core.records import SourceBatch, SourceError
-from real_assets.core.sources import sqlchecks as sq
 from real_assets.core.sources.files import CSV, locate, peek_columns
 from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks
 from real_assets.core.sources.reasons import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from real_assets.core.sources import rowchecks as rc
-from real_assets.core.sources import sqlchecks as sq
+import real_assets.core.sources.rowchecks as rc
+import real_assets.core.sources.sqlchecks as sq
 from real_assets.core.sources.reasons import EMPTY_TEXT, NO_ASSISTANT_TURN, PROMPT_MISMATCH, TEXT_TOO_LONG
 from real_assets.core.sources.registry import Layout, Source, Vectorized, schema_error
 from real_assets.core.sources.spec import SourceSpec

@@ -4,8 +4,8 @@ SHP-2 repeats each comment in many pair rows: each response id is yielded once p
 
 from __future__ import annotations
 
-from real_assets.core.sources import rowchecks as rc
-from real_assets.core.sources import sqlchecks as sq
+import real_assets.core.sources.rowchecks as rc
+import real_assets.core.sources.sqlchecks as sq
 from real_assets.core.sources.registry import Layout, Source, Vectorized, schema_error
 from real_assets.core.sources.spec import SourceSpec
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import real_assets.core.sources.rowchecks as rc
+import real_assets.core.sources.sqlchecks as sq
 from real_assets.core.records import SourceError
-from real_assets.core.sources import rowchecks as rc
-from real_assets.core.sources import sqlchecks as sq
 from real_assets.core.sources.registry import Layout, Source, Vectorized, schema_error
 from real_assets.core.sources.spec import SourceSpec
 

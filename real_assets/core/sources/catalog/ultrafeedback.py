@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from real_assets.core.sources import rowchecks as rc
+import real_assets.core.sources.rowchecks as rc
 from real_assets.core.sources.catalog.table import pair_validator, pair_vectorized
 from real_assets.core.sources.reasons import EMPTY_COMPLETIONS, MISSING_FIELD, WRONG_TYPE
 from real_assets.core.sources.registry import Layout, Source, schema_error
