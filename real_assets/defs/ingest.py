@@ -66,18 +66,17 @@ alter table raw.ingestions add column if not exists responses_over_cap bigint;
 
 _MERGE_RESPONSES = """
 insert into raw.responses
-select distinct on (response_id)
-    response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
+select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from staged_responses as s
 where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
-order by response_id, row_number, item
+qualify row_number() over (partition by response_id order by row_number, item) = 1
 """
 _MERGE_PROMPTS = """
 insert into raw.prompt_texts
-select distinct on (prompt_id) prompt_id, prompt, split, ? as source
+select prompt_id, prompt, split, ? as source
 from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
-order by prompt_id, row_number, item
+qualify row_number() over (partition by prompt_id order by row_number, item) = 1
 """
 # A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
 # pair_candidates forms no other pair for its prompt. Every ingestion stores its own.
