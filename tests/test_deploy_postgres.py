@@ -75,13 +75,17 @@ def test_the_audit_passes_on_the_service(service):
     assert cli.main(["audit", "--home", str(home)]) == 0
 
 
+PAIRS_PER_PARTITION = """
+select seed::varchar || '|' || strategy, count(*) from selection.selected_pairs group by 1
+"""
+"""Selected pairs per partition key of selected_pairs (strategy x seed: `<seed>|<strategy>`)."""
+
+
 def test_two_runs_writing_two_partitions_at_once_both_land(service):
     _, home, env = service
     partitions = defs.resolve_assets_def("selected_pairs").partitions_def.get_partition_keys()[:2]
     with Warehouse().connect(read_only=True) as con:
-        before = dict(
-            con.execute("select strategy, count(*) from selection.selected_pairs group by 1").fetchall()
-        )
+        before = dict(con.execute(PAIRS_PER_PARTITION).fetchall())
     runs = [
         subprocess.Popen(
             [
@@ -109,9 +113,7 @@ def test_two_runs_writing_two_partitions_at_once_both_land(service):
     for run, output in zip(runs, outputs):
         assert run.returncode == 0, output[-4000:]
     with Warehouse().connect(read_only=True) as con:
-        after = dict(
-            con.execute("select strategy, count(*) from selection.selected_pairs group by 1").fetchall()
-        )
+        after = dict(con.execute(PAIRS_PER_PARTITION).fetchall())
     assert after == before and all(after[p] > 0 for p in partitions)
     with dg.DagsterInstance.get() as instance:
         for partition in partitions:
