@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from real_assets.cli import init_lock
 from real_assets.recovery import WORKER_PID_TAG, recover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,8 @@ def _cli(*args: str) -> list[str]:
 
 
 def _slot_holders(home: Path) -> set[str]:
-    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+    # Under the home's init lock: the demo may still be creating the instance's storage.
+    with init_lock(home), dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         return instance.event_log_storage.get_concurrency_run_ids()
 
 
