@@ -60,30 +60,24 @@ def main() -> int:
 
     from real_assets.core.policy import DpoConfig as OurDpoConfig
     from real_assets.core.policy import format_completion, format_prompt
-    from real_assets.definitions import defs
     from real_assets.defs.training import read_selected_pairs, recorded_checkpoint
+    from real_assets.demo import materialize as materialize_assets
     from real_assets.resources import Warehouse
 
     instance = dg.DagsterInstance.get()
 
     def materialize(names, partition=None, ops=None):
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            selection=[dg.AssetKey(n) for n in names],
-            partition_key=partition,
-            instance=instance,
-            resources=defs.resources,
-            run_config={"ops": ops or {}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        result = materialize_assets(names, instance, partition, ops, run_config=quiet)
         assert result.success
         return result
 
     started = time.perf_counter()
     materialize(
         ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"],
-        ops={"raw_responses": {"config": {"n_prompts": args.n_prompts}}},
+        ops={"raw_responses": {"n_prompts": args.n_prompts}},
     )
-    materialize(["reference_policy"], ops={"reference_policy": {"config": {"epochs": args.sft_epochs}}})
+    materialize(["reference_policy"], ops={"reference_policy": {"epochs": args.sft_epochs}})
     materialize(["selected_pairs"], args.partition)
     setup_s = time.perf_counter() - started
     seed, strategy = args.partition.split("|")
@@ -103,9 +97,7 @@ def main() -> int:
     ours_s, bare_s, ours_meta = [], [], {}
     for repeat in range(args.repeats):
         t0 = time.perf_counter()
-        result = materialize(
-            ["dpo_checkpoint"], args.partition, {"dpo_checkpoint": {"config": {"epochs": args.epochs}}}
-        )
+        result = materialize(["dpo_checkpoint"], args.partition, {"dpo_checkpoint": {"epochs": args.epochs}})
         ours_s.append(time.perf_counter() - t0)
         mat = next(m for m in result.get_asset_materialization_events())
         ours_meta = {k: getattr(v, "value", v) for k, v in mat.materialization.metadata.items()}

@@ -33,7 +33,8 @@ import duckdb
 
 from real_assets.core.checkpoints import UNPARTITIONED
 from real_assets.core.hashing import digest_manifest
-from real_assets.defs.common import data_version_of, latest_materialization, partition_tag
+from real_assets.defs.common import data_version_of, latest_materialization
+from real_assets.defs.partitions import partition_tag
 from real_assets.defs.versions import (
     checkpoint_problems,
     content_version,

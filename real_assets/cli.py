@@ -137,7 +137,7 @@ def demo(args) -> int:
     from real_assets.core.report import display_table, markdown_table
     from real_assets.core.selection import STRATEGIES
     from real_assets.definitions import defs
-    from real_assets.defs.common import SEEDS
+    from real_assets.defs.partitions import SEEDS
     from real_assets.demo import run_steps
     from real_assets.recovery import recover
     from real_assets.resources import Warehouse

@@ -26,12 +26,24 @@ def with_code_versions(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefin
     return [versioned(a) for a in assets]
 
 
+def grouped_assets(module) -> list[dg.AssetsDefinition]:
+    """The assets a domain module defines (not those it imports), in the asset group named after it
+    (`defs/training.py` -> `training`)."""
+    group = module.__name__.rsplit(".", 1)[-1]
+    own = [
+        asset
+        for asset in dg.load_assets_from_modules([module])
+        if asset.op.compute_fn.decorated_fn.__module__ == module.__name__
+    ]
+    return list(dg.map_asset_specs(lambda spec: spec.replace_attributes(group_name=group), own))
+
+
 def resources() -> dict:
     """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI)."""
     return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": Compute()}
 
 
-domain_assets = with_code_versions(list(dg.load_assets_from_modules(DOMAINS)))
+domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
 
 defs = dg.Definitions.merge(
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import dagster as dg
@@ -40,6 +40,32 @@ def demo_steps(
             keys = [k for k in keys if int(k.keys_by_dimension.get("seed", 0)) < seeds]
         steps += [(key, partition) for partition in keys]
     return steps
+
+
+def materialize(
+    selection: Sequence[str | dg.AssetKey],
+    instance: dg.DagsterInstance | None = None,
+    partition: str | None = None,
+    ops: dict[str, dict] | None = None,
+    resources: dict | None = None,
+    **kwargs,
+) -> dg.ExecuteInProcessResult:
+    """Materialize these assets of the code location (with their checks) in this process: `ops` maps an
+    asset to its config, `resources` replaces the default resources; other keywords (`tags`,
+    `raise_on_error`, `run_config` entries such as `loggers`) go to `dg.materialize`."""
+    from real_assets.definitions import defs
+
+    run_config = {"ops": {op: {"config": config} for op, config in (ops or {}).items()}}
+    run_config |= kwargs.pop("run_config", {})
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=[dg.AssetKey.from_user_string(s) if isinstance(s, str) else s for s in selection],
+        partition_key=partition,
+        instance=instance,
+        resources={**defs.resources, **(resources or {})},
+        run_config=run_config,
+        **kwargs,
+    )
 
 
 def describe(fields: dict) -> str:

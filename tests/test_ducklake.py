@@ -7,14 +7,13 @@ import sys
 import textwrap
 import time
 
-import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
 from postgres_server import lake_unavailable, running_postgres
 
-from real_assets.definitions import defs
-from real_assets.resources import Compute, Tracking, Warehouse, extension_file, replace_rows
+from real_assets.demo import materialize
+from real_assets.resources import Tracking, Warehouse, extension_file, replace_rows
 
 pytestmark = pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable()))
 
@@ -40,11 +39,10 @@ def test_extensions_come_from_the_wheels_for_this_duckdb():
 
 def _materialize(warehouse: Warehouse, home) -> dict[str, str]:
     tracking = Tracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    result = dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=LAKE_ASSETS,
-        resources={"warehouse": warehouse, "tracking": tracking, "compute": Compute()},
-        run_config={"ops": {"raw_responses": {"config": {"n_prompts": 12, "test_fraction": 0.25}}}},
+    result = materialize(
+        LAKE_ASSETS,
+        ops={"raw_responses": {"n_prompts": 12, "test_fraction": 0.25}},
+        resources={"warehouse": warehouse, "tracking": tracking},
     )
     assert result.success
     versions = {}

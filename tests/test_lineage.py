@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from real_assets.cli import prepare_home
-from real_assets.definitions import defs
+from real_assets.demo import materialize
 from real_assets.resources import Warehouse
 
 PARTITION = "0|easy"
@@ -16,14 +16,7 @@ UPSTREAM = ["raw_responses", "response_embeddings", "response_similarity", "pair
 
 
 def _materialize(instance, names, partition=None, ops=None):
-    result = dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=[dg.AssetKey(n) for n in names],
-        partition_key=partition,
-        instance=instance,
-        resources=defs.resources,
-        run_config={"ops": ops or {}},
-    )
+    result = materialize(names, instance, partition, ops)
     assert result.success
     return result
 
@@ -42,21 +35,21 @@ def small_home(tmp_path_factory):
         prepare_home(str(home))
         instance = dg.DagsterInstance.get()
         tiny_reference = {"epochs": 1.0, "n_layer": 1, "n_embd": 32, "vocab_size": 400}
-        _materialize(instance, UPSTREAM, ops={"raw_responses": {"config": {"n_prompts": 24}}})
-        _materialize(instance, ["reference_policy"], ops={"reference_policy": {"config": tiny_reference}})
+        _materialize(instance, UPSTREAM, ops={"raw_responses": {"n_prompts": 24}})
+        _materialize(instance, ["reference_policy"], ops={"reference_policy": tiny_reference})
         _materialize(instance, ["selected_pairs"], PARTITION)
         dpo = _materialize(
             instance,
             ["dpo_checkpoint"],
             PARTITION,
-            {"dpo_checkpoint": {"config": {"beta": 0.1, "epochs": 1.0}}},
+            {"dpo_checkpoint": {"beta": 0.1, "epochs": 1.0}},
         )
-        tiny_eval = {"eval_scores": {"config": {"samples_per_prompt": 1, "max_new_tokens": 4}}}
+        tiny_eval = {"eval_scores": {"samples_per_prompt": 1, "max_new_tokens": 4}}
         first_eval = _materialize(instance, ["eval_scores"], PARTITION, tiny_eval)
         # The reference is retrained (another seed: other weights, another data version); the DPO
         # checkpoint is not. Eval must still compare the checkpoint with the reference it was trained from.
         retrained = _materialize(
-            instance, ["reference_policy"], ops={"reference_policy": {"config": tiny_reference | {"seed": 7}}}
+            instance, ["reference_policy"], ops={"reference_policy": tiny_reference | {"seed": 7}}
         )
         second_eval = _materialize(instance, ["eval_scores"], PARTITION, tiny_eval)
         yield home, dpo, first_eval, retrained, second_eval

@@ -9,8 +9,9 @@ from mlflow import MlflowClient
 from real_assets import cli
 from real_assets.core.selection import STRATEGIES
 from real_assets.definitions import defs
-from real_assets.defs.common import partition_tag
+from real_assets.defs.partitions import partition_tag
 from real_assets.defs.versions import CHECKPOINTS_TABLE, partition_columns, tables_of
+from real_assets.demo import materialize
 from real_assets.resources import Warehouse, table_exists
 
 GRAPH = defs.resolve_asset_graph()
@@ -205,13 +206,7 @@ def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_env):
     keys.append(dg.AssetKey("pair_candidates"))
     with _instance(demo_env) as instance:
         before = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            selection=keys,
-            instance=instance,
-            resources=defs.resources,
-            run_config={"ops": {"raw_responses": {"config": {"n_prompts": 40}}}},
-        )
+        result = materialize(keys, instance, ops={"raw_responses": {"n_prompts": 40}})
         assert result.success
         after = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
     assert after == before

@@ -29,6 +29,7 @@ import pytest
 from real_assets.cli import prepare_home
 from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
+from real_assets.demo import materialize
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -126,13 +127,11 @@ def _prepare(instance: dg.DagsterInstance, strategy: str) -> None:
             continue
         name = key.to_user_string()
         partitioned = graph.get(key).partitions_def is not None
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            selection=[key],
-            partition_key=_partition_key(name, strategy) if partitioned else None,
-            instance=instance,
-            resources=defs.resources,
-            run_config={"ops": {name: {"config": PREPARE_CONFIG[name]}}} if name in PREPARE_CONFIG else {},
+        result = materialize(
+            [key],
+            instance,
+            _partition_key(name, strategy) if partitioned else None,
+            {name: PREPARE_CONFIG[name]} if name in PREPARE_CONFIG else {},
             tags={"real_assets/launched_by": "test_ui_browser"},
         )
         assert result.success, name

@@ -31,17 +31,9 @@ from real_assets.core.report import (
 )
 from real_assets.core.selection import STRATEGIES, BudgetSweepConfig, SelectionConfig, select_pairs
 from real_assets.core.stats import paired_bootstrap
-from real_assets.defs.common import (
-    GPU_POOL,
-    WAREHOUSE_POOL,
-    finish,
-    step_config,
-    strategy_and_seed,
-    strategy_seed_partitions,
-    to_core,
-    upstream_versions,
-)
+from real_assets.defs.common import GPU_POOL, WAREHOUSE_POOL, step_config, tracked_step
 from real_assets.defs.conditions import EAGER, on_new_training_data
+from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
@@ -149,7 +141,6 @@ def _scoring(training: dict) -> Scoring:
 
 
 @dg.asset(
-    group_name="evaluation",
     kinds={"pytorch", "duckdb"},
     deps=[dpo_checkpoint],
     partitions_def=strategy_seed_partitions,
@@ -174,11 +165,9 @@ def eval_scores(
     compute: Compute,
     tracking: Tracking,
 ):
-    cfg: EvalConfig = to_core(config, EvalConfig)
-    strategy, seed = strategy_and_seed(context)
-    upstream = upstream_versions(context)
-    with tracking.step(context, upstream) as step:
-        step.log_params(config.model_dump() | {"strategy": strategy, "seed": seed})
+    with tracked_step(context, tracking, config) as step:
+        cfg: EvalConfig = step.config
+        strategy, seed, upstream = step.strategy, step.seed, step.upstream
         checkpoint_version = upstream.get("dpo_checkpoint")
         policy, training = recorded_checkpoint(
             warehouse, "dpo_checkpoint", checkpoint_version, context.partition_key
@@ -212,10 +201,7 @@ def eval_scores(
             replace_rows(con, EVAL_SCORES.name, frame, partition=partition)
             replace_rows(con, EVAL_OUTCOMES.name, items, partition=partition)
             content = content_version(con, [EVAL_SCORES, EVAL_OUTCOMES], partition)
-        result = finish(
-            context,
-            tracking,
-            step,
+        result = step.finish(
             content.version,
             {k: v for k, v in row.items() if v is not None} | content.metadata(),
         )
@@ -244,7 +230,6 @@ def _reports_dir() -> Path:
 
 
 @dg.asset(
-    group_name="evaluation",
     kinds={"duckdb", "python"},
     deps=[eval_scores],
     pool=WAREHOUSE_POOL,
@@ -258,7 +243,7 @@ def _reports_dir() -> Path:
 def strategy_comparison(
     context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking
 ) -> dg.MaterializeResult:
-    with tracking.step(context, upstream_versions(context)) as step:
+    with tracked_step(context, tracking) as step:
         with warehouse.connect() as con:
             per_seed = con.execute("""
                 select e.strategy, e.seed, s.pairs, s.mean_cosine, s.label_error_rate, e.preference_accuracy,
@@ -307,7 +292,7 @@ def strategy_comparison(
             "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
             "differences_json": dg.MetadataValue.json(json.loads(diffs.to_json(orient="records"))),
         }
-        return finish(context, tracking, step, content.version, metadata)
+        return step.finish(content.version, metadata)
 
 
 def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -325,7 +310,6 @@ def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @dg.asset(
-    group_name="evaluation",
     kinds={"pytorch", "duckdb"},
     deps=[eval_scores, reference_policy],
     pool=GPU_POOL,
@@ -342,14 +326,13 @@ def budget_sweep(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    cfg: BudgetSweepConfig = to_core(config, BudgetSweepConfig)
-    with tracking.step(context, upstream_versions(context)) as step:
-        step.log_params(config.model_dump())
+    with tracked_step(context, tracking, config) as step:
+        cfg: BudgetSweepConfig = step.config
         all_rows, all_outcomes = _all_reference(warehouse)
         if all_rows.empty:
             # No `all` partition evaluated (e.g. a demo of one strategy): train the full budget here too.
             context.log.warning("no eval_scores[<seed>|all]: the sweep trains the full budget itself")
-            training = {"reference_version": upstream_versions(context).get("reference_policy")}
+            training = {"reference_version": step.upstream.get("reference_policy")}
             dpo = DpoConfig()
         else:
             # The `all` checkpoints' own training record: the sweep trains with exactly those settings.
@@ -455,4 +438,4 @@ def budget_sweep(
             "rows": content.rows,
             **content.metadata(),
         }
-        return finish(context, tracking, step, content.version, metadata)
+        return step.finish(content.version, metadata)

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
 from real_assets.core.progress import Progress, Report
-from real_assets.defs.common import GPU_POOL, finish, upstream_versions
+from real_assets.defs.common import GPU_POOL, tracked_step
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
@@ -121,7 +121,6 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
 
 
 @dg.asset(
-    group_name="features",
     kinds={"duckdb", "pytorch"},
     deps=[raw_responses],
     pool=GPU_POOL,
@@ -137,8 +136,8 @@ def response_embeddings(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    with tracking.step(context, upstream_versions(context)) as step:
-        step.log_params(config.model_dump() | {"batch_size": compute.embed_batch_size})
+    with tracked_step(context, tracking, config) as step:
+        step.log_params({"batch_size": compute.embed_batch_size})
         result = embed_new_responses(warehouse, compute, config, report=context.log.info)
         version = result.pop("data_version")
         digests = result.pop("table_digests")
@@ -147,4 +146,4 @@ def response_embeddings(
             "table_digests": dg.MetadataValue.json(digests),
             "dagster/row_count": result["rows"],
         }
-        return finish(context, tracking, step, version, metadata)
+        return step.finish(version, metadata)

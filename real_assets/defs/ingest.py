@@ -15,7 +15,7 @@ from real_assets.core.progress import Progress
 from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
-from real_assets.defs.common import WAREHOUSE_POOL, finish
+from real_assets.defs.common import WAREHOUSE_POOL, tracked_step
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
 from real_assets.resources import Tracking, Warehouse
 
@@ -203,7 +203,6 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
 
 
 @dg.asset(
-    group_name="ingest",
     kinds={"duckdb", "python"},
     pool=WAREHOUSE_POOL,
     metadata=table_metadata(*RAW_TABLES),
@@ -213,10 +212,7 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
 def raw_responses(
     context: dg.AssetExecutionContext, config: IngestConfig, warehouse: Warehouse, tracking: Tracking
 ) -> dg.MaterializeResult:
-    with tracking.step(context) as step:
-        step.log_params(
-            config.model_dump(exclude={"column_map"}) | {"column_map": dict(config.column_map or {})}
-        )
+    with tracked_step(context, tracking, config) as step:
         try:
             result = ingest(warehouse, config, report=context.log.info)
         except (SourceError, TamperedWarehouse) as e:
@@ -237,7 +233,7 @@ def raw_responses(
             "rejects_by_reason": dg.MetadataValue.json(reasons),
             "dagster/row_count": result["responses"],
         }
-        return finish(context, tracking, step, version, metadata)
+        return step.finish(version, metadata)
 
 
 UNIQUE_IDS = "unique_response_and_prompt_ids"

@@ -7,17 +7,10 @@ import pandas as pd
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
-from real_assets.defs.common import (
-    WAREHOUSE_POOL,
-    finish,
-    step_config,
-    strategy_and_seed,
-    strategy_seed_partitions,
-    to_core,
-    upstream_versions,
-)
+from real_assets.defs.common import WAREHOUSE_POOL, step_config, tracked_step
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
+from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.training import recorded_checkpoint, reference_policy
 from real_assets.defs.versions import (
     Content,
@@ -142,7 +135,6 @@ def write_selection(
 
 
 @dg.asset(
-    group_name="selection",
     kinds={"duckdb", "python"},
     deps=["pair_candidates", response_embeddings, reference_policy],
     partitions_def=strategy_seed_partitions,
@@ -160,12 +152,10 @@ def selected_pairs(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    cfg: SelectionConfig = to_core(config, SelectionConfig)
-    strategy, seed = strategy_and_seed(context)
-    needs = STRATEGY_REGISTRY[strategy].needs
-    upstream = upstream_versions(context)
-    with tracking.step(context, upstream) as step:
-        step.log_params(config.model_dump() | {"strategy": strategy, "seed": seed})
+    with tracked_step(context, tracking, config) as step:
+        cfg: SelectionConfig = step.config
+        strategy, seed, upstream = step.strategy, step.seed, step.upstream
+        needs = STRATEGY_REGISTRY[strategy].needs
         candidates, embeddings = read_train_candidates(
             warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
         )
@@ -187,4 +177,4 @@ def selected_pairs(
             **content.metadata(),
             "dagster/row_count": content.rows,
         }
-        return finish(context, tracking, step, content.version, metadata)
+        return step.finish(content.version, metadata)

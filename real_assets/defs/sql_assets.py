@@ -6,7 +6,7 @@ import dagster as dg
 
 from real_assets.core.hashing import code_digest, digest
 from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models
-from real_assets.defs.common import WAREHOUSE_POOL, finish, upstream_versions
+from real_assets.defs.common import WAREHOUSE_POOL, tracked_step
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata, tables_of
 from real_assets.resources import Tracking, Warehouse
@@ -59,7 +59,7 @@ def build_sql_asset(model: SqlModel, owners: dict[str, dg.AssetKey]) -> dg.Asset
         metadata={"sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"), **table_metadata(table)},
     )
     def _sql_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking):
-        with tracking.step(context, upstream_versions(context)) as step:
+        with tracked_step(context, tracking) as step:
             step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
             with warehouse.connect() as con:
                 con.execute(f"create or replace table {model.table} as {model.sql}")
@@ -70,7 +70,7 @@ def build_sql_asset(model: SqlModel, owners: dict[str, dg.AssetKey]) -> dg.Asset
                 **content.metadata(),
                 **_lineage_metadata(model, warehouse, owners),
             }
-            return finish(context, tracking, step, content.version, metadata)
+            return step.finish(content.version, metadata)
 
     return _sql_asset
 

@@ -25,17 +25,10 @@ from real_assets.core.policy import (
     train_sft,
     training_record,
 )
-from real_assets.defs.common import (
-    GPU_POOL,
-    finish,
-    step_config,
-    strategy_and_seed,
-    strategy_seed_partitions,
-    to_core,
-    upstream_versions,
-)
+from real_assets.defs.common import GPU_POOL, step_config, tracked_step
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
+from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import checkpoint_check, checkpoint_metadata
 from real_assets.resources import Compute, StepRun, Tracking, Warehouse, replace_rows
 from real_assets.settings import checkpoints_dir
@@ -120,7 +113,6 @@ def _train_metadata(result: TrainResult) -> dict[str, Any]:
 
 
 @dg.asset(
-    group_name="training",
     kinds={"pytorch", "huggingface"},
     deps=[raw_responses],
     pool=GPU_POOL,
@@ -136,9 +128,8 @@ def reference_policy(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    cfg: ReferenceConfig = to_core(config, ReferenceConfig)
-    with tracking.step(context, upstream_versions(context)) as step:
-        step.log_params(config.model_dump())
+    with tracked_step(context, tracking, config) as step:
+        cfg: ReferenceConfig = step.config
         with warehouse.connect(read_only=True) as con:
             train = con.execute("""
                 select p.prompt, r.response, r.score, r.response_id
@@ -172,7 +163,7 @@ def reference_policy(
             **_train_metadata(result),
             "registered_model_version": version,
         }
-        return finish(context, tracking, step, ckpt.data_version, metadata)
+        return step.finish(ckpt.data_version, metadata)
 
 
 def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
@@ -192,7 +183,6 @@ def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
 
 
 @dg.asset(
-    group_name="training",
     kinds={"pytorch", "huggingface"},
     deps=[dg.AssetKey("selected_pairs"), reference_policy],
     partitions_def=strategy_seed_partitions,
@@ -209,11 +199,9 @@ def dpo_checkpoint(
     compute: Compute,
     tracking: Tracking,
 ) -> dg.MaterializeResult:
-    cfg: DpoConfig = to_core(config, DpoConfig)
-    strategy, seed = strategy_and_seed(context)
-    upstream = upstream_versions(context)
-    with tracking.step(context, upstream) as step:
-        step.log_params(config.model_dump() | {"strategy": strategy, "seed": seed})
+    with tracked_step(context, tracking, config) as step:
+        cfg: DpoConfig = step.config
+        strategy, seed, upstream = step.strategy, step.seed, step.upstream
         reference_version = upstream.get("reference_policy")
         reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
         pairs = read_selected_pairs(warehouse, strategy, seed)
@@ -256,7 +244,7 @@ def dpo_checkpoint(
             "final/rewards_accuracies": last.get("rewards/accuracies", float("nan")),
             "registered_model_version": version,
         }
-        return finish(context, tracking, step, ckpt.data_version, metadata)
+        return step.finish(ckpt.data_version, metadata)
 
 
 checkpoint_checks = [checkpoint_check(reference_policy), checkpoint_check(dpo_checkpoint)]
