@@ -267,7 +267,14 @@ def _final_loss(history: list[dict]) -> float | None:
 
 
 def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[dict, dict, Path, Path, int]:
-    from real_assets.core.policy import DpoConfig, ReferenceConfig, build_base, train_dpo, train_sft
+    from real_assets.core.policy import (
+        DpoConfig,
+        ReferenceConfig,
+        Reporting,
+        build_base,
+        train_dpo,
+        train_sft,
+    )
 
     prompts = sorted(by_prompt)
     best = {p: max(by_prompt[p], key=lambda r: r.score) for p in prompts}
@@ -282,7 +289,7 @@ def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[d
     _reset_peak(device.device)
     sft_dir = work / "sft"
     started = time.perf_counter()
-    result = train_sft(model, tokenizer, sft_rows, sft_cfg, sft_dir, device, report=lines.append)
+    result = train_sft(model, tokenizer, sft_rows, sft_cfg, sft_dir, device, Reporting(report=lines.append))
     _synchronize(device.device)
     sft = _training_figures(result, time.perf_counter() - started, sizes, device, "examples")
     sft["params"] = params
@@ -294,8 +301,9 @@ def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[d
     _reset_peak(device.device)
     dpo_dir = work / "dpo"
     started = time.perf_counter()
+    dpo_cfg = DpoConfig(**common)
     result = train_dpo(
-        sft_dir, pairs[: sizes.dpo_pairs], DpoConfig(**common), 0, dpo_dir, device, report=lines.append
+        sft_dir, pairs[: sizes.dpo_pairs], dpo_cfg, 0, dpo_dir, device, Reporting(report=lines.append)
     )
     _synchronize(device.device)
     dpo = _training_figures(result, time.perf_counter() - started, sizes, device, "pairs")

@@ -224,6 +224,16 @@ def _instance_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _server_parser(sub, name: str, help: str, port: int, func) -> argparse.ArgumentParser:
+    """A subcommand that serves a UI: `--home`, and `--host`/`--port` bound to 127.0.0.1 by default."""
+    parser = sub.add_parser(name, help=f"{help} on 127.0.0.1")
+    parser.add_argument("--home")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=port)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def run_audit(args: argparse.Namespace) -> int:
     from real_assets.audit import audit
     from real_assets.definitions import defs
@@ -275,19 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     _instance_argument(p)
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("ui", help="serve the Dagster UI and daemon (dagster dev) on 127.0.0.1")
-    p.add_argument("--home")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=3000)
+    p = _server_parser(sub, "ui", "serve the Dagster UI and daemon (dagster dev)", 3000, ui)
     _instance_argument(p)
-    p.set_defaults(func=ui)
 
-    p = sub.add_parser("mlflow-ui", help="serve the MLflow tracking server and UI on 127.0.0.1")
-    p.add_argument("--home")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5000)
+    p = _server_parser(sub, "mlflow-ui", "serve the MLflow tracking server and UI", 5000, mlflow_ui)
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
-    p.set_defaults(func=mlflow_ui)
 
     add_audit_parser(sub)
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ from real_assets.core.evaluation import EvalConfig, HeldOutPair, Scoring, evalua
 from real_assets.core.policy import (
     DpoConfig,
     ReferenceConfig,
+    Reporting,
     build_base,
     choose_max_length,
     derive_max_length,
@@ -52,8 +53,7 @@ def trained(tmp_path_factory):
         0,
         root / "dpo",
         device,
-        on_log=lambda step, logs: curve.append((step, logs)),
-        report=lines.append,
+        Reporting(on_log=lambda step, logs: curve.append((step, logs)), report=lines.append),
     )
     return root, device, sft, dpo, curve, lines
 

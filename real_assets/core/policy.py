@@ -8,6 +8,7 @@ ever sees rows that already fit. Every function takes and returns plain paths, r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -245,14 +246,24 @@ def load_policy(path: Path, device: DeviceChoice):
 # ---------------------------------------------------------------------------------------------- training
 
 
+@dataclasses.dataclass(frozen=True)
+class Reporting:
+    """Where a training run reports: `on_log(step, metrics)` receives the trainer's logged metrics (a
+    curve for MLflow), `report` the progress lines, at most every `every_s` seconds."""
+
+    on_log: Callable[[int, dict[str, float]], None] | None = None
+    report: Report | None = None
+    every_s: float = 3.0
+
+
 class _TrainingLog(TrainerCallback):
     """The trainer's logged metrics step by step (forwarded to `on_log`), and progress lines (done/total
     steps, rate, ETA, latest loss) through `core.progress.Progress`."""
 
-    def __init__(self, task: str, on_log, report: Report | None, every_s: float):
+    def __init__(self, task: str, reporting: Reporting):
         self.rows: list[dict[str, float]] = []
-        self.forward = on_log
-        self.progress = Progress(task, None, report, unit="steps", every_s=every_s)
+        self.forward = reporting.on_log
+        self.progress = Progress(task, None, reporting.report, unit="steps", every_s=reporting.every_s)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress.total = state.max_steps
@@ -337,9 +348,7 @@ def train_sft(
     cfg: ReferenceConfig,
     out_dir: Path,
     device: DeviceChoice,
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
-    report: Report | None = None,
-    progress_every_s: float = 3.0,
+    reporting: Reporting = Reporting(),
 ) -> TrainResult:
     """Supervised fine-tuning on (prompt, response) rows with TRL's SFTTrainer, loss on the response only;
     saves to out_dir."""
@@ -351,7 +360,7 @@ def train_sft(
     data, truncated, dropped = sft_dataset(tokenizer, rows, max_length, cfg.min_response_tokens)
     if not data:
         raise ValueError(f"no SFT row keeps {cfg.min_response_tokens} response tokens within {max_length}")
-    log = _TrainingLog("sft", on_log, report, progress_every_s)
+    log = _TrainingLog("sft", reporting)
     trainer = SFTTrainer(
         model=model,
         args=_trainer_args(SFTConfig, cfg, cfg.seed, max_length, out_dir, device, completion_only_loss=True),
@@ -420,9 +429,7 @@ def train_dpo(
     seed: int,
     out_dir: Path,
     device: DeviceChoice,
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
-    report: Report | None = None,
-    progress_every_s: float = 3.0,
+    reporting: Reporting = Reporting(),
 ) -> TrainResult:
     """DPO with TRL's DPOTrainer on (prompt, chosen, rejected) rows, starting from (and with the reference
     model) `reference_dir`; saves the policy to out_dir."""
@@ -440,7 +447,7 @@ def train_dpo(
     data, truncated, dropped = dpo_dataset(tokenizer, rows, max_length, cfg.min_response_tokens)
     if not data:
         raise ValueError(f"no DPO pair keeps {cfg.min_response_tokens} response tokens within {max_length}")
-    log = _TrainingLog("dpo", on_log, report, progress_every_s)
+    log = _TrainingLog("dpo", reporting)
     trainer = _pretokenized_dpo_trainer()(
         model=model,
         args=_trainer_args(

@@ -20,7 +20,7 @@ from real_assets.core.evaluation import (
     gold_scorer,
     reward_model_scorer,
 )
-from real_assets.core.policy import DpoConfig, train_dpo
+from real_assets.core.policy import DpoConfig, Reporting, train_dpo
 from real_assets.core.report import (
     budget_plot,
     comparison_plot,
@@ -375,7 +375,7 @@ def budget_sweep(
                                     seed,
                                     out,
                                     device,
-                                    report=context.log.info,
+                                    Reporting(report=context.log.info),
                                 )
                                 scoring = Scoring(dpo.beta, result.max_length, dpo.min_response_tokens)
                                 metrics, outcomes = evaluate_policy(

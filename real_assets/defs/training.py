@@ -17,6 +17,7 @@ from real_assets.core.checkpoints import UNPARTITIONED, Checkpoint, finalize, st
 from real_assets.core.policy import (
     DpoConfig,
     ReferenceConfig,
+    Reporting,
     TrainResult,
     build_base,
     format_completion,
@@ -29,7 +30,7 @@ from real_assets.defs.common import GPU_POOL, step_config, tracked_step
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.partitions import strategy_seed_partitions
-from real_assets.defs.versions import checkpoint_check, checkpoint_metadata
+from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
 from real_assets.resources import Compute, StepRun, Tracking, Warehouse, replace_rows
 from real_assets.settings import checkpoints_dir
 
@@ -88,14 +89,10 @@ def recorded_checkpoint(
     if not data_version:
         raise dg.Failure(f"{asset}[{partition}] has no materialization to build on: materialize it first")
     with warehouse.connect(read_only=True) as con:
-        row = con.execute(
-            "select path, training from models.checkpoints where asset = ? and partition = ? "
-            "and data_version = ?",
-            [asset, partition, data_version],
-        ).fetchone()
-    if row is None:
+        record = read_checkpoint_record(con, asset, partition, data_version)
+    if record is None:
         raise dg.Failure(f"models.checkpoints has no {asset}[{partition}] with data version {data_version}")
-    return Path(row[0]), json.loads(row[1]) if row[1] else {}
+    return record.path, record.training
 
 
 def _log_curve(step: StepRun, prefix: str):
@@ -142,16 +139,8 @@ def reference_policy(
         device = compute.choice()
         model, tokenizer = build_base(cfg, corpus)
         out = staging_dir(checkpoints_dir(), "reference_policy", None)
-        result = train_sft(
-            model,
-            tokenizer,
-            list(chosen.items()),
-            cfg,
-            out,
-            device,
-            _log_curve(step, "sft"),
-            context.log.info,
-        )
+        reporting = Reporting(_log_curve(step, "sft"), context.log.info)
+        result = train_sft(model, tokenizer, list(chosen.items()), cfg, out, device, reporting)
         training = training_record(
             cfg, max_length=result.max_length, max_length_source=result.max_length_source
         )
@@ -213,9 +202,8 @@ def dpo_checkpoint(
         rows = list(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))
         device = compute.choice()
         out = staging_dir(checkpoints_dir(), "dpo_checkpoint", context.partition_key)
-        result = train_dpo(
-            reference, rows, cfg, seed, out, device, _log_curve(step, "train"), context.log.info
-        )
+        reporting = Reporting(_log_curve(step, "train"), context.log.info)
+        result = train_dpo(reference, rows, cfg, seed, out, device, reporting)
         training = training_record(
             cfg,
             seed=seed,

@@ -134,10 +134,31 @@ def content_version(
 
 @dataclass
 class CheckpointRecord:
+    """A `models.checkpoints` row: the folder, its file manifest, the runs that made it and the training
+    record (hyperparameters and lineage) it was trained with."""
+
     path: Path
     manifest: dict[str, str]
     mlflow_run_id: str | None
     dagster_run_id: str | None
+    training: dict
+
+
+def read_checkpoint_record(
+    con: duckdb.DuckDBPyConnection, asset: str, partition: str | None, data_version: str
+) -> CheckpointRecord | None:
+    """The recorded checkpoint of an asset partition with this data version, if any."""
+    row = con.execute(
+        "select path, manifest, mlflow_run_id, dagster_run_id, training from models.checkpoints "
+        "where asset = ? and partition = ? and data_version = ?",
+        [asset, partition or UNPARTITIONED, data_version],
+    ).fetchone()
+    if row is None:
+        return None
+    path, manifest, mlflow_run_id, dagster_run_id, training = row
+    return CheckpointRecord(
+        Path(path), json.loads(manifest), mlflow_run_id, dagster_run_id, json.loads(training or "{}")
+    )
 
 
 def checkpoint_problems(
@@ -147,14 +168,9 @@ def checkpoint_problems(
     hash to the data version, the folder must be `<asset>/<partition>/<data_version>` and every file
     must match the manifest (`core.checkpoints.verify`)."""
     part = partition or UNPARTITIONED
-    row = con.execute(
-        "select path, manifest, mlflow_run_id, dagster_run_id from models.checkpoints "
-        "where asset = ? and partition = ? and data_version = ?",
-        [asset, part, data_version],
-    ).fetchone()
-    if row is None:
+    record = read_checkpoint_record(con, asset, part, data_version)
+    if record is None:
         return [f"no models.checkpoints row for data version {data_version}"], None
-    record = CheckpointRecord(Path(row[0]), json.loads(row[1]), row[2], row[3])
     problems = []
     if digest_manifest(record.manifest)[:16] != data_version:
         problems.append(f"manifest hashes to {digest_manifest(record.manifest)[:16]}, not {data_version}")
