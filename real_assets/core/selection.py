@@ -1,6 +1,6 @@
 """Pair selection strategies of the REAL paper over the candidate pairs of the train split.
 
-Semantics (DESIGN.md): with several responses per prompt, each strategy picks one pair per prompt; with
+Semantics (docs/design.md): with several responses per prompt, each strategy picks one pair per prompt; with
 exactly one candidate pair per prompt (HH-RLHF), pairs are ranked globally and a fraction is kept.
 Direction is decided before selection in SQL (chosen = higher label score), so a strategy only picks.
 A strategy is one `STRATEGY_REGISTRY` entry: its pick function and the inputs it needs (`embeddings` of
