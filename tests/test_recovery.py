@@ -36,10 +36,18 @@ def _slot_holders(home: Path) -> set[str]:
         return instance.event_log_storage.get_concurrency_run_ids()
 
 
-def test_a_run_killed_mid_step_is_recovered_by_the_next_demo(tmp_path):
-    home = tmp_path / "home"
-    first = subprocess.Popen(
-        _cli("demo", "--home", str(home), *SMALL),
+def _materialized_steps() -> list[str]:
+    from real_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    return [k.to_user_string() for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+
+
+def _kill_demo_during(home: Path, steps: list[str], args: list[str], ignore: set[str]) -> tuple[str, str]:
+    """Start `real-assets demo`, and kill -9 its whole process group while a run of one of `steps` holds a
+    pool slot (every asset is in a pool); returns (run id, asset) of the run it killed."""
+    demo = subprocess.Popen(
+        _cli("demo", "--home", str(home), *args),
         env=_env(home),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -47,27 +55,54 @@ def test_a_run_killed_mid_step_is_recovered_by_the_next_demo(tmp_path):
     )
     try:
         deadline = time.monotonic() + HANG_GUARD_S
-        while not ((home / "dagster" / "dagster.yaml").exists() and _slot_holders(home)):
-            assert first.poll() is None, "the demo ended before any step held a pool slot"
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        while not (home / "dagster" / "dagster.yaml").exists():
+            assert demo.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with init_lock(home):  # the demo may still be creating the instance's storage
+            instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+        with instance:
+            while True:
+                assert demo.poll() is None, f"the demo ended before any of {steps} ran"
+                assert time.monotonic() < deadline
+                for run_id in instance.event_log_storage.get_concurrency_run_ids() - ignore:
+                    run = instance.get_run_by_id(run_id)
+                    asset = next(iter(run.asset_selection or []), None) if run else None
+                    if asset is not None and asset.to_user_string() in steps:
+                        return run_id, asset.to_user_string()
+                time.sleep(0.05)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-    [dead_run] = _slot_holders(home)  # the killed step still holds its pool slot
+        os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
 
-    second = subprocess.run(
-        _cli("demo", "--home", str(home), *SMALL),
+
+def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
+    """kill -9 in each step of the graph in turn (each demo recovers the run the previous one left
+    behind, then is killed one step further), then a demo that finishes, and an audit that passes."""
+    home = tmp_path / "home"
+    args = [*SMALL, "--seeds", "1", "--partition", "0|easy"]
+    order = _materialized_steps()
+    killed: list[tuple[str, str]] = []
+    remaining = order
+    while remaining:
+        run_id, asset = _kill_demo_during(home, remaining, args, {r for r, _ in killed})
+        killed.append((run_id, asset))
+        remaining = order[order.index(asset) + 1 :]
+    assert [asset for _, asset in killed] == order  # no step was over before a kill could reach it
+
+    last = subprocess.run(
+        _cli("demo", "--home", str(home), *args),
         env=_env(home),
         capture_output=True,
         text=True,
         timeout=HANG_GUARD_S,
     )
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert f"recovered: run {dead_run[:8]}" in second.stdout
-    assert f"recovered: freed the concurrency slots held by run {dead_run[:8]}" in second.stdout
+    assert last.returncode == 0, last.stdout + last.stderr
+    dead_run = killed[-1][0]
+    assert f"recovered: run {dead_run[:8]}" in last.stdout
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE
+        for run_id, asset in killed:
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE, asset
+        assert not instance.event_log_storage.get_concurrency_run_ids()
     assert not list((home / "checkpoints").glob("*/*/_staging-*"))
 
     audit = subprocess.run(_cli("audit", "--home", str(home)), env=_env(home), capture_output=True, text=True)
@@ -209,3 +244,19 @@ def test_the_daemon_fails_a_dead_ui_run_and_frees_its_slots(tmp_path, monkeypatc
         [record] = instance.get_run_records(dg.RunsFilter(run_ids=[live.run_id]))
         monitor_started_run(instance, None, record, logging.getLogger("test"))
         assert instance.get_run_by_id(live.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_the_team_deployment_fails_dead_runs_and_frees_their_slots():
+    """deploy/dagster.yaml (validated against Dagster's instance schema) gives the daemon's run monitoring
+    the launcher that can tell a dead run worker, and frees the pool slots of ended runs."""
+    import importlib
+
+    from dagster._core.instance.config import dagster_instance_config
+
+    from real_assets.recovery import PidCheckingRunLauncher
+
+    config, _ = dagster_instance_config(str(ROOT / "deploy"), "dagster.yaml")
+    launcher = config["run_launcher"]
+    assert getattr(importlib.import_module(launcher["module"]), launcher["class"]) is PidCheckingRunLauncher
+    assert config["run_monitoring"]["enabled"]
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
