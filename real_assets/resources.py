@@ -8,15 +8,18 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import duckdb
+import numpy as np
 
-from real_assets.core.device import DeviceChoice, pick_device
+from real_assets.core.device import DeviceChoice, on_device, pick_device
+from real_assets.core.embedding import embed_chunks
 from real_assets.core.hashing import table_digest_sql
+from real_assets.core.progress import Progress
 from real_assets.core.sql_models import validate_identifier
 from real_assets.settings import (
     WAREHOUSE_DATA_ENV,
@@ -27,6 +30,7 @@ from real_assets.settings import (
     warehouse_path,
 )
 
+T = TypeVar("T")
 SCHEMAS = ("raw", "features", "selection", "models", "eval")
 DUCKLAKE_PREFIX = "ducklake:"
 
@@ -293,14 +297,79 @@ def _split_table(table: str) -> tuple[str, str]:
 
 
 class Compute(dg.ConfigurableResource):
-    """Device choice for torch steps: CUDA when present (half precision there), else CPU."""
+    """Where the torch steps run: in this process (`engine="local"`, the default) on CUDA when present (half
+    precision there), else CPU; or on a Ray cluster (`engine="ray"`): embeddings by a Ray Data actor pool,
+    each model step (SFT, every DPO partition, eval) as a Ray task with the GPUs it asks for, so partitions
+    that Dagster runs side by side train on different GPUs. The asset, its MLflow run and its metadata stay
+    in the Dagster step either way."""
 
     device: str = "auto"
+    """auto, cuda or cpu; on Ray it is resolved on the worker that runs the step."""
     half_precision: bool = True
     embed_batch_size: int = 128
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str = ""
+    """The cluster (`ray://head:10001`, or `auto` on a cluster node); empty: `$RAY_ADDRESS`, else a Ray
+    instance started in the step's process."""
+    step_gpus: float = -1.0
+    """GPUs a model step asks Ray for; -1: one when the cluster has GPUs, else none."""
+    step_cpus: float = 1.0
+    """CPUs a model step asks Ray for."""
+    embed_actors: int = 0
+    """Embedding actors on Ray; 0: one per GPU, or one per two CPUs on a CPU-only cluster."""
 
     def choice(self) -> DeviceChoice:
         return pick_device(self.device, self.half_precision)
+
+    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> tuple[T, str]:
+        """`fn(*args, device=..., **kwargs)` where the engine puts it (`OnDevice` arguments built there),
+        and a description of where it ran (device, and Ray resources on Ray). Callable keyword arguments
+        (`report`, and those in a `Reporting`) are called in this process as the step goes, on either
+        engine."""
+        if self.engine == "local":
+            device = self.choice()
+            return fn(*on_device(args, device), device=device, **on_device(kwargs, device)), device.device
+        from real_assets.core import distributed
+
+        resources = distributed.connect(self.ray_address)
+        result, placement = distributed.run_step(
+            fn,
+            args,
+            kwargs,
+            device=self.device,
+            half_precision=self.half_precision,
+            num_cpus=self.step_cpus,
+            num_gpus=distributed.gpus_per_step(self.step_gpus, resources),
+        )
+        return result, placement.describe()
+
+    def embed_chunks(
+        self,
+        chunks: Sequence[Sequence[str]],
+        model_id: str,
+        trust_remote_code: bool = False,
+        progress: Progress | None = None,
+    ) -> tuple[Iterator[np.ndarray], str]:
+        """The embeddings of each chunk in turn, on this engine, and where they are computed."""
+        if self.engine == "local":
+            device = self.choice()
+            vectors = embed_chunks(
+                chunks, model_id, device, self.embed_batch_size, trust_remote_code, progress
+            )
+            return vectors, device.device
+        from real_assets.core import distributed
+
+        return distributed.embed_chunks_on_ray(
+            chunks,
+            model_id,
+            device=self.device,
+            half_precision=self.half_precision,
+            batch_size=self.embed_batch_size,
+            trust_remote_code=trust_remote_code,
+            actors=self.embed_actors,
+            resources=distributed.connect(self.ray_address),
+            progress=progress,
+        )
 
 
 class StepRun:

@@ -35,3 +35,21 @@ def release_cuda_memory() -> None:
     """Free cached CUDA blocks after a step drops its model, so the next GPU step starts clean."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class OnDevice:
+    """An argument built where a step runs, once its device is known: `factory(*args, device=...,
+    **kwargs)` (a scorer model, say), so that a step sent to another machine loads it there."""
+
+    def __init__(self, factory, *args, **kwargs):
+        self.factory, self.args, self.kwargs = factory, args, kwargs
+
+    def build(self, device: DeviceChoice):
+        return self.factory(*self.args, device=device, **self.kwargs)
+
+
+def on_device(values, device: DeviceChoice):
+    """`values` (a list or dict) with each `OnDevice` built for `device`."""
+    if isinstance(values, dict):
+        return {k: v.build(device) if isinstance(v, OnDevice) else v for k, v in values.items()}
+    return [v.build(device) if isinstance(v, OnDevice) else v for v in values]

@@ -53,20 +53,31 @@ def embed_chunks(
 
     `progress` (when given) is told the texts done after every batch; it reports a line at its own pace
     (done/total, rate, ETA), once when the model is loaded and once at the end."""
-    if model_id.startswith(POLICY_LM_PREFIX):
-        encode = _causal_lm_encoder(model_id.removeprefix(POLICY_LM_PREFIX), device, trust_remote_code)
-    else:
-        encode = _sentence_transformers_encoder(model_id, device, trust_remote_code)
+    encode = load_encoder(model_id, device, trust_remote_code)
     if progress is not None:
         progress.update(0)  # the model is loaded: start the clock
     try:
         for chunk in chunks:
-            vectors = _encode_by_length(encode, list(chunk), batch_size, progress).astype(np.float32)
-            # sentence-transformers normalises already; the policy-LM pooling does not
-            yield vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            yield embed_with(encode, chunk, batch_size, progress)
     finally:
         del encode
         release_cuda_memory()
+
+
+def load_encoder(model_id: str, device: DeviceChoice, trust_remote_code: bool = False):
+    """The model behind `model_id`, loaded once: a function from a list of texts to raw vectors."""
+    if model_id.startswith(POLICY_LM_PREFIX):
+        return _causal_lm_encoder(model_id.removeprefix(POLICY_LM_PREFIX), device, trust_remote_code)
+    return _sentence_transformers_encoder(model_id, device, trust_remote_code)
+
+
+def embed_with(
+    encode, texts: Sequence[str], batch_size: int = 128, progress: Progress | None = None
+) -> np.ndarray:
+    """L2-normalised float32 embeddings of `texts` with a loaded encoder (`load_encoder`), in batches."""
+    vectors = _encode_by_length(encode, list(texts), batch_size, progress).astype(np.float32)
+    # sentence-transformers normalises already; the policy-LM pooling does not
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _encode_by_length(encode, texts: list[str], batch_size: int, progress: Progress | None) -> np.ndarray:

@@ -14,6 +14,7 @@ comparison can bootstrap over prompts and seeds.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
-from real_assets.core.policy import generate, load_policy, score_pairs, wilson_interval
+from real_assets.core.policy import (
+    DpoConfig,
+    Reporting,
+    generate,
+    load_policy,
+    score_pairs,
+    train_dpo,
+    wilson_interval,
+)
 from real_assets.core.progress import Progress, Report
 
 Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -96,6 +105,27 @@ def evaluate_policy(
         del policy, reference
         release_cuda_memory()
     return metrics | win_metrics, pd.concat([outcomes, win_outcomes], ignore_index=True)
+
+
+def train_and_score(
+    reference_dir: Path,
+    rows: Sequence[tuple[str, str, str]],
+    dpo: DpoConfig,
+    seed: int,
+    pairs: Sequence[HeldOutPair],
+    device: DeviceChoice,
+    report: Report | None = None,
+) -> tuple[dict[str, float], pd.DataFrame, int]:
+    """DPO on (prompt, chosen, rejected) rows into a temporary folder, then its implicit-reward metrics on
+    held-out pairs (no sampling): one point of the budget sweep. Returns metrics, outcomes, max_length."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "policy"
+        result = train_dpo(reference_dir, rows, dpo, seed, out, device, Reporting(report=report))
+        scoring = Scoring(dpo.beta, result.max_length, dpo.min_response_tokens)
+        metrics, outcomes = evaluate_policy(
+            out, reference_dir, pairs, [], None, EvalConfig(), scoring, device
+        )
+    return metrics, outcomes, result.max_length
 
 
 def _reward_metrics(policy, reference, tokenizer, pairs, config, scoring, device, report):

@@ -373,6 +373,20 @@ def train_sft(
     return TrainResult(history, max_length, source, len(data), truncated, dropped, tokens, seconds)
 
 
+def train_reference(
+    corpus: Sequence[str],
+    rows: Sequence[tuple[str, str]],
+    cfg: ReferenceConfig,
+    out_dir: Path,
+    device: DeviceChoice,
+    reporting: Reporting = Reporting(),
+) -> TrainResult:
+    """The reference policy: the base model of `cfg` (`build_base`, a tokenizer trained on `corpus` when
+    it is built from a config), then SFT on (prompt, response) rows (`train_sft`); saves to out_dir."""
+    model, tokenizer = build_base(cfg, corpus)
+    return train_sft(model, tokenizer, rows, cfg, out_dir, device, reporting)
+
+
 def dpo_dataset(
     tokenizer, rows: Sequence[tuple[str, str, str]], max_length: int, min_response_tokens: int
 ) -> tuple[list[dict], int, int]:

@@ -4,14 +4,13 @@ intervals, paired differences vs random) and the annotation-budget sweep."""
 import base64
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from real_assets.core.device import DeviceChoice
+from real_assets.core.device import OnDevice
 from real_assets.core.evaluation import (
     EvalConfig,
     HeldOutPair,
@@ -19,8 +18,9 @@ from real_assets.core.evaluation import (
     evaluate_policy,
     gold_scorer,
     reward_model_scorer,
+    train_and_score,
 )
-from real_assets.core.policy import DpoConfig, Reporting, train_dpo
+from real_assets.core.policy import DpoConfig
 from real_assets.core.report import (
     budget_plot,
     comparison_plot,
@@ -119,7 +119,7 @@ def held_out(
     return pairs, [tuple(p) for p in prompts], bool(all_gold)
 
 
-def _scorer(config: EvalConfig, all_gold: bool, device: DeviceChoice):
+def _scorer(config: EvalConfig, all_gold: bool):
     judge = config.judge
     if judge == "auto":
         judge = "gold" if all_gold else ("reward_model" if config.reward_model else "none")
@@ -130,7 +130,10 @@ def _scorer(config: EvalConfig, all_gold: bool, device: DeviceChoice):
     if judge == "reward_model":
         if not config.reward_model:
             raise dg.Failure("judge='reward_model' needs `reward_model` (a model id or path)")
-        return config.reward_model, reward_model_scorer(config.reward_model, device, config.trust_remote_code)
+        scorer = OnDevice(
+            reward_model_scorer, config.reward_model, trust_remote_code=config.trust_remote_code
+        )
+        return config.reward_model, scorer
     if judge == "none":
         return "none", None
     raise dg.Failure(f"unknown judge {config.judge!r}: use auto, gold, reward_model or none")
@@ -176,10 +179,18 @@ def eval_scores(
         reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
         scoring = _scoring(training)
         pairs, prompts, all_gold = held_out(warehouse, cfg)
-        device = compute.choice()
-        judge, scorer = _scorer(cfg, all_gold, device)
-        metrics, outcomes = evaluate_policy(
-            policy, reference, pairs, prompts, scorer, cfg, scoring, device, seed, context.log.info
+        judge, scorer = _scorer(cfg, all_gold)
+        (metrics, outcomes), _ = compute.run(
+            evaluate_policy,
+            policy,
+            reference,
+            pairs,
+            prompts,
+            scorer,
+            cfg,
+            scoring,
+            seed_offset=seed,
+            report=context.log.info,
         )
         row = {
             "strategy": strategy,
@@ -346,7 +357,6 @@ def budget_sweep(
         reference, _ = recorded_checkpoint(warehouse, "reference_policy", training["reference_version"])
         candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
         pairs, _, _ = held_out(warehouse, EvalConfig())
-        device = compute.choice()
         all_by_seed = dict(zip(all_rows["seed"], all_rows["preference_accuracy"]))
         trained: dict[tuple[int, float], tuple[float, pd.DataFrame]] = {}
         rows = []
@@ -366,21 +376,15 @@ def budget_sweep(
                         accuracy, source = all_by_seed[seed], "eval_scores[all]"
                     else:
                         if key not in trained:
-                            with tempfile.TemporaryDirectory() as tmp:
-                                out = Path(tmp) / "policy"
-                                result = train_dpo(
-                                    reference,
-                                    list(zip(picked["prompt"], picked["chosen"], picked["rejected"])),
-                                    dpo,
-                                    seed,
-                                    out,
-                                    device,
-                                    Reporting(report=context.log.info),
-                                )
-                                scoring = Scoring(dpo.beta, result.max_length, dpo.min_response_tokens)
-                                metrics, outcomes = evaluate_policy(
-                                    out, reference, pairs, [], None, EvalConfig(), scoring, device
-                                )
+                            (metrics, outcomes, _), _ = compute.run(
+                                train_and_score,
+                                reference,
+                                list(zip(picked["prompt"], picked["chosen"], picked["rejected"])),
+                                dpo,
+                                seed,
+                                pairs,
+                                report=context.log.info,
+                            )
                             trained[key] = (metrics["preference_accuracy"], outcomes.assign(seed=seed))
                         accuracy, source = trained[key][0], "trained"
                     rows.append(

@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_chunks
+from real_assets.core.embedding import DEFAULT_EMBEDDER
 from real_assets.core.progress import Progress, Report
 from real_assets.defs.common import GPU_POOL, tracked_step
 from real_assets.defs.conditions import EAGER
@@ -59,18 +59,12 @@ def embed_new_responses(
             raise ValueError(
                 "raw.responses has no rows to embed: every input row was rejected (see raw.rejects)"
             )
-    device = compute.choice()
     chunks = [todo[start : start + EMBED_CHUNK] for start in range(0, len(todo), EMBED_CHUNK)]
     progress = Progress(
         "response_embeddings", total=len(todo), report=report, unit="texts", every_s=config.progress_every_s
     )
-    vectors_per_chunk = embed_chunks(
-        ([text for _, _, text in chunk] for chunk in chunks),
-        config.model,
-        device,
-        compute.embed_batch_size,
-        config.trust_remote_code,
-        progress,
+    vectors_per_chunk, device = compute.embed_chunks(
+        [[text for _, _, text in chunk] for chunk in chunks], config.model, config.trust_remote_code, progress
     )
     seconds = 0.0
     for chunk in chunks:
@@ -88,10 +82,12 @@ def embed_new_responses(
         dim = con.execute(
             "select array_length(embedding) from features.response_embeddings limit 1"
         ).fetchone()
+    local = compute.engine == "local"
     return {
         "model": config.model,
-        "device": device.device,
-        "dtype": device.dtype_name,
+        "device": device,
+        "engine": compute.engine,
+        **({"dtype": compute.choice().dtype_name} if local else {}),
         "rows": content.rows,
         "embedded_now": len(todo),
         "dimensions": int(dim[0]) if dim else 0,

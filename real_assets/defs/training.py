@@ -19,11 +19,10 @@ from real_assets.core.policy import (
     ReferenceConfig,
     Reporting,
     TrainResult,
-    build_base,
     format_completion,
     format_prompt,
     train_dpo,
-    train_sft,
+    train_reference,
     training_record,
 )
 from real_assets.defs.common import GPU_POOL, step_config, tracked_step
@@ -136,11 +135,15 @@ def reference_policy(
         for prompt, response, _score, _rid in train:
             chosen.setdefault(prompt, response)  # rows come best-first within a prompt
         corpus = [format_prompt(p) + format_completion(r) for p, r, _s, _i in train]
-        device = compute.choice()
-        model, tokenizer = build_base(cfg, corpus)
         out = staging_dir(checkpoints_dir(), "reference_policy", None)
-        reporting = Reporting(_log_curve(step, "sft"), context.log.info)
-        result = train_sft(model, tokenizer, list(chosen.items()), cfg, out, device, reporting)
+        result, device = compute.run(
+            train_reference,
+            corpus,
+            list(chosen.items()),
+            cfg,
+            out,
+            reporting=Reporting(_log_curve(step, "sft"), context.log.info),
+        )
         training = training_record(
             cfg, max_length=result.max_length, max_length_source=result.max_length_source
         )
@@ -148,7 +151,7 @@ def reference_policy(
         metadata = {
             "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
             "sft_examples": len(chosen),
-            "device": device.device,
+            "device": device,
             **_train_metadata(result),
             "registered_model_version": version,
         }
@@ -200,10 +203,9 @@ def dpo_checkpoint(
             pairs, name=f"selected_pairs[{context.partition_key}]", source=warehouse.describe()
         )
         rows = list(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))
-        device = compute.choice()
         out = staging_dir(checkpoints_dir(), "dpo_checkpoint", context.partition_key)
         reporting = Reporting(_log_curve(step, "train"), context.log.info)
-        result = train_dpo(reference, rows, cfg, seed, out, device, reporting)
+        result, device = compute.run(train_dpo, reference, rows, cfg, seed, out, reporting=reporting)
         training = training_record(
             cfg,
             seed=seed,
@@ -224,7 +226,7 @@ def dpo_checkpoint(
             "beta": cfg.beta,
             "seed": seed,
             "pairs": len(rows),
-            "device": device.device,
+            "device": device,
             "dataset_digest": dataset_digest,
             **_train_metadata(result),
             "final/loss": last.get("loss", float("nan")),
