@@ -2,6 +2,8 @@
 embeddings through a Ray Data actor pool equal the local engine's, a model step runs as a Ray task with
 its progress and curve forwarded, and the whole graph materializes with `engine="ray"`."""
 
+import dagster as dg
+import mlflow
 import numpy as np
 import pytest
 import ray
@@ -54,3 +56,40 @@ def test_ray_data_embeddings_equal_the_local_engine_and_only_new_responses_are_e
     assert sorted(want) == sorted(got)
     worst = max(float(np.abs(want[rid] - got[rid]).max()) for rid in want)
     assert worst <= 1e-5, worst
+
+
+def test_the_whole_graph_materializes_with_the_ray_engine(home, local_ray):
+    from real_assets.definitions import defs
+    from real_assets.demo import run_steps
+
+    on_ray = Compute(device="cpu", engine="ray", embed_actors=1)
+    ray_defs = dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, resources={**defs.resources, "compute": on_ray}
+    )
+    ops = {
+        "raw_responses": {"config": {"source": "synthetic", "n_prompts": 24}},
+        "reference_policy": {"config": {"epochs": 1}},
+        "dpo_checkpoint": {"config": {"epochs": 1}},
+        "budget_sweep": {"config": {"keep_fractions": [0.5, 1.0], "strategies": ["easy"]}},
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_steps(ray_defs, instance, ops, only="all", seeds=1)
+
+    def metadata(asset: str) -> dict:
+        [record] = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+        return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+    for asset in ("reference_policy", "dpo_checkpoint"):
+        assert metadata(asset)["device"] == "ray:cpu (1 CPU, 0 GPU)"
+    assert metadata("response_embeddings")["device"].startswith("ray:cpu (1 actors")
+    # the curve and the progress lines travelled back from the Ray task while it ran
+    dpo = metadata("dpo_checkpoint")
+    run = mlflow.get_run(dpo["mlflow_run_id"])
+    assert "train/loss" in run.data.metrics and run.data.tags["dagster.partition"] == "0|all"
+    logs = [
+        e.user_message
+        for e in instance.all_logs(run.data.tags["dagster.run_id"])
+        if e.user_message.startswith("progress dpo")
+    ]
+    assert logs
+    assert metadata("strategy_comparison") and metadata("budget_sweep")
