@@ -317,6 +317,16 @@ class Compute(dg.ConfigurableResource):
     """CPUs a model step asks Ray for."""
     embed_actors: int = 0
     """Embedding actors on Ray; 0: one per GPU, or one per two CPUs on a CPU-only cluster."""
+    dpo_launcher: Literal["in_process", "accelerate"] = "in_process"
+    """`accelerate`: each DPO partition runs under `accelerate launch` with `launch_processes` processes
+    (DDP over GPUs; CPU processes over gloo without CUDA), through Dagster Pipes: a subprocess on the
+    local engine, a Ray job on `ray`."""
+    launch_processes: int = 2
+    accelerate_config: str = ""
+    """An accelerate config file (FSDP, DeepSpeed, several machines); empty: DDP on this machine."""
+    ray_dashboard: str = ""
+    """The Ray job server for launched steps (`http://head:8265`); empty: Ray's own lookup
+    (`$RAY_API_SERVER_ADDRESS`, `$RAY_ADDRESS`, then the local default)."""
 
     def choice(self) -> DeviceChoice:
         return pick_device(self.device, self.half_precision)

@@ -311,9 +311,15 @@ def _train_and_save(trainer, tokenizer, log: _TrainingLog, out_dir: Path) -> tup
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    accelerator = trainer.accelerator
+    # Under `accelerate launch` every process trains; the weights are gathered (a no-op for DDP, needed
+    # for FSDP) by all of them and written by the first.
+    state = accelerator.get_state_dict(trainer.model) if accelerator.num_processes > 1 else None
+    if trainer.is_world_process_zero():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state)
+        tokenizer.save_pretrained(out_dir)
     del trainer
     release_cuda_memory()
     return log.rows, seconds

@@ -28,6 +28,7 @@ from real_assets.core.policy import (
 from real_assets.defs.common import GPU_POOL, step_config, tracked_step
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
+from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
 from real_assets.resources import Compute, StepRun, Tracking, Warehouse, replace_rows
@@ -205,7 +206,10 @@ def dpo_checkpoint(
         rows = list(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))
         out = staging_dir(checkpoints_dir(), "dpo_checkpoint", context.partition_key)
         reporting = Reporting(_log_curve(step, "train"), context.log.info)
-        result, device = compute.run(train_dpo, reference, rows, cfg, seed, out, reporting=reporting)
+        if compute.dpo_launcher == "accelerate":
+            result, device = launch_dpo(context, compute, reference, rows, cfg, seed, out, reporting.on_log)
+        else:
+            result, device = compute.run(train_dpo, reference, rows, cfg, seed, out, reporting=reporting)
         training = training_record(
             cfg,
             seed=seed,
