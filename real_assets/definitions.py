@@ -1,12 +1,15 @@
 """The code location: the assets and checks of every domain module, the SQL models built on the tables
 they declare, the automation, and the resources. Nothing here lists assets by name."""
 
+import os
+
 import dagster as dg
 
 from real_assets.core.hashing import code_digest
 from real_assets.defs import automation, evaluation, features, inbox, ingest, selection, training
 from real_assets.defs.sql_assets import sql_definitions
 from real_assets.resources import Compute, Tracking, Warehouse
+from real_assets.settings import ENGINE_ENV
 
 DOMAINS = [ingest, features, selection, training, evaluation]
 PACKAGE = "real_assets"
@@ -39,8 +42,10 @@ def grouped_assets(module) -> list[dg.AssetsDefinition]:
 
 
 def resources() -> dict:
-    """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI)."""
-    return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": Compute()}
+    """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI), the engine
+    from REAL_ASSETS_ENGINE (`local` unless set; `ray` joins the cluster at RAY_ADDRESS)."""
+    compute = Compute(engine=os.environ.get(ENGINE_ENV) or "local")
+    return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": compute}
 
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])

@@ -11,6 +11,9 @@ WAREHOUSE_ENV = "REAL_ASSETS_WAREHOUSE"
 """A DuckDB file or a `ducklake:` catalog; unset means `<home>/warehouse.duckdb`."""
 WAREHOUSE_DATA_ENV = "REAL_ASSETS_WAREHOUSE_DATA"
 """DuckLake data files: a shared folder or `s3://...`; unset means `<home>/lake/`."""
+ENGINE_ENV = "REAL_ASSETS_ENGINE"
+"""`local` (default) or `ray`: where the torch steps run (`resources.Compute.engine`); the Ray cluster is
+`$RAY_ADDRESS`."""
 MLFLOW_ARTIFACTS_ENV = "REAL_ASSETS_MLFLOW_ARTIFACTS"
 """Artifact root of new MLflow experiments (a shared folder or `s3://...`) when tracking on a database."""
 

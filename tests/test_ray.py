@@ -1,6 +1,7 @@
-"""The `ray` engine on a local Ray instance (2 CPUs, started once for this module and shut down after):
-embeddings through a Ray Data actor pool equal the local engine's, a model step runs as a Ray task with
-its progress and curve forwarded, and the whole graph materializes with `engine="ray"`."""
+"""The `ray` engine on a local Ray instance (2 CPUs, shut down after): the whole graph materializes with
+`engine="ray"` (every model step a Ray task, its progress and curve forwarded), and the Ray Data
+embeddings embed only new responses and equal the local engine's. One test: a Ray instance and the
+graph's models load once."""
 
 import dagster as dg
 import mlflow
@@ -9,6 +10,7 @@ import pytest
 import ray
 
 from real_assets.core import distributed
+from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_texts
 from real_assets.core.sources import SourceSpec
 from real_assets.defs import features
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
@@ -25,40 +27,9 @@ def local_ray():
         ray.shutdown()
 
 
-def _vectors(warehouse: Warehouse) -> dict[str, np.ndarray]:
-    with warehouse.connect(read_only=True) as con:
-        rows = con.execute("select response_id, embedding from features.response_embeddings").fetchall()
-    return {rid: np.asarray(vec, dtype=np.float32) for rid, vec in rows}
-
-
-def test_ray_data_embeddings_equal_the_local_engine_and_only_new_responses_are_embedded(
-    tmp_path, home, monkeypatch, local_ray
+def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_responses_on_ray_data(
+    home, local_ray, monkeypatch
 ):
-    monkeypatch.setattr(features, "EMBED_CHUNK", 7)  # chunks that cut across Ray Data blocks
-    monkeypatch.setattr(distributed, "BLOCK_ROWS", 5)
-    local, on_ray = (Warehouse(path=str(tmp_path / f"{name}.duckdb")) for name in ("local", "ray"))
-    for warehouse in (local, on_ray):
-        ingest(warehouse, SourceSpec(source="synthetic", n_prompts=4))
-    lines: list[str] = []
-    ray_compute = Compute(device="cpu", embed_batch_size=4, engine="ray", embed_actors=2)
-    first = embed_new_responses(on_ray, ray_compute, EmbeddingConfig(progress_every_s=0), lines.append)
-    assert first["embedded_now"] == first["rows"] > 7 and first["device"].startswith("ray:cpu (2 actors")
-    assert any(line.startswith("progress response_embeddings") for line in lines)
-
-    more = ingest(on_ray, SourceSpec(source="synthetic", n_prompts=6))
-    second = embed_new_responses(on_ray, ray_compute, EmbeddingConfig())
-    assert second["embedded_now"] == more["new_responses"] > 0 and second["rows"] == more["responses"]
-
-    ingest(local, SourceSpec(source="synthetic", n_prompts=6))
-    expected = embed_new_responses(local, Compute(device="cpu", embed_batch_size=8), EmbeddingConfig())
-    assert expected["rows"] == second["rows"]
-    want, got = _vectors(local), _vectors(on_ray)
-    assert sorted(want) == sorted(got)
-    worst = max(float(np.abs(want[rid] - got[rid]).max()) for rid in want)
-    assert worst <= 1e-5, worst
-
-
-def test_the_whole_graph_materializes_with_the_ray_engine(home, local_ray):
     from real_assets.definitions import defs
     from real_assets.demo import run_steps
 
@@ -93,3 +64,23 @@ def test_the_whole_graph_materializes_with_the_ray_engine(home, local_ray):
     ]
     assert logs
     assert metadata("strategy_comparison") and metadata("budget_sweep")
+
+    # More responses: only the new ones are embedded, by two actors, in chunks that cut across blocks;
+    # every vector (from the graph's run and from this one) equals the local engine's within 1e-5.
+    monkeypatch.setattr(features, "EMBED_CHUNK", 7)
+    monkeypatch.setattr(distributed, "BLOCK_ROWS", 5)
+    warehouse = Warehouse()
+    more = ingest(warehouse, SourceSpec(source="synthetic", n_prompts=28))
+    lines: list[str] = []
+    two_actors = Compute(device="cpu", embed_batch_size=4, engine="ray", embed_actors=2)
+    again = embed_new_responses(warehouse, two_actors, EmbeddingConfig(progress_every_s=0), lines.append)
+    assert again["embedded_now"] == more["new_responses"] > 7 and again["rows"] == more["responses"]
+    assert again["device"].startswith("ray:cpu (2 actors")
+    assert any(line.startswith("progress response_embeddings") for line in lines)
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            "select r.response, e.embedding from features.response_embeddings as e "
+            "join raw.responses as r using (response_id) order by response_id"
+        ).fetchall()
+    local = embed_texts([text for text, _ in rows], DEFAULT_EMBEDDER, Compute(device="cpu").choice())
+    assert np.abs(local - np.asarray([vector for _, vector in rows], dtype=np.float32)).max() <= 1e-5
