@@ -1,6 +1,7 @@
 """Cost curve: each per-response stage at 10k, 100k and 1M responses, on the local engine and on Ray.
 
     python bench/scale.py [--sizes 10000 100000 1000000] [--engines local ray] [--embedder tiny|minilm]
+                          [--embed-max N]
 
 Each size runs in a fresh process (so memory figures do not carry over) on a fresh warehouse file:
 
@@ -9,14 +10,16 @@ Each size runs in a fresh process (so memory figures do not carry over) on a fre
 * embed (local | ray): `defs.features.embed_new_responses` on every response, with `Compute()` (in this
   process, torch on the machine's cores) or `Compute(engine="ray")` (a Ray Data actor pool on a local Ray
   instance with the machine's CPUs, started before the timer); the table is dropped between the two;
+* above `--embed-max` responses the embed stages are skipped and random vectors of the embedder's width
+  (written untimed by DuckDB) feed the stages after;
 * response_similarity, pair_candidates: the SQL models (`dbt_like_sql/`) as their assets run them
   (`create or replace table ... as <sql>`), without the follow-up content digest;
 * select (easy): `read_train_candidates` + `select_pairs(..., "easy")`, as `selected_pairs` does.
 
-The embedder: `tiny` (default) is a 2-layer BERT built from a config (hidden 128, 2 heads, intermediate
-256, seeded random weights) with all-MiniLM-L6-v2's tokenizer, as a sentence-transformers folder (mean
-pooling, normalized): the work per text has the shape of MiniLM's at a fraction of its cost, so 1M texts
-fit on two cores. `minilm` is the packaged all-MiniLM-L6-v2 itself (use it at 10k/100k).
+The embedder: `tiny` (default) is a 1-layer BERT built from a config (hidden 64, 2 heads, intermediate
+128, seeded random weights) with all-MiniLM-L6-v2's tokenizer, as a sentence-transformers folder (mean
+pooling, normalized): the work per text has the shape of MiniLM's (tokenizer, attention, pooling) at a
+fraction of its cost. `minilm` is the packaged all-MiniLM-L6-v2 itself (use it at 10k/100k).
 
 Seconds are wall time; memory is the peak RSS of this process and its children (the Ray workers of a
 local instance included) above the RSS before the stage, sampled every 20 ms. Writes bench/out/scale.json
@@ -26,61 +29,21 @@ and prints a markdown table with seconds per 1k responses and the slope between 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil
+from peak_rss import PeakRss
 
 OUT = Path(__file__).resolve().parent / "out"
-TINY = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 256}
-
-
-class PeakTreeRss:
-    """Peak RSS of this process plus its children above the value at entry."""
-
-    def __init__(self, interval_s: float = 0.02):
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self.start = self.peak = 0
-
-    @staticmethod
-    def _rss() -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
-                total += child.memory_info().rss
-        return total
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval_s)
-
-    def __enter__(self) -> PeakTreeRss:
-        self.start = self.peak = self._rss()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def delta_mib(self) -> float:
-        return (self.peak - self.start) / 2**20
+TINY = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128}
 
 
 def tiny_embedder(folder: Path) -> str:
@@ -105,10 +68,11 @@ def tiny_embedder(folder: Path) -> str:
     return str(folder)
 
 
-def run_size(n: int, engines: list[str], model: str) -> list[dict]:
+def run_size(n: int, engines: list[str], model: str, embed_max: int) -> list[dict]:
     """Every stage at `n` responses in this process; one row per stage."""
     import ray
 
+    from real_assets.core.embedding import DEFAULT_EMBEDDER
     from real_assets.core.selection import SelectionConfig, select_pairs
     from real_assets.core.sources import SourceSpec
     from real_assets.core.sql_models import load_sql_models
@@ -120,7 +84,7 @@ def run_size(n: int, engines: list[str], model: str) -> list[dict]:
     rows: list[dict] = []
 
     def stage(name: str, fn, engine: str = "local"):
-        with PeakTreeRss() as mem:
+        with PeakRss(interval_s=0.02, children=True) as mem:
             started = time.perf_counter()
             out = fn()
             seconds = time.perf_counter() - started
@@ -140,6 +104,15 @@ def run_size(n: int, engines: list[str], model: str) -> list[dict]:
         for row in rows:
             row["responses"] = responses
         config = EmbeddingConfig(model=model, progress_every_s=3600)
+        if n > embed_max:  # not embedded at this size: random vectors of the embedder's width, untimed
+            engines = []
+            with warehouse.connect() as con:
+                con.execute(
+                    "create table features.response_embeddings as select response_id, prompt_id, "
+                    "'random' as model_id, list_transform(range(?), x -> random()::float) as embedding "
+                    "from raw.responses",
+                    [TINY["hidden_size"] if model != DEFAULT_EMBEDDER else 384],
+                )
         for engine in engines:
             with warehouse.connect() as con:
                 con.execute("drop table if exists features.response_embeddings")
@@ -195,6 +168,12 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--engines", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     parser.add_argument("--embedder", default="tiny", choices=["tiny", "minilm"])
+    parser.add_argument(
+        "--embed-max",
+        type=int,
+        default=10**9,
+        help="larger sizes skip the embed stages (random vectors feed the SQL stages instead)",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -206,7 +185,7 @@ def main() -> int:
 
         model = DEFAULT_EMBEDDER
     if args.one:
-        print(json.dumps(run_size(args.one, args.engines, model)))
+        print(json.dumps(run_size(args.one, args.engines, model, args.embed_max)))
         return 0
     rows: list[dict] = []
     for size in args.sizes:
@@ -219,6 +198,8 @@ def main() -> int:
             args.embedder,
             "--engines",
             *args.engines,
+            "--embed-max",
+            str(args.embed_max),
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         sys.stderr.write(done.stderr[-2000:] if done.returncode else "")

@@ -380,12 +380,7 @@ def train_sft(
 
 
 def train_reference(
-    corpus: Sequence[str],
-    rows: Sequence[tuple[str, str]],
-    cfg: ReferenceConfig,
-    out_dir: Path,
-    device: DeviceChoice,
-    reporting: Reporting = Reporting(),
+    corpus, rows, cfg: ReferenceConfig, out_dir: Path, device, reporting=Reporting()
 ) -> TrainResult:
     """The reference policy: the base model of `cfg` (`build_base`, a tokenizer trained on `corpus` when
     it is built from a config), then SFT on (prompt, response) rows (`train_sft`); saves to out_dir."""
