@@ -1,7 +1,9 @@
-"""The `ray` engine on a local Ray instance (2 CPUs, shut down after): the whole graph materializes with
-`engine="ray"` (every model step a Ray task, its progress and curve forwarded), and the Ray Data
-embeddings embed only new responses and equal the local engine's. One test: a Ray instance and the
-graph's models load once."""
+"""The `ray` engine on a local Ray instance (2 CPUs, its job server on a free port, shut down after): the
+whole graph materializes with `engine="ray"` (model steps as Ray tasks, DPO under `accelerate launch` as a
+Ray job through Pipes, their progress and curves forwarded), and the Ray Data embeddings embed only new
+responses and equal the local engine's. One test: the Ray instance and the graph's data are made once."""
+
+import socket
 
 import dagster as dg
 import mlflow
@@ -19,10 +21,14 @@ from real_assets.resources import Compute, Warehouse
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def local_ray() -> str:
+    """A local Ray instance with its job server on a free port; yields the job server's address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = ray.init(num_cpus=2, dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=False)
     try:
-        yield
+        yield f"http://{context.dashboard_url}"
     finally:
         ray.shutdown()
 
@@ -33,7 +39,9 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
     from real_assets.definitions import defs
     from real_assets.demo import run_steps
 
-    on_ray = Compute(device="cpu", engine="ray", embed_actors=1)
+    on_ray = Compute(
+        device="cpu", engine="ray", embed_actors=1, dpo_launcher="accelerate", ray_dashboard=local_ray
+    )
     ray_defs = dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, resources={**defs.resources, "compute": on_ray}
     )
@@ -50,19 +58,17 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
         [record] = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
         return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
-    for asset in ("reference_policy", "dpo_checkpoint"):
-        assert metadata(asset)["device"] == "ray:cpu (1 CPU, 0 GPU)"
+    # SFT in a Ray task, DPO under `accelerate launch` in a Ray job (Pipes): each one's curve reached its
+    # MLflow run and its progress lines the Dagster run log
+    assert metadata("reference_policy")["device"] == "ray:cpu (1 CPU, 0 GPU)"
+    assert metadata("dpo_checkpoint")["device"] == "accelerate: 2 processes (ray job)"
     assert metadata("response_embeddings")["device"].startswith("ray:cpu (1 actors")
-    # the curve and the progress lines travelled back from the Ray task while it ran
-    dpo = metadata("dpo_checkpoint")
-    run = mlflow.get_run(dpo["mlflow_run_id"])
-    assert "train/loss" in run.data.metrics and run.data.tags["dagster.partition"] == "0|all"
-    logs = [
-        e.user_message
-        for e in instance.all_logs(run.data.tags["dagster.run_id"])
-        if e.user_message.startswith("progress dpo")
-    ]
-    assert logs
+    steps = (("reference_policy", "sft/loss", "sft"), ("dpo_checkpoint", "train/loss", "dpo"))
+    for asset, curve, task in steps:
+        run = mlflow.get_run(metadata(asset)["mlflow_run_id"])
+        assert curve in run.data.metrics
+        messages = [e.user_message for e in instance.all_logs(run.data.tags["dagster.run_id"])]
+        assert any(message.startswith(f"progress {task} ") for message in messages), asset
     assert metadata("strategy_comparison") and metadata("budget_sweep")
 
     # More responses: only the new ones are embedded, by two actors, in chunks that cut across blocks;
