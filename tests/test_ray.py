@@ -17,6 +17,7 @@ from real_assets.core.sources import SourceSpec
 from real_assets.defs import features
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import ingest
+from real_assets.defs.selection import _reference_scores, read_train_candidates
 from real_assets.resources import Compute, Warehouse
 
 
@@ -71,11 +72,21 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
         assert any(message.startswith(f"progress {task} ") for message in messages), asset
     assert metadata("strategy_comparison") and metadata("budget_sweep")
 
+    # The reference scores that `margin` and `ches` select by, in a Ray task, equal the local engine's
+    warehouse = Warehouse()
+    candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
+    version = metadata("reference_policy")["data_version"]
+    remote, local = (
+        _reference_scores(warehouse, candidates, version, compute, None)
+        for compute in (on_ray, Compute(device="cpu"))
+    )
+    assert len(remote) == len(candidates) and remote["ref_margin"].notna().any()
+    assert np.allclose(remote.to_numpy(float), local.to_numpy(float), atol=1e-5, equal_nan=True)
+
     # More responses: only the new ones are embedded, by two actors, in chunks that cut across blocks;
     # every vector (from the graph's run and from this one) equals the local engine's within 1e-5.
     monkeypatch.setattr(features, "EMBED_CHUNK", 7)
     monkeypatch.setattr(distributed, "BLOCK_ROWS", 5)
-    warehouse = Warehouse()
     more = ingest(warehouse, SourceSpec(source="synthetic", n_prompts=28))
     lines: list[str] = []
     two_actors = Compute(device="cpu", embed_batch_size=4, engine="ray", embed_actors=2)

@@ -110,16 +110,17 @@ def with_reference_scores(
 
 def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
     reference, training = recorded_checkpoint(warehouse, "reference_policy", reference_version)
-    return reference_pair_scores(
+    scores, _ = compute.run(
+        reference_pair_scores,
         reference,
         list(candidates["prompt"]),
         list(candidates["chosen"]),
         list(candidates["rejected"]),
-        compute.choice(),
         max_length=training["max_length"],
         min_response_tokens=training.get("min_response_tokens", 4),
         report=report,
     )
+    return scores
 
 
 def write_selection(
