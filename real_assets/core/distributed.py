@@ -76,7 +76,7 @@ def run_step(
     from ray.util.queue import Queue
 
     callbacks = _callbacks(kwargs)
-    queue = Queue()
+    queue = Queue(actor_options={"num_cpus": 0})  # never waits for a CPU that the steps hold
     task = ray.remote(_on_worker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
     ref = task.remote(
         fn, list(args), _without(kwargs, callbacks), sorted(callbacks), queue, device, half_precision
