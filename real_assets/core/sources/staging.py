@@ -53,16 +53,16 @@ def _row_key(form: str) -> str:
 
 _NULL = sq.Col("'null'", "NULL::varchar", "NULL::double")
 
+# `_staged`: one row per item of an accepted input row (row_key: the row's duplicate key); while a chunk
+# is checked, also one row with a null item per row that the SQL checks did not accept.
 _CREATE = """
-create or replace temp table _items (
+create or replace temp table _staged (
     row_number bigint, item integer, prompt varchar, response varchar, score double, gold double,
-    labelled_pair boolean, prompt_id varchar, response_id varchar, split varchar
+    labelled_pair boolean, prompt_id varchar, response_id varchar, split varchar, row_key uhugeint
 );
 create or replace temp table staged_rejects (
     row_number bigint, field varchar, reason varchar, excerpt varchar
 );
-create or replace temp table staged_rows (row_number bigint);
-create or replace temp table _seen (row_key uhugeint);
 """
 _ITEMS_SCHEMA = pa.schema(
     [
@@ -78,6 +78,7 @@ _ITEMS_SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
+_ITEM_COLUMNS = ", ".join(_ITEMS_SCHEMA.names)
 _REJECTS_SCHEMA = pa.schema(
     [("row_number", pa.int64()), ("field", pa.string()), ("reason", pa.string()), ("excerpt", pa.string())]
 )
@@ -176,8 +177,7 @@ def _stage_records(con: duckdb.DuckDBPyConnection, batch: SourceBatch) -> None:
         schema=_ITEMS_SCHEMA,
     )
     with _registered(con, "_records", items):
-        con.execute("insert into _items select * from _records")
-        con.execute("insert into staged_rows select distinct row_number from _records")
+        con.execute(f"insert into _staged ({_ITEM_COLUMNS}) select * from _records")
 
 
 # ---------------------------------------------------------------------------------------------- typing
@@ -187,36 +187,49 @@ def _typed_columns(i: int, t: str, v: str, n: str) -> str:
     return f"{t} as t{i}, {v} as v{i}, {n} as n{i}"
 
 
-def _json_typed(columns: tuple[str, ...]) -> str:
-    """Each layout column of a JSON line as t{i} (type tag), v{i} (text), n{i} (number), parsed once."""
-    structure = json.dumps(dict.fromkeys(columns, "JSON"))
-    typed = []
-    for i, name in enumerate(columns):
-        f = f"struct_extract(j, {sq.literal(name)})"
-        t = (
-            f"(case json_type({f}) when 'VARCHAR' then 'str' when 'BIGINT' then 'num' "
-            f"when 'UBIGINT' then 'num' when 'DOUBLE' then 'num' when 'NULL' then 'null' "
-            f"else (case when {f} is null then 'null' else 'other' end) end)"
-        )
-        typed.append(_typed_columns(i, t, f"({f} ->> '$')", f"try_cast({f} as double)"))
-    # A row that yyjson reads but Python refuses (a trailing comma) goes to the row-wise checks. A key
-    # repeated in an object: the first one counts on both sides (yyjson's rule; see _parse_json).
-    json_ok = "coalesce(j is not null and not regexp_matches(raw, ',[ \\t\\n\\r]*[\\]}]'), false) as json_ok"
-    return (
-        f"select row_number, pre_reason, raw, padded, {', '.join([*typed, json_ok])} from ("
-        "select row_number, pre_reason, line as raw, padded, "
-        f"case when pre_reason is null then try(json_transform(line, {sq.literal(structure)})) end as j "
-        "from _chunk)"
-    )
-
-
-def _column_typed(chunk: Chunk, kind: str) -> str:
-    """Each layout column of a CSV / Parquet chunk as t{i}, v{i}, n{i}, with the column itself as c{i}."""
+def _source_rows(chunk: Chunk, kind: str) -> str:
+    """The chunk's rows as read: row_number, pre_reason, raw (the row's text), padded (JSON: whitespace
+    around the line) and, in column form, the layout columns c0, c1, ..."""
+    if chunk.form == JSON_FORM:
+        return "select row_number, pre_reason, line as raw, padded from _chunk"
     if kind == CSV:
         raw = "raw"
     else:
         packed = ", ".join(f"{sq.identifier(n)} := c{i}" for i, n in enumerate(chunk.columns))
         raw = f"to_json(struct_pack({packed}))::varchar"
+    data = "".join(f", c{i}" for i in range(len(chunk.columns)))
+    return f"select row_number, pre_reason, {raw} as raw, false as padded{data} from _chunk"
+
+
+def _json_typed(chunk: Chunk, columns: tuple[str, ...]) -> str:
+    """Each layout column of a JSON line as t{i} (type tag), v{i} (text), n{i} (number), parsed once."""
+    structure = json.dumps(dict.fromkeys(columns, "JSON"))
+    typed = []
+    for i, name in enumerate(columns):
+        f = f"struct_extract(j, {sq.literal(name)})"
+        # A JSON text that starts with a quote is a string: json_type is asked only about the others,
+        # and a string without a backslash is its text between the quotes (no second parse).
+        is_str = f"starts_with({f}, '\"')"
+        t = (
+            f"(case when {f} is null then 'null' when {is_str} then 'str' "
+            f"else (case json_type({f}) when 'BIGINT' then 'num' when 'UBIGINT' then 'num' "
+            f"when 'DOUBLE' then 'num' when 'NULL' then 'null' else 'other' end) end)"
+        )
+        v = f"(case when {is_str} and not contains({f}, '\\') then {f}[2:-2] else {f} ->> '$' end)"
+        typed.append(_typed_columns(i, t, v, f"(case when not {is_str} then try_cast({f} as double) end)"))
+    # A row that yyjson reads but Python refuses (a trailing comma) goes to the row-wise checks. A key
+    # repeated in an object: the first one counts on both sides (yyjson's rule; see _parse_json).
+    json_ok = "coalesce(j is not null and not regexp_matches(raw, ',[ \\t\\n\\r]*[\\]}]'), false) as json_ok"
+    return (
+        f"select row_number, pre_reason, raw, padded, {', '.join([*typed, json_ok])} from ("
+        "select *, "
+        f"case when pre_reason is null then try(json_transform(raw, {sq.literal(structure)})) end as j "
+        f"from ({_source_rows(chunk, JSON_FORM)}))"
+    )
+
+
+def _column_typed(chunk: Chunk, kind: str) -> str:
+    """Each layout column of a CSV / Parquet chunk as t{i}, v{i}, n{i}, with the column itself as c{i}."""
     typed = []
     for i, typ in enumerate(chunk.types):
         c = f"c{i}"
@@ -229,7 +242,8 @@ def _column_typed(chunk: Chunk, kind: str) -> str:
         t = f"(case when {c} is null then 'null' else '{tag}' end)"
         typed.append(f"{c}, {_typed_columns(i, t, v, n)}")
     return (
-        f"select row_number, pre_reason, {raw} as raw, {', '.join([*typed, 'true as json_ok'])} from _chunk"
+        f"select row_number, pre_reason, raw, padded, {', '.join([*typed, 'true as json_ok'])} "
+        f"from ({_source_rows(chunk, kind)})"
     )
 
 
@@ -247,47 +261,69 @@ def _col(columns: tuple[str, ...]) -> Callable[[str], sq.Col]:
 
 
 def _stage_chunk(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> None:
-    """Check one chunk: the SQL form accepts what it can (one pass, items straight to _items), the rest
+    """Check one chunk: the SQL form accepts what it can (one pass, items straight to _staged), the rest
     goes row by row; then duplicate rows are found."""
+    first_row = int(chunk.table.column("row_number")[0].as_py())
+    source_rows = _source_rows(chunk, plan.kind)
+    with _registered(con, "_chunk", chunk.table):
+        insert = _checked_insert(plan, chunk)
+        if insert is None:
+            _check_rowwise(con, plan, chunk, source_rows, None)
+        else:
+            fast = insert.replace("try(json_transform", "(json_transform")
+            try:  # try() is slow: first without it; a chunk with a line yyjson refuses runs again with it
+                con.execute(fast)
+            except duckdb.InvalidInputException:
+                con.execute(insert)
+            pending = "item is null and row_number >= ?"
+            rows = con.execute(f"select row_number from _staged where {pending}", [first_row]).arrow()
+            pending_rows = rows.read_all() if isinstance(rows, pa.RecordBatchReader) else rows
+            if pending_rows.num_rows:
+                con.execute(f"delete from _staged where {pending}", [first_row])
+                with _registered(con, "_pending", pending_rows):
+                    _check_rowwise(con, plan, chunk, source_rows, "select row_number from _pending")
+        _drop_duplicate_rows(con, source_rows, first_row)
+
+
+def _checked_insert(plan: Plan, chunk: Chunk) -> str | None:
+    """The one statement that checks a chunk in SQL and appends to _staged every item of the rows it
+    accepts (with the row's duplicate key), and one row with a null item for each row it does not accept
+    (those go to the row-wise checks). None when the layout has no SQL form."""
     layout = plan.layout
     assert layout is not None
-    typed = _json_typed(layout.columns) if chunk.form == JSON_FORM else _column_typed(chunk, plan.kind)
-    data = ", ".join(f"c{i}" for i in range(len(layout.columns))) if chunk.form != JSON_FORM else ""
-    keep = f"row_number, raw, pre_reason, {data if data else 'padded'}"
-    if layout.vectorized is not None:
-        vec = layout.vectorized(_col(layout.columns))
-        query = typed
-        for name, expr in vec.lets:
-            query = f"select *, {expr} as {name} from ({query})"
-        items = ", ".join(f"{p} as p{k}, {r} as r{k}, {s} as s{k}" for k, (p, r, s) in enumerate(vec.items))
-        checked = (
-            f"select *, case when accepted then {_row_key(chunk.form)} end as row_key from ("
-            f"select {keep}, coalesce(pre_reason is null and json_ok and ({vec.accept}), false) as accepted, "
-            f"{items}, coalesce({vec.labelled}, false) as labelled from ({query}))"
+    if layout.vectorized is None:
+        return None
+    typed = _json_typed(chunk, layout.columns) if chunk.form == JSON_FORM else _column_typed(chunk, plan.kind)
+    vec = layout.vectorized(_col(layout.columns))
+    query = typed
+    for name, expr in vec.lets:
+        query = f"select *, {expr} as {name} from ({query})"
+    checked = (
+        "select row_number, accepted, coalesce({labelled}, false) as labelled, {items}, "
+        "case when accepted then {key} end as row_key from ("
+        "select *, coalesce(pre_reason is null and json_ok and ({accept}), false) as accepted from ({query}))"
+    ).format(
+        labelled=vec.labelled,
+        items=", ".join(
+            f"{p} as p{k}, {r} as r{k}, ({s})::double as s{k}" for k, (p, r, s) in enumerate(vec.items)
+        ),
+        key=_row_key(chunk.form),
+        accept=vec.accept,
+        query=query,
+    )
+    target = "insert into _staged (row_number, item, prompt, response, score, labelled_pair, row_key) "
+    if len(vec.items) == 1:
+        return (
+            f"{target} select row_number, case when accepted then 0 end, p0, r0, s0, labelled, row_key "
+            f"from ({checked})"
         )
-    else:
-        checked = f"select {keep}, false as accepted, null::uhugeint as row_key from ({typed})"
-    with _registered(con, "_chunk", chunk.table):
-        fast = checked.replace("try(json_transform", "(json_transform")
-        try:  # try() is slow: first without it; a chunk with a line yyjson refuses runs again with it
-            con.execute(f"create or replace temp table _checked as {fast}")
-        except duckdb.InvalidInputException:
-            con.execute(f"create or replace temp table _checked as {checked}")
-    if layout.vectorized is not None:
-        for k in range(len(vec.items)):
-            con.execute(
-                "insert into _items (row_number, item, prompt, response, score, labelled_pair) "
-                f"select row_number, {k}, p{k}, r{k}, s{k}, labelled from _checked where accepted"
-            )
-    first_row = int(chunk.table.column("row_number")[0].as_py())
-    _drop_duplicate_rows(con, _check_rowwise(con, plan, chunk), first_row, _row_key(chunk.form))
-
-
-def _row_values(con: duckdb.DuckDBPyConnection, chunk: Chunk) -> list[tuple]:
-    data = "".join(f", c{i}" for i in range(len(chunk.columns))) if chunk.form != JSON_FORM else ""
-    return con.execute(
-        f"select row_number, raw, pre_reason{data} from _checked where not accepted order by row_number"
-    ).fetchall()
+    structs = ", ".join(f"{{'k': {k}, 'p': p{k}, 'r': r{k}, 's': s{k}}}" for k in range(len(vec.items)))
+    none = "{'k': NULL::integer, 'p': NULL::varchar, 'r': NULL::varchar, 's': NULL::double}"
+    return (
+        f"{target} select row_number, u.k, u.p, u.r, u.s, labelled, row_key from ("
+        f"select row_number, labelled, row_key, "
+        f"unnest(case when accepted then [{structs}] else [{none}] end) as u from ({checked}))"
+    )
 
 
 def _first_key_wins(pairs: list[tuple[str, object]]) -> dict:
@@ -318,16 +354,21 @@ def excerpt(raw: str | None) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")[:EXCERPT_CHARS]
 
 
-def _check_rowwise(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> list[int]:
-    """Check the rows SQL did not accept, one by one; stage their items or rejects. Returns the row
-    numbers accepted here."""
+def _check_rowwise(
+    con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk, source_rows: str, pending: str | None
+) -> None:
+    """Check the `pending` rows (a query of row numbers: those SQL did not accept; None: every row), one
+    by one; stage their items (with their duplicate keys) or rejects."""
     layout = plan.layout
     assert layout is not None
     item_rows: list[tuple] = []
     reject_rows: list[tuple] = []
-    accepted: list[int] = []
-    for values in _row_values(con, chunk):
-        row_number, raw, pre_reason = values[:3]
+    where = f"where row_number in ({pending})" if pending else ""
+    values_of = con.execute(
+        f"select * exclude (padded) from ({source_rows}) {where} order by row_number"
+    ).fetchall()
+    for values in values_of:
+        row_number, pre_reason, raw = values[:3]
         try:
             if pre_reason is not None:
                 raise Reject(ROW_FIELD, pre_reason)
@@ -346,7 +387,6 @@ def _check_rowwise(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> 
         except RecursionError:
             reject_rows.append((row_number, ROW_FIELD, TOO_DEEPLY_NESTED, excerpt(raw)))
             continue
-        accepted.append(row_number)
         labelled = kind == LABELLED_PAIR
         for k, (p, r, s) in enumerate(found):
             item_rows.append((row_number, k, p, r, s, None, labelled, None, None, None))
@@ -355,47 +395,47 @@ def _check_rowwise(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> 
             [dict(zip(_ITEMS_SCHEMA.names, r, strict=True)) for r in item_rows], schema=_ITEMS_SCHEMA
         )
         with _registered(con, "_rowwise", rowwise):
-            con.execute("insert into _items select * from _rowwise")
+            con.execute(f"""
+                insert into _staged ({_ITEM_COLUMNS}, row_key)
+                select i.*, k.row_key from _rowwise as i join (
+                    select row_number, {_row_key(chunk.form)} as row_key from ({source_rows})
+                    where row_number in (select row_number from _rowwise)
+                ) as k using (row_number)""")
     if reject_rows:
         rejected = pa.Table.from_pylist(
             [dict(zip(_REJECTS_SCHEMA.names, r, strict=True)) for r in reject_rows], schema=_REJECTS_SCHEMA
         )
         with _registered(con, "_rejected", rejected):
             con.execute("insert into staged_rejects select * from _rejected")
-    return accepted
 
 
-def _drop_duplicate_rows(
-    con: duckdb.DuckDBPyConnection, rowwise: list[int], first_row: int, row_key: str
-) -> None:
-    """An accepted row whose exact text was accepted before in this run becomes a duplicate_row reject."""
-    rowwise_accepted = pa.table({"row_number": pa.array(rowwise, pa.int64())})
-    with _registered(con, "_rowwise_accepted", rowwise_accepted):
-        con.execute(f"""
-        create or replace temp table _accepted as
-        select row_number, row_key from _checked where accepted
-        union all
-        select row_number, {row_key} from _checked
-        where row_number in (select row_number from _rowwise_accepted)
-        """)
-    con.execute("""
+def _drop_duplicate_rows(con: duckdb.DuckDBPyConnection, source_rows: str, first_row: int) -> None:
+    """An accepted row of this chunk whose exact text was accepted before in this run becomes a
+    duplicate_row reject (its excerpt taken from the chunk)."""
+    con.execute(f"""
         create or replace temp table _dups as
         select row_number from (
-            select *, row_number() over (partition by row_key order by row_number) as nth from _accepted
-        ) where nth > 1 or row_key in (select row_key from _seen)
+            select row_number, row_key,
+                   row_number() over (partition by row_key order by row_number) as nth
+            from _staged where item = 0 and row_number >= {first_row}
+        ) as c
+        where nth > 1 or exists (
+            select 1 from _staged as s
+            where s.item = 0 and s.row_number < {first_row} and s.row_key = c.row_key
+        )
     """)
     if con.execute("select count(*) from _dups").fetchone()[0]:
         con.execute(f"""
             insert into staged_rejects
             select row_number, '{ROW_FIELD}', '{DUPLICATE_ROW}',
                    left(replace(trim(raw, {_LINE_WHITESPACE}), '{FIELD_SEPARATOR}', ','), {EXCERPT_CHARS})
-            from _checked where row_number in (select row_number from _dups)
+            from ({source_rows}) where row_number in (select row_number from _dups)
         """)
-        dups = "row_number in (select row_number from _dups)"
-        con.execute(f"delete from _items where row_number >= {first_row} and {dups}")
-        con.execute(f"delete from _accepted where {dups}")
-    con.execute("insert into _seen select distinct row_key from _accepted")
-    con.execute("insert into staged_rows select row_number from _accepted")
+        con.execute(
+            f"delete from _staged where row_number >= {first_row} "
+            "and row_number in (select row_number from _dups)"
+        )
+    con.execute("drop table _dups")
 
 
 # ---------------------------------------------------------------------------------------------- ids
@@ -408,7 +448,7 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     pid = sq.prompt_id_sql(sq.normalised("prompt"))
     con.execute(f"""
         create or replace temp table _prompt_ids as
-        select prompt, {pid} as prompt_id from (select distinct prompt from _items where prompt_id is null)
+        select prompt, {pid} as prompt_id from (select distinct prompt from _staged where prompt_id is null)
     """)
     con.execute(f"""
         create or replace temp table _splits as
@@ -421,7 +461,7 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         if plan.source.unique_responses
         else ""
     )
-    several_per_row = con.execute("select count(*) from _items where item > 0 limit 1").fetchone()[0]
+    several_per_row = con.execute("select count(*) from _staged where item > 0 limit 1").fetchone()[0]
     per_row = (
         "qualify row_number() over (partition by row_number, response_id order by item) = 1"
         if plan.layout is not None and several_per_row
@@ -437,16 +477,15 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
                        coalesce(i.prompt_id, p.prompt_id) as prompt_id,
                        coalesce(i.response_id, {rid}) as response_id,
                        coalesce(i.split, s.split) as split
-                from _items as i
+                from _staged as i
                 left join _prompt_ids as p on p.prompt = i.prompt
                 left join _splits as s on s.prompt_id = p.prompt_id
             )
             {per_row}
         ) {unique}
     """)
-    con.execute("drop table _items; drop table _prompt_ids; drop table _splits; drop table _seen")
-    for name in ("_typed", "_checked", "_accepted", "_dups"):
-        con.execute(f"drop table if exists {name}")
+    con.execute("create or replace temp table staged_rows as select distinct row_number from _staged")
+    con.execute("drop table _staged; drop table _prompt_ids; drop table _splits")
 
 
 def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
