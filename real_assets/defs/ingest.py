@@ -64,19 +64,25 @@ alter table raw.ingestions add column if not exists comparisons bigint;
 alter table raw.ingestions add column if not exists responses_over_cap bigint;
 """
 
+# First occurrence in file order wins (row, then item): found by aggregates over the keys (they spill to
+# disk like the rest) rather than by windows over the wide rows.
 _MERGE_RESPONSES = """
 insert into raw.responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from staged_responses as s
-where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
-qualify row_number() over (partition by response_id order by row_number, item) = 1
+where (response_id, row_number, item) in (
+    select (response_id, min(row_number), arg_min(item, (row_number, item)))
+    from staged_responses as n
+    where not exists (select 1 from raw.responses as r where r.response_id = n.response_id)
+    group by response_id
+)
 """
 _MERGE_PROMPTS = """
 insert into raw.prompt_texts
-select prompt_id, prompt, split, ? as source
+select prompt_id, arg_min(prompt, (row_number, item)), any_value(split), ? as source
 from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
-qualify row_number() over (partition by prompt_id order by row_number, item) = 1
+group by prompt_id
 """
 # A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
 # pair_candidates forms no other pair for its prompt. Every ingestion stores its own.
@@ -98,10 +104,9 @@ from staged_rejects order by row_number
 _PROMPTS = """
 create or replace table raw.prompts as
 select t.prompt_id, t.prompt, t.split, t.source,
-       count(r.response_id) as n_responses, count(r.response_id) >= 2 as pairable
+       coalesce(n.n, 0) as n_responses, coalesce(n.n, 0) >= 2 as pairable
 from raw.prompt_texts as t
-left join raw.responses as r using (prompt_id)
-group by all
+left join (select prompt_id, count(*) as n from raw.responses group by prompt_id) as n using (prompt_id)
 """
 
 

@@ -484,7 +484,10 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             {per_row}
         ) {unique}
     """)
-    con.execute("create or replace temp table staged_rows as select distinct row_number from _staged")
+    # Every accepted row of a file has its item 0; a generated batch numbers its items across rows.
+    rows = "where item = 0" if plan.layout else "group by row_number"
+    rows = f"select row_number from _staged {rows}"
+    con.execute(f"create or replace temp table staged_rows as {rows}")
     con.execute("drop table _staged; drop table _prompt_ids; drop table _splits")
 
 
@@ -502,6 +505,14 @@ def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None =
         if stored
         else "select null::varchar as prompt_id, 0 as n where false"
     )
+    # Staged rows plus stored responses bound the count from above: within the cap, nothing to rank.
+    bound = con.execute(f"""
+        with new as (select prompt_id, count(*) as n from staged_responses group by prompt_id),
+        existing as ({existing})
+        select coalesce(max(new.n + coalesce(e.n, 0)), 0) from new left join existing as e using (prompt_id)
+    """).fetchone()[0]
+    if bound <= cap:
+        return 0
     con.execute(f"""
         create or replace temp table _over_cap as
         with new as (
