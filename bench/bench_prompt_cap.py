@@ -9,10 +9,10 @@ Cases, each on a fresh warehouse (`table` JSONL: one prompt, N distinct response
   reports the rest as `responses_over_cap`, so every later step sees the `at cap` size;
 - `raised cap` (skipped with --raised-cap 0): N = --over with cap = --raised-cap, to show how pairs grow
   when the cap is raised (n*(n-1)/2 similarity rows).
-After an untimed warm-up (torch import, first model load), steps are the code the assets run: `defs.ingest.ingest`, `defs.features.embed_new_responses` (the packaged
-all-MiniLM-L6-v2 on CPU, model load included), and the two SQL models written with
-`create or replace table ... as <sql>`. Memory: peak RSS above the start of each step (psutil, every 5 ms),
-and the process's peak RSS (embedding model and torch included).
+After an untimed warm-up (torch import, first model load), steps are the code the assets run:
+`defs.ingest.ingest`, `defs.features.embed_new_responses` (the packaged all-MiniLM-L6-v2 on CPU, model load
+included), and the two SQL models written with `create or replace table ... as <sql>`. Memory: peak RSS
+above the start of each step (psutil, every 5 ms), and the process's peak RSS (model and torch included).
 """
 
 from __future__ import annotations
