@@ -120,6 +120,7 @@ def main() -> int:
                     data_seed=int(seed),
                     logging_steps=cfg.logging_steps,
                     save_strategy="no",
+                    activation_checkpointing=cfg.gradient_checkpointing,  # as ours (TRL defaults it on)
                     report_to="none",
                     disable_tqdm=True,
                     use_cpu=not torch.cuda.is_available(),

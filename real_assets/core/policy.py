@@ -300,7 +300,7 @@ def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: D
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         # TRL turns it on by default: it trades compute for memory, a loss for small models on CPU.
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name
         **extra,
     )
 
