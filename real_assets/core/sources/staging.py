@@ -209,16 +209,18 @@ def _json_typed(chunk: Chunk, columns: tuple[str, ...]) -> str:
     typed = []
     for i, name in enumerate(columns):
         f = f"struct_extract(j, {sq.literal(name)})"
-        # A JSON text that starts with a quote is a string: json_type is asked only about the others,
-        # and a string without a backslash is its text between the quotes (no second parse).
+        # A JSON text that starts with a quote is a string: json_type is asked only about the others.
         is_str = f"starts_with({f}, '\"')"
         t = (
             f"(case when {f} is null then 'null' when {is_str} then 'str' "
             f"else (case json_type({f}) when 'BIGINT' then 'num' when 'UBIGINT' then 'num' "
             f"when 'DOUBLE' then 'num' when 'NULL' then 'null' else 'other' end) end)"
         )
-        v = f"(case when {is_str} and not contains({f}, '\\') then {f}[2:-2] else {f} ->> '$' end)"
-        typed.append(_typed_columns(i, t, v, f"(case when not {is_str} then try_cast({f} as double) end)"))
+        typed.append(
+            _typed_columns(
+                i, t, f"({f} ->> '$')", f"(case when not {is_str} then try_cast({f} as double) end)"
+            )
+        )
     # A row that yyjson reads but Python refuses (a trailing comma) goes to the row-wise checks. A key
     # repeated in an object: the first one counts on both sides (yyjson's rule; see _parse_json).
     json_ok = "coalesce(j is not null and not regexp_matches(raw, ',[ \\t\\n\\r]*[\\]}]'), false) as json_ok"
