@@ -412,34 +412,3 @@ def test_duplicate_rows_are_found_across_chunks_with_no_cap(tmp_path: Path, monk
     assert totals(batches) == (3000 + len(rows[::7]), 3000)
     assert {r.reason for r in rejects} == {"duplicate_row"} and len(rejects) == len(rows[::7])
     assert min(r.row_number for r in rejects) == 3001
-
-
-def test_prefetched_reader_keeps_order_raises_in_place_and_stops_when_left() -> None:
-    from real_assets.core.sources.readers import prefetched
-
-    def failing():
-        yield 1
-        yield 2
-        raise SourceError("table: cannot read x.jsonl after row 2")
-
-    got = []
-    with pytest.raises(SourceError, match="after row 2"):
-        for item in prefetched(failing()):
-            got.append(item)
-    assert got == [1, 2]
-
-    closed = []
-
-    def endless():
-        try:
-            n = 0
-            while True:
-                n += 1
-                yield n
-        finally:
-            closed.append(True)
-
-    read = prefetched(endless())
-    assert next(read) == 1
-    read.close()  # joins the reader thread, which closes the source
-    assert closed == [True]

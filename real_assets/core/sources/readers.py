@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
-import queue
-import threading
 import zlib
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +34,6 @@ from real_assets.core.sources.spec import SourceSpec
 CHUNK_BYTES = 32 << 20
 CHUNK_ROWS = 100_000
 JSON_FORM, COLUMN_FORM = "json", "columns"
-T = TypeVar("T")
 FIELD_SEPARATOR = "\x1f"
 
 
@@ -352,48 +348,3 @@ def chunks(spec: SourceSpec, kind: str, where: str, columns: tuple[str, ...]) ->
     if kind == PARQUET:
         return parquet_chunks(spec, where, columns, spec.limit)
     return dataset_chunks(spec, where, columns, spec.limit)
-
-
-def prefetched(items: Iterator[T]) -> Generator[T, None, None]:
-    """`items`, the next one read by a thread while the caller works on the current one (DuckDB releases
-    the GIL, so reading the file and checking a chunk overlap). At most two items wait beyond the one in
-    use; an error of the reader is raised here, in order; leaving early stops and closes the reader."""
-    slots: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    end = object()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((end, None))
-        except BaseException as e:  # handed to the consumer, raised there
-            put((None, e))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="source-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item, error = slots.get()
-            if error is not None:
-                raise error
-            if item is end:
-                return
-            yield item
-    finally:
-        stop.set()
-        reader.join()

@@ -22,7 +22,7 @@ import real_assets.core.sources.sqlchecks as sq
 from real_assets.core.hashing import prompt_id, response_id
 from real_assets.core.records import SourceBatch, SourceError
 from real_assets.core.sources.files import CSV, locate, peek_columns
-from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks, prefetched
+from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks
 from real_assets.core.sources.reasons import (
     DUPLICATE_ROW,
     IDENTICAL_RESPONSES,
@@ -135,12 +135,10 @@ def stage_source(
             if progress:
                 progress(batch.input_rows)
     else:
-        read = prefetched(chunks(plan.spec, plan.kind, plan.where, plan.layout.columns))
-        with contextlib.closing(read):  # a failed check stops the reader thread at once
-            for chunk in read:
-                _stage_chunk(con, plan, chunk)
-                if progress:
-                    progress(chunk.table.num_rows)
+        for chunk in chunks(plan.spec, plan.kind, plan.where, plan.layout.columns):
+            _stage_chunk(con, plan, chunk)
+            if progress:
+                progress(chunk.table.num_rows)
     _finish(con, plan)
     accepted = con.execute("select count(*) from staged_rows").fetchone()[0]
     reasons = dict(
