@@ -64,25 +64,21 @@ alter table raw.ingestions add column if not exists comparisons bigint;
 alter table raw.ingestions add column if not exists responses_over_cap bigint;
 """
 
-# First occurrence in file order wins (row, then item): found by aggregates over the keys (they spill to
-# disk like the rest) rather than by windows over the wide rows.
+# First occurrence in file order wins (row, then item). A window, because it spills to disk: grouped
+# forms (DISTINCT ON, an IN over an aggregate) ran out of DuckDB's memory_limit at 2M rows.
 _MERGE_RESPONSES = """
 insert into raw.responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from staged_responses as s
-where (response_id, row_number, item) in (
-    select (response_id, min(row_number), arg_min(item, (row_number, item)))
-    from staged_responses as n
-    where not exists (select 1 from raw.responses as r where r.response_id = n.response_id)
-    group by response_id
-)
+where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
+qualify row_number() over (partition by response_id order by row_number, item) = 1
 """
 _MERGE_PROMPTS = """
 insert into raw.prompt_texts
-select prompt_id, arg_min(prompt, (row_number, item)), any_value(split), ? as source
+select prompt_id, prompt, split, ? as source
 from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
-group by prompt_id
+qualify row_number() over (partition by prompt_id order by row_number, item) = 1
 """
 # A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
 # pair_candidates forms no other pair for its prompt. Every ingestion stores its own.
