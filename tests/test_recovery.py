@@ -143,7 +143,7 @@ def test_recover_leaves_live_runs_and_ends_abandoned_mlflow_runs(tmp_path):
 
 
 def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
-    """What every command does first, from four processes at once on one fresh home."""
+    """What every command does first, from three processes at once on one fresh home."""
     home = tmp_path / "home"
     code = (
         "import sys, dagster as dg; from mlflow import MlflowClient; "
@@ -160,10 +160,10 @@ def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for _ in range(4)
+        for _ in range(3)
     ]
     outputs = [p.communicate(timeout=HANG_GUARD_S)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outputs)
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
     for db in (home / "dagster" / "history" / "runs.db", home / "mlflow.db"):
         with sqlite3.connect(db) as con:
             assert con.execute("select count(*) from alembic_version").fetchone()[0] == 1, db

@@ -10,7 +10,6 @@ screenshot and the webserver log are kept under tests/artifacts/ (the path is pr
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -350,15 +349,6 @@ def test_runs_launched_from_the_ui_complete(page, ui, request):
             _wait_for_run(page, run_id)
 
 
-def _training_reports_progress() -> bool:
-    from real_assets.core import policy
-
-    return "report" in inspect.signature(policy.train_sft).parameters
-
-
-@pytest.mark.skipif(
-    not _training_reports_progress(), reason="train_sft reports no progress yet (issue 12 part 2, training)"
-)
 def test_a_ui_launched_training_run_shows_progress_lines_in_its_log(page, ui, request):
     if PROGRESS_ASSET not in LAUNCHED:
         pytest.skip("the launch test failed")

@@ -144,7 +144,7 @@ def _sigterm_leaves_nothing(command: list[str], url: str, expect_in_cmdline: str
         tree = [server, *server.children(recursive=True)]
         assert len(tree) > 1, "the server started no process of its own"
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=90)
+        proc.wait(timeout=180)  # dagster dev stops its daemon and webserver first
         _, alive = psutil.wait_procs(tree[1:], timeout=30)
         assert not alive, f"left running after SIGTERM: {[p.cmdline() for p in alive]}"
         with pytest.raises(ProcessLookupError):
