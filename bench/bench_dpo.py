@@ -1,6 +1,6 @@
 """DPO benchmark: the `dpo_checkpoint` asset, materialized in-process, against a bare TRL DPOTrainer run.
 
-    python bench/bench_dpo.py [--n-prompts 360] [--partition "0|all"] [--epochs 1] [--repeats 2]
+    python bench/bench_dpo.py [--n-prompts 120] [--partition "0|all"] [--epochs 1] [--repeats 2]
 
 Set-up (untimed): a fresh home with the synthetic source (--n-prompts), embeddings, similarity, pair
 candidates, the reference policy (SFT, builtin tiny GPT-2) and selected_pairs[--partition].
@@ -38,7 +38,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-prompts", type=int, default=360)
+    parser.add_argument("--n-prompts", type=int, default=120)
     parser.add_argument("--partition", default="0|all")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--sft-epochs", type=float, default=2.0)

@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "--column-map",
         help='table source: JSON such as {"prompt": "question", "response": "answer", "score": "rating"}',
     )
-    p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 360)")
+    p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 120)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")
     p.add_argument(

@@ -276,7 +276,7 @@ def _responses_for(rng: np.random.Generator, topic: Topic, n: int) -> list[str]:
 
 
 def iter_synthetic(
-    n_prompts: int = 360,
+    n_prompts: int = 120,
     min_responses: int = 4,
     max_responses: int = 8,
     seed: int = 0,

@@ -39,7 +39,7 @@ class SourceSpec(BaseModel):
         description="`table` only: {prompt, response, score} or {prompt, chosen, rejected[, score_chosen, "
         "score_rejected]} -> column names. Default: identity names, layout detected from the columns.",
     )
-    n_prompts: int = Field(360, description="`synthetic` only: number of prompts.")
+    n_prompts: int = Field(120, description="`synthetic` only: number of prompts.")
 
 
 def check_spec_values(spec: SourceSpec) -> None:
