@@ -58,6 +58,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    from real_assets.core.device import pick_device
     from real_assets.core.policy import DpoConfig as OurDpoConfig
     from real_assets.core.policy import format_completion, format_prompt
     from real_assets.defs.training import read_selected_pairs, recorded_checkpoint
@@ -89,6 +90,7 @@ def main() -> int:
         ).fetchone()[0]
     reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
     cfg = OurDpoConfig(epochs=args.epochs)
+    device = pick_device("auto")
     rows = [
         {"prompt": format_prompt(p), "chosen": format_completion(c), "rejected": format_completion(r)}
         for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"])
@@ -121,8 +123,12 @@ def main() -> int:
                     logging_steps=cfg.logging_steps,
                     save_strategy="no",
                     activation_checkpointing=cfg.gradient_checkpointing,  # as ours (TRL defaults it on)
+                    # the precision ours picks (TRL defaults to bf16 autocast, slow on most CPUs)
+                    bf16=device.dtype == torch.bfloat16,
+                    fp16=device.dtype == torch.float16,
                     report_to="none",
                     disable_tqdm=True,
+                    log_level="warning",
                     use_cpu=not torch.cuda.is_available(),
                     dataloader_num_workers=0,
                 ),
