@@ -91,9 +91,9 @@ class Step(StepRun):
     (`upstream`), its config as the dataclass `core/` receives (`config`; None without one) and its
     partition's dimensions (`partition`, with `strategy` and `seed` on the strategy x seed grid)."""
 
-    def __init__(self, context, tracking, run: StepRun, upstream, config, partition):
+    def __init__(self, tracking: Tracking, run: StepRun, upstream, config, partition):
         super().__init__(run.run_id, run.experiment_id)
-        self.context, self.tracking = context, tracking
+        self.tracking = tracking
         self.upstream: dict[str, str] = upstream
         self.config = config
         self.partition: dict[str, str] = partition
@@ -139,4 +139,4 @@ def tracked_step(
         if params:
             run.log_params(params)
         core = config.to_core() if isinstance(config, StepConfig) else config
-        yield Step(context, tracking, run, versions, core, partition)
+        yield Step(tracking, run, versions, core, partition)
