@@ -36,11 +36,15 @@ def _slot_holders(home: Path) -> set[str]:
         return instance.event_log_storage.get_concurrency_run_ids()
 
 
-def _materialized_steps() -> list[str]:
+def _demo_order(args: list[str]) -> list[str]:
+    """The assets `real-assets demo` materializes with these arguments, in the order it runs them."""
     from real_assets.definitions import defs
+    from real_assets.demo import demo_steps
 
-    graph = defs.resolve_asset_graph()
-    return [k.to_user_string() for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+    only = args[args.index("--partition") + 1]
+    seeds = int(args[args.index("--seeds") + 1])
+    steps = demo_steps(defs, dg.DagsterInstance.ephemeral(), only=only, seeds=seeds)
+    return list(dict.fromkeys(key.to_user_string() for key, _ in steps))
 
 
 def _kill_demo_during(home: Path, steps: list[str], args: list[str], ignore: set[str]) -> tuple[str, str]:
@@ -80,7 +84,7 @@ def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
     behind, then is killed one step further), then a demo that finishes, and an audit that passes."""
     home = tmp_path / "home"
     args = [*SMALL, "--seeds", "1", "--partition", "0|easy"]
-    order = _materialized_steps()
+    order = _demo_order(args)
     killed: list[tuple[str, str]] = []
     remaining = order
     while remaining:
