@@ -4,6 +4,7 @@ and the reference-model scores of the `margin` and `ches` strategies."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -197,7 +198,8 @@ def test_ches_score_by_hand():
 def test_margin_and_ches_from_the_reference_model(trained):
     root, device, *_ = trained
     reference, tokenizer = load_policy(root / "ref", device)
-    scores = reference_pair_scores(root / "ref", [PROMPT, PROMPT], [GOOD, GOOD], [BAD, GOOD], device, 128)
+    pairs = pd.DataFrame({"prompt": [PROMPT, PROMPT], "chosen": [GOOD, GOOD], "rejected": [BAD, GOOD]})
+    scores = reference_pair_scores(root / "ref", pairs, device, 128)
     lp = sequence_logps(reference, tokenizer, [PROMPT, PROMPT], [GOOD, BAD], device)
     assert scores.loc[0, "ref_margin"] == pytest.approx(lp[0] - lp[1], abs=1e-4)
     assert scores.loc[1, "ref_margin"] == pytest.approx(0.0, abs=1e-5)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +27,25 @@ def ches_score(h_chosen: np.ndarray, h_rejected: np.ndarray) -> np.ndarray:
 
 def reference_pair_scores(
     reference_dir: Path,
-    prompts: Sequence[str],
-    chosen: Sequence[str],
-    rejected: Sequence[str],
+    pairs: pd.DataFrame,
     device: DeviceChoice,
     max_length: int,
     min_response_tokens: int = 4,
     batch_size: int = 32,
     report: Report | None = None,
 ) -> pd.DataFrame:
-    """`ref_margin` and `ches` of each pair (NaN for a pair that cannot keep its responses)."""
+    """`ref_margin` and `ches` of each pair (`prompt`, `chosen`, `rejected` columns of `pairs`) under the
+    reference policy, in row order (NaN for a pair that cannot keep its responses)."""
     model, tokenizer = load_policy(reference_dir, device)
+    prompts = list(pairs["prompt"])
     progress = Progress("reference scores", 2 * len(prompts), report, unit="sequences")
     try:
         scores = score_pairs(
             model,
             tokenizer,
             prompts,
-            chosen,
-            rejected,
+            list(pairs["chosen"]),
+            list(pairs["rejected"]),
             device,
             max_length,
             min_response_tokens,

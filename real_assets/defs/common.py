@@ -3,8 +3,9 @@ the versions of its inputs, closed by its `MaterializeResult`."""
 
 import contextlib
 import dataclasses
+import inspect
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -87,12 +88,15 @@ def upstream_versions(context: dg.AssetExecutionContext) -> dict[str, str]:
 
 
 class Step(StepRun):
-    """One materialization in progress: its MLflow run, the data versions of the inputs it reads
-    (`upstream`), its config as the dataclass `core/` receives (`config`; None without one) and its
-    partition's dimensions (`partition`, with `strategy` and `seed` on the strategy x seed grid)."""
+    """One materialization in progress: its Dagster `context` (and `log`), its MLflow run, the data
+    versions of the inputs it reads (`upstream`), its config as the dataclass `core/` receives (`config`;
+    None without one) and its partition's dimensions (`partition`, with `strategy` and `seed` on the
+    strategy x seed grid)."""
 
-    def __init__(self, tracking: Tracking, run: StepRun, upstream, config, partition):
+    def __init__(self, context, tracking: Tracking, run: StepRun, upstream, config, partition):
         super().__init__(run.run_id, run.experiment_id)
+        self.context: dg.AssetExecutionContext = context
+        self.log = context.log
         self.tracking = tracking
         self.upstream: dict[str, str] = upstream
         self.config = config
@@ -139,4 +143,50 @@ def tracked_step(
         if params:
             run.log_params(params)
         core = config.to_core() if isinstance(config, StepConfig) else config
-        yield Step(tracking, run, versions, core, partition)
+        yield Step(context, tracking, run, versions, core, partition)
+
+
+def step_asset(
+    *, config: type[dg.Config] | None = None, **asset_kwargs
+) -> Callable[[Callable[..., dg.MaterializeResult]], dg.AssetsDefinition]:
+    """`@dg.asset` for one step of the graph, run inside its MLflow run (`tracked_step`).
+
+    The decorated function takes `step` (the `Step`: its config as `core/` receives it, upstream versions,
+    partition, Dagster context) and then the resources it uses, named and typed as in any asset
+    (`warehouse: Warehouse`). Dagster sees `context`, `config` (the Dagster `Config` given here),
+    `tracking` and those resources; the asset's name, module and docstring are the function's. Its pool
+    follows from its kinds: a step that runs torch models waits for the GPU pool, any other for the
+    warehouse's."""
+    asset_kwargs.setdefault(
+        "pool", GPU_POOL if "pytorch" in asset_kwargs.get("kinds", ()) else WAREHOUSE_POOL
+    )
+
+    def decorate(body: Callable[..., dg.MaterializeResult]) -> dg.AssetsDefinition:
+        resources = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+
+        if inspect.isgeneratorfunction(body):  # an asset that also yields check results
+
+            def materialize(context, tracking, config=None, **resources):
+                with tracked_step(context, tracking, config) as step:
+                    yield from body(step, **resources)
+
+        else:
+
+            def materialize(context, tracking, config=None, **resources):
+                with tracked_step(context, tracking, config) as step:
+                    return body(step, **resources)
+
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [inspect.Parameter("context", kind, annotation=dg.AssetExecutionContext)]
+        if config is not None:
+            params.append(inspect.Parameter("config", kind, annotation=config))
+        params += [inspect.Parameter("tracking", kind, annotation=Tracking), *resources]
+        # Dagster reads the parameters (context, config, resources) off `__signature__`; code_digest
+        # reads `__annotations__` and follows `body` through the closure.
+        materialize.__signature__ = inspect.Signature(params, return_annotation=dg.MaterializeResult)
+        materialize.__annotations__ = {p.name: p.annotation for p in params}
+        materialize.__name__ = materialize.__qualname__ = body.__name__
+        materialize.__module__, materialize.__doc__ = body.__module__, body.__doc__
+        return dg.asset(**asset_kwargs)(materialize)
+
+    return decorate

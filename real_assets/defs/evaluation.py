@@ -4,6 +4,7 @@ intervals, paired differences vs random) and the annotation-budget sweep."""
 import base64
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -31,13 +32,13 @@ from real_assets.core.report import (
 )
 from real_assets.core.selection import STRATEGIES, BudgetSweepConfig, SelectionConfig, select_pairs
 from real_assets.core.stats import paired_bootstrap
-from real_assets.defs.common import GPU_POOL, WAREHOUSE_POOL, step_config, tracked_step
+from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
-from real_assets.resources import Compute, Tracking, Warehouse, replace_rows
+from real_assets.resources import Compute, Warehouse, replace_rows
 from real_assets.settings import home_dir
 
 EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy", "seed"))
@@ -143,11 +144,11 @@ def _scoring(training: dict) -> Scoring:
     return Scoring(training["beta"], training["max_length"], training.get("min_response_tokens", 4))
 
 
-@dg.asset(
+@step_asset(
+    config=EvalStepConfig,
     kinds={"pytorch", "duckdb"},
     deps=[dpo_checkpoint],
     partitions_def=strategy_seed_partitions,
-    pool=GPU_POOL,
     automation_condition=on_new_training_data(),
     metadata=table_metadata(EVAL_SCORES, EVAL_OUTCOMES),
     check_specs=[
@@ -157,65 +158,60 @@ def _scoring(training: dict) -> Scoring:
             description="warns when the DPO policy loses to its reference",
         )
     ],
-    description="Held-out scores of one strategy and seed's DPO policy against the reference it was "
-    "trained from (eval.eval_scores, per-item outcomes in eval.eval_outcomes): implicit-reward preference "
-    "accuracy (beta as trained; ties half) and margin against gold, and win rate with a 95% interval.",
 )
 def eval_scores(
-    context: dg.AssetExecutionContext,
-    config: EvalStepConfig,
-    warehouse: Warehouse,
-    compute: Compute,
-    tracking: Tracking,
-):
-    with tracked_step(context, tracking, config) as step:
-        cfg: EvalConfig = step.config
-        strategy, seed, upstream = step.strategy, step.seed, step.upstream
-        checkpoint_version = upstream.get("dpo_checkpoint")
-        policy, training = recorded_checkpoint(
-            warehouse, "dpo_checkpoint", checkpoint_version, context.partition_key
-        )
-        reference_version = training.get("reference_version")
-        reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
-        scoring = _scoring(training)
-        pairs, prompts, all_gold = held_out(warehouse, cfg)
-        judge, scorer = _scorer(cfg, all_gold)
-        (metrics, outcomes), _ = compute.run(
-            evaluate_policy,
-            policy,
-            reference,
-            pairs,
-            prompts,
-            scorer,
-            cfg,
-            scoring,
-            seed_offset=seed,
-            report=context.log.info,
-        )
-        row = {
-            "strategy": strategy,
-            "seed": seed,
-            "checkpoint_version": checkpoint_version,
-            "reference_version": reference_version,
-            "beta": scoring.beta,
-            "max_length": scoring.max_length,
-            **metrics,
-            "judge": judge,
-        }
-        frame = pd.DataFrame([row])[EVAL_COLUMNS]
-        items = outcomes.assign(strategy=strategy, seed=seed)[OUTCOME_COLUMNS]
-        partition = context_partition(context)
-        with warehouse.connect() as con:
-            for table in (EVAL_SCORES, EVAL_OUTCOMES):
-                drop_if_unseeded(con, table.name)
-            con.execute(_DDL)
-            replace_rows(con, EVAL_SCORES.name, frame, partition=partition)
-            replace_rows(con, EVAL_OUTCOMES.name, items, partition=partition)
-            content = content_version(con, [EVAL_SCORES, EVAL_OUTCOMES], partition)
-        result = step.finish(
-            content.version,
-            {k: v for k, v in row.items() if v is not None} | content.metadata(),
-        )
+    step: Step, warehouse: Warehouse, compute: Compute
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Held-out scores of one strategy and seed's DPO policy against the reference it was trained from
+    (eval.eval_scores, per-item outcomes in eval.eval_outcomes): implicit-reward preference accuracy (beta
+    as trained; ties half) and margin against gold, and win rate with a 95% interval."""
+    cfg: EvalConfig = step.config
+    strategy, seed, upstream = step.strategy, step.seed, step.upstream
+    checkpoint_version = upstream.get("dpo_checkpoint")
+    policy, training = recorded_checkpoint(
+        warehouse, "dpo_checkpoint", checkpoint_version, step.context.partition_key
+    )
+    reference_version = training.get("reference_version")
+    reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
+    scoring = _scoring(training)
+    pairs, prompts, all_gold = held_out(warehouse, cfg)
+    judge, scorer = _scorer(cfg, all_gold)
+    (metrics, outcomes), _ = compute.run(
+        evaluate_policy,
+        policy,
+        reference,
+        pairs,
+        prompts,
+        scorer,
+        cfg,
+        scoring,
+        seed_offset=seed,
+        report=step.log.info,
+    )
+    row = {
+        "strategy": strategy,
+        "seed": seed,
+        "checkpoint_version": checkpoint_version,
+        "reference_version": reference_version,
+        "beta": scoring.beta,
+        "max_length": scoring.max_length,
+        **metrics,
+        "judge": judge,
+    }
+    frame = pd.DataFrame([row])[EVAL_COLUMNS]
+    items = outcomes.assign(strategy=strategy, seed=seed)[OUTCOME_COLUMNS]
+    partition = context_partition(step.context)
+    with warehouse.connect() as con:
+        for table in (EVAL_SCORES, EVAL_OUTCOMES):
+            drop_if_unseeded(con, table.name)
+        con.execute(_DDL)
+        replace_rows(con, EVAL_SCORES.name, frame, partition=partition)
+        replace_rows(con, EVAL_OUTCOMES.name, items, partition=partition)
+        content = content_version(con, [EVAL_SCORES, EVAL_OUTCOMES], partition)
+    result = step.finish(
+        content.version,
+        {k: v for k, v in row.items() if v is not None} | content.metadata(),
+    )
     yield result
     win, high = metrics.get("win_rate"), metrics.get("win_rate_ci_high")
     yield dg.AssetCheckResult(
@@ -240,70 +236,62 @@ def _reports_dir() -> Path:
     return reports
 
 
-@dg.asset(
+@step_asset(
     kinds={"duckdb", "python"},
     deps=[eval_scores],
-    pool=WAREHOUSE_POOL,
     automation_condition=EAGER,
     metadata=table_metadata(COMPARISON, DIFFERENCES),
-    description="The paper's comparison across strategies (eval.strategy_comparison): per strategy the mean "
-    "and 95% interval across seeds of pairs, similarity, label error, preference accuracy, margin and win "
-    "rate; the paired difference of each strategy vs random with a bootstrap interval and p-value over seeds "
-    "and held-out prompts (eval.strategy_differences); with a PNG plot.",
 )
-def strategy_comparison(
-    context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking) as step:
-        with warehouse.connect() as con:
-            per_seed = con.execute("""
-                select e.strategy, e.seed, s.pairs, s.mean_cosine, s.label_error_rate, e.preference_accuracy,
-                       e.reward_margin, e.win_rate
-                from eval.eval_scores as e
-                left join (
-                    select strategy, seed, count(*) as pairs, avg(cosine) as mean_cosine,
-                           avg(label_error::double) as label_error_rate
-                    from selection.selected_pairs group by strategy, seed
-                ) as s using (strategy, seed)
-                order by e.strategy, e.seed""").df()
-            outcomes = con.execute(
-                "select strategy, seed, metric, prompt_id, value from eval.eval_outcomes"
-            ).df()
-            table, diffs = summarize_strategies(per_seed, outcomes, list(STRATEGIES))
-            con.register("comparison_frame", table)
-            con.register("differences_frame", diffs)
-            con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
-            con.execute(
-                "create or replace table eval.strategy_differences as select * from differences_frame"
-            )
-            content = content_version(con, [COMPARISON, DIFFERENCES])
-        png = comparison_plot(table, _reports_dir() / f"strategy_comparison-{content.version}.png")
-        step.log_table(table, "strategy_comparison.json")
-        step.log_table(diffs, "strategy_differences.json")
-        step.log_artifact(png)
-        for record in table.to_dict("records"):
-            step.log_metrics({f"{record['strategy']}/{k}": v for k, v in record.items() if k != "strategy"})
-        for record in diffs.to_dict("records"):
-            prefix = f"{record['strategy']}/{record['metric']}"
-            step.log_metrics(
-                {
-                    f"{prefix}_diff_vs_random": record["diff_vs_random"],
-                    f"{prefix}_diff_low": record["diff_low"],
-                    f"{prefix}_diff_high": record["diff_high"],
-                    f"{prefix}_p_value": record["p_value"],
-                }
-            )
-        metadata = {
-            "comparison": dg.MetadataValue.md(markdown_table(display_table(table, diffs))),
-            "plot": _png_markdown(png, "strategy comparison"),
-            "plot_path": dg.MetadataValue.path(str(png)),
-            "rows": content.rows,
-            **content.metadata(),
-            "seeds": int(table["seeds"].max()) if len(table) else 0,
-            "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
-            "differences_json": dg.MetadataValue.json(json.loads(diffs.to_json(orient="records"))),
-        }
-        return step.finish(content.version, metadata)
+def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
+    """The paper's comparison across strategies (eval.strategy_comparison): per strategy the mean and 95%
+    interval across seeds of pairs, similarity, label error, preference accuracy, margin and win rate; the
+    paired difference of each strategy vs random with a bootstrap interval and p-value over seeds and
+    held-out prompts (eval.strategy_differences); with a PNG plot."""
+    with warehouse.connect() as con:
+        per_seed = con.execute("""
+            select e.strategy, e.seed, s.pairs, s.mean_cosine, s.label_error_rate, e.preference_accuracy,
+                   e.reward_margin, e.win_rate
+            from eval.eval_scores as e
+            left join (
+                select strategy, seed, count(*) as pairs, avg(cosine) as mean_cosine,
+                       avg(label_error::double) as label_error_rate
+                from selection.selected_pairs group by strategy, seed
+            ) as s using (strategy, seed)
+            order by e.strategy, e.seed""").df()
+        outcomes = con.execute("select strategy, seed, metric, prompt_id, value from eval.eval_outcomes").df()
+        table, diffs = summarize_strategies(per_seed, outcomes, list(STRATEGIES))
+        con.register("comparison_frame", table)
+        con.register("differences_frame", diffs)
+        con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
+        con.execute("create or replace table eval.strategy_differences as select * from differences_frame")
+        content = content_version(con, [COMPARISON, DIFFERENCES])
+    png = comparison_plot(table, _reports_dir() / f"strategy_comparison-{content.version}.png")
+    step.log_table(table, "strategy_comparison.json")
+    step.log_table(diffs, "strategy_differences.json")
+    step.log_artifact(png)
+    for record in table.to_dict("records"):
+        step.log_metrics({f"{record['strategy']}/{k}": v for k, v in record.items() if k != "strategy"})
+    for record in diffs.to_dict("records"):
+        prefix = f"{record['strategy']}/{record['metric']}"
+        step.log_metrics(
+            {
+                f"{prefix}_diff_vs_random": record["diff_vs_random"],
+                f"{prefix}_diff_low": record["diff_low"],
+                f"{prefix}_diff_high": record["diff_high"],
+                f"{prefix}_p_value": record["p_value"],
+            }
+        )
+    metadata = {
+        "comparison": dg.MetadataValue.md(markdown_table(display_table(table, diffs))),
+        "plot": _png_markdown(png, "strategy comparison"),
+        "plot_path": dg.MetadataValue.path(str(png)),
+        "rows": content.rows,
+        **content.metadata(),
+        "seeds": int(table["seeds"].max()) if len(table) else 0,
+        "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
+        "differences_json": dg.MetadataValue.json(json.loads(diffs.to_json(orient="records"))),
+    }
+    return step.finish(content.version, metadata)
 
 
 def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -320,126 +308,117 @@ def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, outcomes
 
 
-@dg.asset(
+@step_asset(
+    config=BudgetSweepStepConfig,
     kinds={"pytorch", "duckdb"},
     deps=[eval_scores, reference_policy],
-    pool=GPU_POOL,
     automation_condition=on_new_training_data(),
     metadata=table_metadata(SWEEP),
-    description="The annotation-budget sweep (eval.budget_sweep): for easy and random, label-error rate "
-    "and held-out preference accuracy of a real DPO run at each keep fraction, against the full budget "
-    "(`all`); reports the smallest budget at which easy is within the interval of `all`.",
 )
-def budget_sweep(
-    context: dg.AssetExecutionContext,
-    config: BudgetSweepStepConfig,
-    warehouse: Warehouse,
-    compute: Compute,
-    tracking: Tracking,
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking, config) as step:
-        cfg: BudgetSweepConfig = step.config
-        all_rows, all_outcomes = _all_reference(warehouse)
-        if all_rows.empty:
-            # No `all` partition evaluated (e.g. a demo of one strategy): train the full budget here too.
-            context.log.warning("no eval_scores[<seed>|all]: the sweep trains the full budget itself")
-            training = {"reference_version": step.upstream.get("reference_policy")}
-            dpo = DpoConfig()
-        else:
-            # The `all` checkpoints' own training record: the sweep trains with exactly those settings.
-            _, training = recorded_checkpoint(
-                warehouse,
-                "dpo_checkpoint",
-                all_rows["checkpoint_version"].iloc[0],
-                f"{all_rows['seed'].iloc[0]}|all",
-            )
-            dpo = DpoConfig(**{f.name: training[f.name] for f in dataclasses.fields(DpoConfig)})
-        reference, _ = recorded_checkpoint(warehouse, "reference_policy", training["reference_version"])
-        candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
-        pairs, _, _ = held_out(warehouse, EvalConfig())
-        all_by_seed = dict(zip(all_rows["seed"], all_rows["preference_accuracy"]))
-        trained: dict[tuple[int, float], tuple[float, pd.DataFrame]] = {}
-        rows = []
-        for seed in cfg.seeds:
-            for strategy in cfg.strategies:
-                for fraction in sorted(cfg.keep_fractions):
-                    picked = select_pairs(
-                        candidates, strategy, SelectionConfig(mode="global", keep_fraction=fraction), seed
-                    )
-                    label_error = float(picked["label_error"].astype(float).mean())
-                    context.log.info(
-                        f"budget sweep: {strategy} keep {fraction} seed {seed}: {len(picked)} pairs"
-                    )
-                    # At 1.0 every strategy keeps every pair: that is `all` (evaluated, or trained once).
-                    key = (seed, fraction) if fraction == 1.0 else (seed, fraction, strategy)
-                    if fraction == 1.0 and seed in all_by_seed:
-                        accuracy, source = all_by_seed[seed], "eval_scores[all]"
-                    else:
-                        if key not in trained:
-                            (metrics, outcomes, _), _ = compute.run(
-                                train_and_score,
-                                reference,
-                                list(zip(picked["prompt"], picked["chosen"], picked["rejected"])),
-                                dpo,
-                                seed,
-                                pairs,
-                                report=context.log.info,
-                            )
-                            trained[key] = (metrics["preference_accuracy"], outcomes.assign(seed=seed))
-                        accuracy, source = trained[key][0], "trained"
-                    rows.append(
-                        {
-                            "strategy": strategy,
-                            "keep_fraction": fraction,
-                            "seed": seed,
-                            "pairs": len(picked),
-                            "label_error_rate": label_error,
-                            "preference_accuracy": accuracy,
-                            "source": source,
-                        }
-                    )
-        if all_outcomes.empty:
-            full = [o for k, (_, o) in trained.items() if len(k) == 2]
-            all_outcomes = pd.concat(full)[lambda o: o["metric"] == "preference"] if full else all_outcomes
-        sweep = pd.DataFrame(rows)
-        grid = np.zeros((0, 0))
-        if not all_outcomes.empty:
-            means = all_outcomes.groupby(["seed", "prompt_id"])["value"].mean().unstack("prompt_id")
-            grid = means.to_numpy(dtype=float)
-        band = paired_bootstrap(grid, grid * 0)  # the interval of `all`'s mean over seeds and prompts
-        smallest = smallest_budget_within(sweep, "easy", band.low, band.high)
-        with warehouse.connect() as con:
-            con.register("sweep_frame", sweep)
-            con.execute("create or replace table eval.budget_sweep as select * from sweep_frame")
-            content = content_version(con, [SWEEP])
-        png = budget_plot(
-            sweep, (band.diff, band.low, band.high), _reports_dir() / f"budget_sweep-{content.version}.png"
+def budget_sweep(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+    """The annotation-budget sweep (eval.budget_sweep): for easy and random, label-error rate and held-out
+    preference accuracy of a real DPO run at each keep fraction, against the full budget (`all`); reports
+    the smallest budget at which easy is within the interval of `all`."""
+    cfg: BudgetSweepConfig = step.config
+    all_rows, all_outcomes = _all_reference(warehouse)
+    if all_rows.empty:
+        # No `all` partition evaluated (e.g. a demo of one strategy): train the full budget here too.
+        step.log.warning("no eval_scores[<seed>|all]: the sweep trains the full budget itself")
+        training = {"reference_version": step.upstream.get("reference_policy")}
+        dpo = DpoConfig()
+    else:
+        # The `all` checkpoints' own training record: the sweep trains with exactly those settings.
+        _, training = recorded_checkpoint(
+            warehouse,
+            "dpo_checkpoint",
+            all_rows["checkpoint_version"].iloc[0],
+            f"{all_rows['seed'].iloc[0]}|all",
         )
-        step.log_table(sweep, "budget_sweep.json")
-        step.log_artifact(png)
-        for record in sweep.to_dict("records"):
-            prefix = f"{record['strategy']}/keep_{record['keep_fraction']}/seed_{record['seed']}"
-            step.log_metrics(
-                {
-                    f"{prefix}/label_error_rate": record["label_error_rate"],
-                    f"{prefix}/preference_accuracy": record["preference_accuracy"],
-                }
-            )
-        metadata = {
-            "sweep": dg.MetadataValue.md(markdown_table(sweep)),
-            "plot": _png_markdown(png, "budget sweep"),
-            "plot_path": dg.MetadataValue.path(str(png)),
-            "all_preference_accuracy": band.diff,
-            "all_interval_low": band.low,
-            "all_interval_high": band.high,
-            "easy_smallest_budget_within_all": smallest if smallest is not None else float("nan"),
-            "easy_smallest_budget_reading": (
-                f"easy reaches the interval of `all` at keep fraction {smallest} "
-                f"(saves {1 - smallest:.0%} of the annotation budget)"
-                if smallest is not None
-                else "easy is within the interval of `all` at no budget below 1.0 in this sweep"
-            ),
-            "rows": content.rows,
-            **content.metadata(),
-        }
-        return step.finish(content.version, metadata)
+        dpo = DpoConfig(**{f.name: training[f.name] for f in dataclasses.fields(DpoConfig)})
+    reference, _ = recorded_checkpoint(warehouse, "reference_policy", training["reference_version"])
+    candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
+    pairs, _, _ = held_out(warehouse, EvalConfig())
+    all_by_seed = dict(zip(all_rows["seed"], all_rows["preference_accuracy"]))
+    trained: dict[tuple[int, float], tuple[float, pd.DataFrame]] = {}
+    rows = []
+    for seed in cfg.seeds:
+        for strategy in cfg.strategies:
+            for fraction in sorted(cfg.keep_fractions):
+                picked = select_pairs(
+                    candidates, strategy, SelectionConfig(mode="global", keep_fraction=fraction), seed
+                )
+                label_error = float(picked["label_error"].astype(float).mean())
+                step.log.info(f"budget sweep: {strategy} keep {fraction} seed {seed}: {len(picked)} pairs")
+                # At 1.0 every strategy keeps every pair: that is `all` (evaluated, or trained once).
+                key = (seed, fraction) if fraction == 1.0 else (seed, fraction, strategy)
+                if fraction == 1.0 and seed in all_by_seed:
+                    accuracy, source = all_by_seed[seed], "eval_scores[all]"
+                else:
+                    if key not in trained:
+                        (metrics, outcomes, _), _ = compute.run(
+                            train_and_score,
+                            reference,
+                            list(zip(picked["prompt"], picked["chosen"], picked["rejected"])),
+                            dpo,
+                            seed,
+                            pairs,
+                            report=step.log.info,
+                        )
+                        trained[key] = (metrics["preference_accuracy"], outcomes.assign(seed=seed))
+                    accuracy, source = trained[key][0], "trained"
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "keep_fraction": fraction,
+                        "seed": seed,
+                        "pairs": len(picked),
+                        "label_error_rate": label_error,
+                        "preference_accuracy": accuracy,
+                        "source": source,
+                    }
+                )
+    if all_outcomes.empty:
+        full = [o for k, (_, o) in trained.items() if len(k) == 2]
+        all_outcomes = pd.concat(full)[lambda o: o["metric"] == "preference"] if full else all_outcomes
+    sweep = pd.DataFrame(rows)
+    grid = np.zeros((0, 0))
+    if not all_outcomes.empty:
+        means = all_outcomes.groupby(["seed", "prompt_id"])["value"].mean().unstack("prompt_id")
+        grid = means.to_numpy(dtype=float)
+    band = paired_bootstrap(grid, grid * 0)  # the interval of `all`'s mean over seeds and prompts
+    smallest = smallest_budget_within(sweep, "easy", band.low, band.high)
+    with warehouse.connect() as con:
+        con.register("sweep_frame", sweep)
+        con.execute("create or replace table eval.budget_sweep as select * from sweep_frame")
+        content = content_version(con, [SWEEP])
+    png = budget_plot(
+        sweep, (band.diff, band.low, band.high), _reports_dir() / f"budget_sweep-{content.version}.png"
+    )
+    step.log_table(sweep, "budget_sweep.json")
+    step.log_artifact(png)
+    for record in sweep.to_dict("records"):
+        prefix = f"{record['strategy']}/keep_{record['keep_fraction']}/seed_{record['seed']}"
+        step.log_metrics(
+            {
+                f"{prefix}/label_error_rate": record["label_error_rate"],
+                f"{prefix}/preference_accuracy": record["preference_accuracy"],
+            }
+        )
+    metadata = {
+        "sweep": dg.MetadataValue.md(markdown_table(sweep)),
+        "plot": _png_markdown(png, "budget sweep"),
+        "plot_path": dg.MetadataValue.path(str(png)),
+        "all_preference_accuracy": band.diff,
+        "all_interval_low": band.low,
+        "all_interval_high": band.high,
+        "easy_smallest_budget_within_all": smallest if smallest is not None else float("nan"),
+        "easy_smallest_budget_reading": (
+            f"easy reaches the interval of `all` at keep fraction {smallest} "
+            f"(saves {1 - smallest:.0%} of the annotation budget)"
+            if smallest is not None
+            else "easy is within the interval of `all` at no budget below 1.0 in this sweep"
+        ),
+        "rows": content.rows,
+        **content.metadata(),
+    }
+    return step.finish(content.version, metadata)

@@ -8,11 +8,11 @@ import pyarrow as pa
 
 from real_assets.core.embedding import DEFAULT_EMBEDDER
 from real_assets.core.progress import Progress, Report
-from real_assets.defs.common import GPU_POOL, tracked_step
+from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
-from real_assets.resources import Compute, Tracking, Warehouse, replace_rows, table_exists
+from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
 
 EMBEDDINGS = WarehouseTable("features.response_embeddings", ("response_id",))
 EMBEDDINGS_TABLE = EMBEDDINGS.name
@@ -116,30 +116,23 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
         replace_rows(con, EMBEDDINGS_TABLE, staged, ["response_id"])
 
 
-@dg.asset(
+@step_asset(
+    config=EmbeddingConfig,
     kinds={"duckdb", "pytorch"},
     deps=[raw_responses],
-    pool=GPU_POOL,
     automation_condition=EAGER,
     metadata=table_metadata(EMBEDDINGS),
-    description="L2-normalised embedding of every response (features.response_embeddings, FLOAT[]), "
-    "computed independently of the prompt, on CUDA in half precision when present.",
 )
-def response_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingConfig,
-    warehouse: Warehouse,
-    compute: Compute,
-    tracking: Tracking,
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking, config) as step:
-        step.log_params({"batch_size": compute.embed_batch_size})
-        result = embed_new_responses(warehouse, compute, config, report=context.log.info)
-        version = result.pop("data_version")
-        digests = result.pop("table_digests")
-        metadata = {
-            **result,
-            "table_digests": dg.MetadataValue.json(digests),
-            "dagster/row_count": result["rows"],
-        }
-        return step.finish(version, metadata)
+def response_embeddings(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+    """L2-normalised embedding of every response (features.response_embeddings, FLOAT[]), computed
+    independently of the prompt, on CUDA in half precision when present."""
+    step.log_params({"batch_size": compute.embed_batch_size})
+    result = embed_new_responses(warehouse, compute, step.config, report=step.log.info)
+    version = result.pop("data_version")
+    digests = result.pop("table_digests")
+    metadata = {
+        **result,
+        "table_digests": dg.MetadataValue.json(digests),
+        "dagster/row_count": result["rows"],
+    }
+    return step.finish(version, metadata)

@@ -15,9 +15,9 @@ from real_assets.core.progress import Progress
 from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
-from real_assets.defs.common import WAREHOUSE_POOL, tracked_step
+from real_assets.defs.common import Step, step_asset
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
-from real_assets.resources import Tracking, Warehouse
+from real_assets.resources import Warehouse
 
 RAW_RESPONSES_JOB = "refresh_raw_responses"
 RAW_TABLES = (
@@ -203,38 +203,36 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
     }
 
 
-@dg.asset(
+@step_asset(
+    config=IngestConfig,
     kinds={"duckdb", "python"},
-    pool=WAREHOUSE_POOL,
     metadata=table_metadata(*RAW_TABLES),
-    description="Prompts and candidate responses with label scores (raw.responses, raw.prompts); "
-    "rows that fail validation go to raw.rejects with their reason.",
 )
-def raw_responses(
-    context: dg.AssetExecutionContext, config: IngestConfig, warehouse: Warehouse, tracking: Tracking
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking, config) as step:
-        try:
-            result = ingest(warehouse, config, report=context.log.info)
-        except (SourceError, TamperedWarehouse) as e:
-            # The message names the file (and row); a stack trace would only repeat it.
-            raise dg.Failure(description=str(e), allow_retries=False) from None
-        reasons = result.pop("reasons")
-        step.log_metrics({f"rejects/{reason}": n for reason, n in reasons.items()})
-        if result["responses_over_cap"]:
-            context.log.warning(
-                f"{result['responses_over_cap']} response(s) dropped: over max_responses_per_prompt="
-                f"{config.max_responses_per_prompt} for their prompt (kept the first in file order)"
-            )
-        version = result.pop("data_version")
-        digests = result.pop("table_digests")
-        metadata = {
-            **result,
-            "table_digests": dg.MetadataValue.json(digests),
-            "rejects_by_reason": dg.MetadataValue.json(reasons),
-            "dagster/row_count": result["responses"],
-        }
-        return step.finish(version, metadata)
+def raw_responses(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Prompts and candidate responses with label scores (raw.responses, raw.prompts); rows that fail
+    validation go to raw.rejects with their reason."""
+    config: IngestConfig = step.config
+    try:
+        result = ingest(warehouse, config, report=step.log.info)
+    except (SourceError, TamperedWarehouse) as e:
+        # The message names the file (and row); a stack trace would only repeat it.
+        raise dg.Failure(description=str(e), allow_retries=False) from None
+    reasons = result.pop("reasons")
+    step.log_metrics({f"rejects/{reason}": n for reason, n in reasons.items()})
+    if result["responses_over_cap"]:
+        step.log.warning(
+            f"{result['responses_over_cap']} response(s) dropped: over max_responses_per_prompt="
+            f"{config.max_responses_per_prompt} for their prompt (kept the first in file order)"
+        )
+    version = result.pop("data_version")
+    digests = result.pop("table_digests")
+    metadata = {
+        **result,
+        "table_digests": dg.MetadataValue.json(digests),
+        "rejects_by_reason": dg.MetadataValue.json(reasons),
+        "dagster/row_count": result["responses"],
+    }
+    return step.finish(version, metadata)
 
 
 UNIQUE_IDS = "unique_response_and_prompt_ids"
@@ -245,9 +243,9 @@ ROWS_ACCOUNTED = "every_input_row_accepted_or_rejected"
     asset=raw_responses,
     name=UNIQUE_IDS,
     blocking=True,
-    description="one row per response id and per prompt id (the raw tables have no index that enforces it)",
 )
 def unique_ids(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """one row per response id and per prompt id (the raw tables have no index that enforces it)"""
     with warehouse.connect(read_only=True) as con:
         duplicates = con.execute("""
             select (select count(*) - count(distinct response_id) from raw.responses)
@@ -259,10 +257,10 @@ def unique_ids(warehouse: Warehouse) -> dg.AssetCheckResult:
     asset=raw_responses,
     name=ROWS_ACCOUNTED,
     blocking=True,
-    description="for every ingestion, input rows = accepted + rejected, and the rejects and comparisons it "
-    "reported are the ones stored under its ingestion_id",
 )
 def rows_accounted(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """for every ingestion, input rows = accepted + rejected, and the rejects and comparisons it reported
+    are the ones stored under its ingestion_id"""
     with warehouse.connect(read_only=True) as con:
         broken = con.execute("""
             select count(*) from raw.ingestions as i

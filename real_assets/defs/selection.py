@@ -7,7 +7,7 @@ import pandas as pd
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
-from real_assets.defs.common import WAREHOUSE_POOL, step_config, tracked_step
+from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
 from real_assets.defs.partitions import strategy_seed_partitions
@@ -19,7 +19,7 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Compute, Tracking, Warehouse, replace_rows, table_exists
+from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
 
 SELECTED_PAIRS = WarehouseTable(
     "selection.selected_pairs", ("strategy", "seed", "prompt_id", "chosen_id", "rejected_id")
@@ -113,9 +113,7 @@ def _reference_scores(warehouse, candidates, reference_version, compute, report)
     scores, _ = compute.run(
         reference_pair_scores,
         reference,
-        list(candidates["prompt"]),
-        list(candidates["chosen"]),
-        list(candidates["rejected"]),
+        candidates[["prompt", "chosen", "rejected"]],
         max_length=training["max_length"],
         min_response_tokens=training.get("min_response_tokens", 4),
         report=report,
@@ -135,47 +133,38 @@ def write_selection(
         return content_version(con, [SELECTED_PAIRS], partition)
 
 
-@dg.asset(
+@step_asset(
+    config=SelectionStepConfig,
     kinds={"duckdb", "python"},
     deps=["pair_candidates", response_embeddings, reference_policy],
     partitions_def=strategy_seed_partitions,
-    pool=WAREHOUSE_POOL,
     automation_condition=EAGER,
     metadata=table_metadata(SELECTED_PAIRS),
-    description="The preference pairs each strategy keeps from the train split (selection.selected_pairs), "
-    "per seed: easy = least similar (REAL), hard = most similar, random (varies with the seed), centroid "
-    "(k-means k=2 per prompt), all (every pair), margin and ches (scores under the reference policy).",
 )
-def selected_pairs(
-    context: dg.AssetExecutionContext,
-    config: SelectionStepConfig,
-    warehouse: Warehouse,
-    compute: Compute,
-    tracking: Tracking,
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking, config) as step:
-        cfg: SelectionConfig = step.config
-        strategy, seed, upstream = step.strategy, step.seed, step.upstream
-        needs = STRATEGY_REGISTRY[strategy].needs
-        candidates, embeddings = read_train_candidates(
-            warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
-        )
-        if candidates.empty:
-            raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
-        extra = {}
-        if needs == "reference_scores":
-            reference_version = upstream.get("reference_policy")
-            candidates = with_reference_scores(
-                warehouse, candidates, reference_version, compute, context.log.info
-            )
-            extra["reference_version"] = reference_version
-        selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
-        content = write_selection(warehouse, strategy, seed, selected, context_partition(context))
-        summary = selection_summary(selected, candidates)
-        metadata = {
-            **{k: v for k, v in summary.items() if v is not None},
-            **extra,
-            **content.metadata(),
-            "dagster/row_count": content.rows,
-        }
-        return step.finish(content.version, metadata)
+def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+    """The preference pairs each strategy keeps from the train split (selection.selected_pairs), per seed:
+    easy = least similar (REAL), hard = most similar, random (varies with the seed), centroid (k-means k=2
+    per prompt), all (every pair), margin and ches (scores under the reference policy)."""
+    cfg: SelectionConfig = step.config
+    strategy, seed, upstream = step.strategy, step.seed, step.upstream
+    needs = STRATEGY_REGISTRY[strategy].needs
+    candidates, embeddings = read_train_candidates(
+        warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
+    )
+    if candidates.empty:
+        raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
+    extra = {}
+    if needs == "reference_scores":
+        reference_version = upstream.get("reference_policy")
+        candidates = with_reference_scores(warehouse, candidates, reference_version, compute, step.log.info)
+        extra["reference_version"] = reference_version
+    selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
+    content = write_selection(warehouse, strategy, seed, selected, context_partition(step.context))
+    summary = selection_summary(selected, candidates)
+    metadata = {
+        **{k: v for k, v in summary.items() if v is not None},
+        **extra,
+        **content.metadata(),
+        "dagster/row_count": content.rows,
+    }
+    return step.finish(content.version, metadata)

@@ -6,10 +6,10 @@ import dagster as dg
 
 from real_assets.core.hashing import code_digest, digest
 from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models
-from real_assets.defs.common import WAREHOUSE_POOL, tracked_step
+from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata, tables_of
-from real_assets.resources import Tracking, Warehouse
+from real_assets.resources import Warehouse
 
 
 def table_owners(assets: Iterable[dg.AssetsDefinition], models: Iterable[SqlModel]) -> dict[str, dg.AssetKey]:
@@ -47,30 +47,28 @@ def build_sql_asset(model: SqlModel, owners: dict[str, dg.AssetKey]) -> dg.Asset
         raise ValueError(f"{model.path}: reads {', '.join(unknown)}, which no asset writes")
     table = WarehouseTable(model.table, model.keys)
 
-    @dg.asset(
+    @step_asset(
         name=model.name,
         group_name=model.schema,
         deps=sorted({owners[t] for t in model.upstream_tables}, key=lambda k: k.to_user_string()),
         kinds={"duckdb", "sql"},
         code_version=digest(model.sql, code_digest(build_sql_asset, "real_assets"))[:12],
-        pool=WAREHOUSE_POOL,
         automation_condition=EAGER,
         description=f"`{model.table}`, built by `dbt_like_sql/{model.schema}/{model.path.name}`.",
         metadata={"sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"), **table_metadata(table)},
     )
-    def _sql_asset(context: dg.AssetExecutionContext, warehouse: Warehouse, tracking: Tracking):
-        with tracked_step(context, tracking) as step:
-            step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
-            with warehouse.connect() as con:
-                con.execute(f"create or replace table {model.table} as {model.sql}")
-                content = content_version(con, [table])
-            metadata = {
-                "rows": content.rows,
-                "dagster/row_count": content.rows,
-                **content.metadata(),
-                **_lineage_metadata(model, warehouse, owners),
-            }
-            return step.finish(content.version, metadata)
+    def _sql_asset(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
+        step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
+        with warehouse.connect() as con:
+            con.execute(f"create or replace table {model.table} as {model.sql}")
+            content = content_version(con, [table])
+        metadata = {
+            "rows": content.rows,
+            "dagster/row_count": content.rows,
+            **content.metadata(),
+            **_lineage_metadata(model, warehouse, owners),
+        }
+        return step.finish(content.version, metadata)
 
     return _sql_asset
 

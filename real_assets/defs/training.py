@@ -25,13 +25,13 @@ from real_assets.core.policy import (
     train_reference,
     training_record,
 )
-from real_assets.defs.common import GPU_POOL, step_config, tracked_step
+from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
-from real_assets.resources import Compute, StepRun, Tracking, Warehouse, replace_rows
+from real_assets.resources import Compute, StepRun, Warehouse, replace_rows
 from real_assets.settings import checkpoints_dir
 
 TRAINING_FILE = "training.json"
@@ -49,9 +49,8 @@ DpoStepConfig = step_config(DpoConfig, "DpoStepConfig")
 
 
 def store_checkpoint(
-    context: dg.AssetExecutionContext,
+    step: Step,
     warehouse: Warehouse,
-    step: StepRun,
     staging: Path,
     model_name: str,
     training: dict[str, Any],
@@ -61,6 +60,7 @@ def store_checkpoint(
     register it in MLflow; returns it and its registered model version."""
     (staging / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True))
     ckpt = finalize(staging)
+    context = step.context
     asset = context.asset_key.to_user_string()
     partition = context.partition_key if context.has_partition_key else UNPARTITIONED
     with warehouse.connect() as con:
@@ -109,54 +109,53 @@ def _train_metadata(result: TrainResult) -> dict[str, Any]:
     return result.summary() | {"train_loss": last.get("train_loss", float("nan"))}
 
 
-@dg.asset(
-    kinds={"pytorch", "huggingface"},
+def checkpoint_asset(**asset_kwargs):
+    """`step_asset` for a training step whose output is a checkpoint folder (recorded in
+    models.checkpoints): it trains on the GPU pool, when new training data arrives."""
+    return step_asset(
+        kinds={"pytorch", "huggingface"},
+        automation_condition=on_new_training_data(),
+        metadata=checkpoint_metadata(),
+        **asset_kwargs,
+    )
+
+
+@checkpoint_asset(
+    config=ReferenceStepConfig,
     deps=[raw_responses],
-    pool=GPU_POOL,
-    automation_condition=on_new_training_data(),
-    metadata=checkpoint_metadata(),
-    description="The SFT reference policy: the base causal LM fine-tuned with TRL's SFTTrainer on the "
-    "chosen (highest-label) response of each train prompt. Safetensors under <home>/checkpoints.",
 )
-def reference_policy(
-    context: dg.AssetExecutionContext,
-    config: ReferenceStepConfig,
-    warehouse: Warehouse,
-    compute: Compute,
-    tracking: Tracking,
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking, config) as step:
-        cfg: ReferenceConfig = step.config
-        with warehouse.connect(read_only=True) as con:
-            train = con.execute("""
-                select p.prompt, r.response, r.score, r.response_id
-                from raw.responses as r join raw.prompts as p using (prompt_id)
-                where p.split = 'train' order by r.prompt_id, r.score desc, r.response_id""").fetchall()
-        chosen: dict[str, str] = {}
-        for prompt, response, _score, _rid in train:
-            chosen.setdefault(prompt, response)  # rows come best-first within a prompt
-        corpus = [format_prompt(p) + format_completion(r) for p, r, _s, _i in train]
-        out = staging_dir(checkpoints_dir(), "reference_policy", None)
-        result, device = compute.run(
-            train_reference,
-            corpus,
-            list(chosen.items()),
-            cfg,
-            out,
-            reporting=Reporting(_log_curve(step, "sft"), context.log.info),
-        )
-        training = training_record(
-            cfg, max_length=result.max_length, max_length_source=result.max_length_source
-        )
-        ckpt, version = store_checkpoint(context, warehouse, step, out, "real-assets-reference", training)
-        metadata = {
-            "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
-            "sft_examples": len(chosen),
-            "device": device,
-            **_train_metadata(result),
-            "registered_model_version": version,
-        }
-        return step.finish(ckpt.data_version, metadata)
+def reference_policy(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+    """The SFT reference policy: the base causal LM fine-tuned with TRL's SFTTrainer on the chosen
+    (highest-label) response of each train prompt. Safetensors under <home>/checkpoints."""
+    cfg: ReferenceConfig = step.config
+    with warehouse.connect(read_only=True) as con:
+        train = con.execute("""
+            select p.prompt, r.response, r.score, r.response_id
+            from raw.responses as r join raw.prompts as p using (prompt_id)
+            where p.split = 'train' order by r.prompt_id, r.score desc, r.response_id""").fetchall()
+    chosen: dict[str, str] = {}
+    for prompt, response, _score, _rid in train:
+        chosen.setdefault(prompt, response)  # rows come best-first within a prompt
+    corpus = [format_prompt(p) + format_completion(r) for p, r, _s, _i in train]
+    out = staging_dir(checkpoints_dir(), "reference_policy", None)
+    result, device = compute.run(
+        train_reference,
+        corpus,
+        list(chosen.items()),
+        cfg,
+        out,
+        reporting=Reporting(_log_curve(step, "sft"), step.log.info),
+    )
+    training = training_record(cfg, max_length=result.max_length, max_length_source=result.max_length_source)
+    ckpt, version = store_checkpoint(step, warehouse, out, "real-assets-reference", training)
+    metadata = {
+        "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
+        "sft_examples": len(chosen),
+        "device": device,
+        **_train_metadata(result),
+        "registered_model_version": version,
+    }
+    return step.finish(ckpt.data_version, metadata)
 
 
 def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
@@ -175,70 +174,58 @@ def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
         ).df()
 
 
-@dg.asset(
-    kinds={"pytorch", "huggingface"},
+@checkpoint_asset(
+    config=DpoStepConfig,
     deps=[dg.AssetKey("selected_pairs"), reference_policy],
     partitions_def=strategy_seed_partitions,
-    pool=GPU_POOL,
-    automation_condition=on_new_training_data(),
-    metadata=checkpoint_metadata(),
-    description="TRL DPO from the reference policy version its input names, on one strategy and seed's "
-    "selected pairs; the curve (loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow.",
 )
-def dpo_checkpoint(
-    context: dg.AssetExecutionContext,
-    config: DpoStepConfig,
-    warehouse: Warehouse,
-    compute: Compute,
-    tracking: Tracking,
-) -> dg.MaterializeResult:
-    with tracked_step(context, tracking, config) as step:
-        cfg: DpoConfig = step.config
-        strategy, seed, upstream = step.strategy, step.seed, step.upstream
-        reference_version = upstream.get("reference_policy")
-        reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
-        pairs = read_selected_pairs(warehouse, strategy, seed)
-        if pairs.empty:
-            raise dg.Failure(f"selected_pairs[{context.partition_key}] is empty")
-        dataset_digest = step.log_dataset(
-            pairs, name=f"selected_pairs[{context.partition_key}]", source=warehouse.describe()
-        )
-        rows = list(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))
-        out = staging_dir(checkpoints_dir(), "dpo_checkpoint", context.partition_key)
-        reporting = Reporting(_log_curve(step, "train"), context.log.info)
-        if compute.dpo_launcher == "accelerate":
-            result, device = launch_dpo(context, compute, reference, rows, cfg, seed, out, reporting.on_log)
-        else:
-            result, device = compute.run(train_dpo, reference, rows, cfg, seed, out, reporting=reporting)
-        training = training_record(
-            cfg,
-            seed=seed,
-            strategy=strategy,
-            max_length=result.max_length,
-            max_length_source=result.max_length_source,
-            reference_version=reference_version,
-            selected_pairs_version=upstream.get("selected_pairs"),
-        )
-        ckpt, version = store_checkpoint(
-            context, warehouse, step, out, f"real-assets-dpo-{strategy}", training
-        )
-        last = next((h for h in reversed(result.history) if "rewards/margins" in h), {})
-        metadata = {
-            "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
-            "reference_version": reference_version,
-            "reference_checkpoint": dg.MetadataValue.path(str(reference)),
-            "beta": cfg.beta,
-            "seed": seed,
-            "pairs": len(rows),
-            "device": device,
-            "dataset_digest": dataset_digest,
-            **_train_metadata(result),
-            "final/loss": last.get("loss", float("nan")),
-            "final/rewards_margins": last.get("rewards/margins", float("nan")),
-            "final/rewards_accuracies": last.get("rewards/accuracies", float("nan")),
-            "registered_model_version": version,
-        }
-        return step.finish(ckpt.data_version, metadata)
+def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+    """TRL DPO from the reference policy version its input names, on one strategy and seed's selected
+    pairs; the curve (loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow."""
+    cfg: DpoConfig = step.config
+    strategy, seed, upstream = step.strategy, step.seed, step.upstream
+    reference_version = upstream.get("reference_policy")
+    reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
+    pairs = read_selected_pairs(warehouse, strategy, seed)
+    if pairs.empty:
+        raise dg.Failure(f"selected_pairs[{step.context.partition_key}] is empty")
+    dataset_digest = step.log_dataset(
+        pairs, name=f"selected_pairs[{step.context.partition_key}]", source=warehouse.describe()
+    )
+    rows = list(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))
+    out = staging_dir(checkpoints_dir(), "dpo_checkpoint", step.context.partition_key)
+    reporting = Reporting(_log_curve(step, "train"), step.log.info)
+    if compute.dpo_launcher == "accelerate":
+        result, device = launch_dpo(step.context, compute, reference, rows, cfg, seed, out, reporting.on_log)
+    else:
+        result, device = compute.run(train_dpo, reference, rows, cfg, seed, out, reporting=reporting)
+    training = training_record(
+        cfg,
+        seed=seed,
+        strategy=strategy,
+        max_length=result.max_length,
+        max_length_source=result.max_length_source,
+        reference_version=reference_version,
+        selected_pairs_version=upstream.get("selected_pairs"),
+    )
+    ckpt, version = store_checkpoint(step, warehouse, out, f"real-assets-dpo-{strategy}", training)
+    last = next((h for h in reversed(result.history) if "rewards/margins" in h), {})
+    metadata = {
+        "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
+        "reference_version": reference_version,
+        "reference_checkpoint": dg.MetadataValue.path(str(reference)),
+        "beta": cfg.beta,
+        "seed": seed,
+        "pairs": len(rows),
+        "device": device,
+        "dataset_digest": dataset_digest,
+        **_train_metadata(result),
+        "final/loss": last.get("loss", float("nan")),
+        "final/rewards_margins": last.get("rewards/margins", float("nan")),
+        "final/rewards_accuracies": last.get("rewards/accuracies", float("nan")),
+        "registered_model_version": version,
+    }
+    return step.finish(ckpt.data_version, metadata)
 
 
 checkpoint_checks = [checkpoint_check(reference_policy), checkpoint_check(dpo_checkpoint)]
