@@ -156,7 +156,12 @@ def demo(args) -> int:
         ops["reference_policy"] = {"config": {"epochs": args.sft_epochs}}
     print(f"real-assets demo: home {root}, source {args.source}", flush=True)
     total = time.perf_counter()
-    if not run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds):
+    try:
+        done = run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds, start=args.start)
+    except ValueError as e:  # --from names no step
+        print(f"--from: {e}", file=sys.stderr)
+        return 2
+    if not done:
         return 1
     with Warehouse().connect(read_only=True) as con:
         table = con.execute(
@@ -281,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--partition",
         help="only this partition of partitioned steps (a key, or a dimension's value: a strategy)",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="ASSET",
+        help="start at this asset's first step (resume after a crash; the steps before it must have run)",
     )
     _instance_argument(p)
     p.set_defaults(func=demo)

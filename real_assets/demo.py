@@ -20,12 +20,16 @@ PLAIN_EVERY_S = 15.0
 
 
 def demo_steps(
-    defs: dg.Definitions, instance: dg.DagsterInstance, only: str | None = None, seeds: int | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    only: str | None = None,
+    seeds: int | None = None,
+    start: str | None = None,
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """(asset key, partition key or None) of every materializable asset in topological order of the
     graph; a partitioned asset once per partition key of its own partitions definition (with `only`, just
     the keys equal to it or with it as one dimension's value, e.g. one strategy; with `seeds`, only the
-    keys whose `seed` dimension is below it)."""
+    keys whose `seed` dimension is below it; with `start`, an asset's name, from its first step on)."""
     graph = defs.resolve_asset_graph()
     steps: list[tuple[dg.AssetKey, str | None]] = []
     for key in graph.toposorted_asset_keys:
@@ -39,6 +43,13 @@ def demo_steps(
         if seeds is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
             keys = [k for k in keys if int(k.keys_by_dimension.get("seed", 0)) < seeds]
         steps += [(key, partition) for partition in keys]
+    if start is not None:
+        names = [key.to_user_string() for key, _ in steps]
+        if start not in names:
+            raise ValueError(
+                f"no step materializes {start!r}; the steps are: {', '.join(dict.fromkeys(names))}"
+            )
+        steps = steps[names.index(start) :]
     return steps
 
 
@@ -174,6 +185,7 @@ def run_steps(
     stream: TextIO | None = None,
     only: str | None = None,
     seeds: int | None = None,
+    start: str | None = None,
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
     print its error once (to stderr). Returns whether every step succeeded."""
@@ -181,7 +193,7 @@ def run_steps(
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
-    for key, partition in demo_steps(defs, instance, only, seeds):
+    for key, partition in demo_steps(defs, instance, only, seeds, start):
         name = key.to_user_string()
         line.start(f"{name}[{partition}]" if partition else name)
         started = time.perf_counter()

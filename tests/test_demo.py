@@ -3,6 +3,7 @@
 import io
 
 import dagster as dg
+import pytest
 
 from real_assets.core.progress import Progress
 from real_assets.definitions import defs
@@ -20,6 +21,16 @@ def test_demo_steps_follow_the_graph_and_every_partition():
         assert [p for k, p in steps if k == key] == expected
         for parent in graph.get(key).parent_keys:  # every input before the first step that reads it
             assert max(i for i, k in enumerate(order) if k == parent) < order.index(key)
+
+
+def test_demo_from_an_asset_starts_at_its_first_step_and_rejects_unknown_names():
+    with dg.instance_for_test() as instance:
+        steps = demo_steps(defs, instance, only="easy", seeds=1)
+        resumed = demo_steps(defs, instance, only="easy", seeds=1, start="dpo_checkpoint")
+        with pytest.raises(ValueError, match="no step materializes 'dpo'; the steps are: raw_responses, "):
+            demo_steps(defs, instance, start="dpo")
+    first = [key.to_user_string() for key, _ in steps].index("dpo_checkpoint")
+    assert resumed == steps[first:] and resumed[0] == (dg.AssetKey("dpo_checkpoint"), "0|easy")
 
 
 class _Clock:

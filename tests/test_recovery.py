@@ -81,14 +81,16 @@ def _kill_demo_during(home: Path, steps: list[str], args: list[str], ignore: set
 
 def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
     """kill -9 in each step of the graph in turn (each demo recovers the run the previous one left
-    behind, then is killed one step further), then a demo that finishes, and an audit that passes."""
+    behind, resumes at the killed step with `--from`, then is killed one step further), then a whole demo
+    that finishes, and an audit that passes."""
     home = tmp_path / "home"
     args = [*SMALL, "--seeds", "1", "--partition", "0|easy"]
     order = _demo_order(args)
     killed: list[tuple[str, str]] = []
     remaining = order
     while remaining:
-        run_id, asset = _kill_demo_during(home, remaining, args, {r for r, _ in killed})
+        resume = ["--from", killed[-1][1]] if killed else []
+        run_id, asset = _kill_demo_during(home, remaining, [*args, *resume], {r for r, _ in killed})
         killed.append((run_id, asset))
         remaining = order[order.index(asset) + 1 :]
     assert [asset for _, asset in killed] == order  # no step was over before a kill could reach it
