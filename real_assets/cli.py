@@ -104,6 +104,29 @@ def _ingest_config(args) -> dict:
     return config
 
 
+def _step_configs(args, defs) -> dict[str, dict]:
+    """Each step's config for this demo: the ingest from the source flags, the epochs flags, then every
+    `--config ASSET=JSON` merged over them (Dagster checks the fields when the step runs)."""
+    configs: dict[str, dict] = {"raw_responses": _ingest_config(args)}
+    if args.dpo_epochs:
+        configs["dpo_checkpoint"] = {"epochs": args.dpo_epochs}
+    if args.sft_epochs:
+        configs["reference_policy"] = {"epochs": args.sft_epochs}
+    assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    for item in args.config or []:
+        name, _, text = item.partition("=")
+        if name not in assets:
+            raise ValueError(f"{item!r}: no asset {name!r}; the assets are: {', '.join(sorted(assets))}")
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{item!r}: the value is not JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{item!r}: the value must be a JSON object of config fields")
+        configs[name] = configs.get(name, {}) | values
+    return configs
+
+
 def _quiet_libraries() -> None:
     """The demo prints one line per step: silence the libraries' progress bars and deprecation chatter
     (errors still surface; every step's own log is in the Dagster run)."""
@@ -149,17 +172,20 @@ def demo(args) -> int:
     instance = dg.DagsterInstance.get()
     for line in recover(instance, root, default_tracking_uri()):
         print(f"recovered: {line}", flush=True)
-    ops = {"raw_responses": {"config": _ingest_config(args)}}
-    if args.dpo_epochs:
-        ops["dpo_checkpoint"] = {"config": {"epochs": args.dpo_epochs}}
-    if args.sft_epochs:
-        ops["reference_policy"] = {"config": {"epochs": args.sft_epochs}}
+    try:
+        ops = {name: {"config": config} for name, config in _step_configs(args, defs).items()}
+    except ValueError as e:
+        print(f"--config: {e}", file=sys.stderr)
+        return 2
     print(f"real-assets demo: home {root}, source {args.source}", flush=True)
     total = time.perf_counter()
     try:
         done = run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds, start=args.start)
     except ValueError as e:  # --from names no step
         print(f"--from: {e}", file=sys.stderr)
+        return 2
+    except dg.DagsterInvalidConfigError as e:
+        print(f"--config: {e}", file=sys.stderr)
         return 2
     if not done:
         return 1
@@ -286,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--partition",
         help="only this partition of partitioned steps (a key, or a dimension's value: a strategy)",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        metavar="ASSET=JSON",
+        help="a step's config fields, e.g. budget_sweep='{\"keep_fractions\": [0.5]}' (repeatable)",
     )
     p.add_argument(
         "--from",

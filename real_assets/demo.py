@@ -188,12 +188,16 @@ def run_steps(
     start: str | None = None,
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
-    print its error once (to stderr). Returns whether every step succeeded."""
+    print its error once (to stderr). Returns whether every step succeeded. Raises ValueError for a
+    `start` that names no step and `dg.DagsterInvalidConfigError` for config that does not fit a step,
+    before any step runs."""
     line = StepLine(stream or sys.stdout)  # looked up now: a caller may have replaced sys.stdout
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
-    for key, partition in demo_steps(defs, instance, only, seeds, start):
+    steps = demo_steps(defs, instance, only, seeds, start)
+    dg.validate_run_config(job, {"ops": ops_config, "loggers": {"progress": {}}})  # before any step runs
+    for key, partition in steps:
         name = key.to_user_string()
         line.start(f"{name}[{partition}]" if partition else name)
         started = time.perf_counter()

@@ -23,6 +23,9 @@ DEMO_SEEDS = 2
 TINY_DEMO = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1", "--seeds", str(DEMO_SEEDS)]
 """The shared demo: small enough for CPU, large enough that the strategies differ; two seeds, so that the
 comparison has intervals."""
+SMALL_SWEEP = 'budget_sweep={"keep_fractions": [0.5], "strategies": ["easy"]}'
+"""`--config` for a demo whose test is not about the budget sweep: one budget of one strategy (the shared
+demo and the HH-RLHF demo run the whole sweep)."""
 
 
 def demo_partitions(keys) -> list:

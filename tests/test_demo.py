@@ -33,6 +33,30 @@ def test_demo_from_an_asset_starts_at_its_first_step_and_rejects_unknown_names()
     assert resumed == steps[first:] and resumed[0] == (dg.AssetKey("dpo_checkpoint"), "0|easy")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "sweep={}"], "--config: 'sweep={}': no asset 'sweep'; the assets are: budget_sweep,"),
+        (["--config", "budget_sweep=[0.5]"], "the value must be a JSON object of config fields"),
+        (["--config", "budget_sweep={keep: 1}"], "the value is not JSON"),
+        (["--config", 'budget_sweep={"nope": 1}'], 'unexpected config entry "nope"'),
+        (["--config", 'dpo_checkpoint={"beta": "high"}'], "dpo_checkpoint"),
+        (["--from", "dpo"], "--from: no step materializes 'dpo'"),
+    ],
+)
+def test_demo_rejects_bad_step_options_before_any_step_runs(tmp_path, monkeypatch, capsys, args, message):
+    from real_assets import cli
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "home"
+    for name in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):  # the demo sets them: restore them after
+        monkeypatch.setenv(name, str(home))
+    assert cli.main(["demo", "--home", str(home), *args]) == 2
+    assert message in capsys.readouterr().err
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert not instance.get_runs()
+
+
 class _Clock:
     def __init__(self):
         self.now = 0.0

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 import sample_files as sf
-from conftest import DEMO_SEEDS, demo_partitions
+from conftest import DEMO_SEEDS, SMALL_SWEEP, demo_partitions
 from mlflow import MlflowClient
 
 from real_assets import cli
@@ -216,6 +216,8 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
     path = sf.write_hh_rlhf(tmp_path / "hh.jsonl")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "hh_home"
+    for name in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):  # the demo sets them: restore them after
+        monkeypatch.setenv(name, str(home))
     assert (
         cli.main(
             [
@@ -268,6 +270,8 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
     path = writer(tmp_path / name)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "home"
+    for env in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):  # the demo sets them: restore them after
+        monkeypatch.setenv(env, str(home))
     args = [
         "demo",
         "--home",
@@ -284,6 +288,8 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
         "easy",  # the source shapes ingest, SQL and selection; training one strategy is enough here
         "--seeds",
         "1",
+        "--config",
+        SMALL_SWEEP,
     ]
     if column_map:
         args += ["--column-map", column_map]

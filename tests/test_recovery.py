@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from conftest import SMALL_SWEEP
 
 from real_assets.cli import init_lock
 from real_assets.recovery import WORKER_PID_TAG, recover
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1"]
+SMALL = ["--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1", "--config", SMALL_SWEEP]
 HANG_GUARD_S = 900
 """Bounds a command that would otherwise hang (the failure these tests catch), never a timing claim."""
 
