@@ -1,6 +1,7 @@
 """Ingest benchmark: the whole `raw_responses` write path against a bare json.loads loop, same file.
 
     python bench/bench_ingest.py [--rows 1000000] [--memory-limit 256MB] [--keep DIR] [--repeats 1]
+                                  [--profile]
 
 Input: a generated `table` JSONL of N rows (prompt, response, score; 4 responses per prompt).
 - baseline: read the file line by line with `json.loads`, nothing else (one Python thread).
@@ -11,13 +12,18 @@ Throughput is input rows per second of wall time; memory is the peak RSS above t
 medians over --repeats. Also printed: process CPU seconds of each pass (all threads: DuckDB uses every core,
 json.loads one; steadier than wall time on a loaded machine), the 1-minute load average around each pass,
 and how much of ours was the content digest of the raw tables (`content_version`, diagnostic).
+--profile adds one more ingest with DuckDB on one thread (`threads=1`, so that each statement's CPU is its
+own) and prints the CPU seconds of each kind of statement it ran, largest first (diagnostic, not timed).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -37,14 +43,16 @@ from real_assets.defs.ingest import ingest
 from real_assets.resources import Warehouse
 
 DIGEST_SECONDS: list[float] = []
+DIGEST_CPU: list[float] = []
 
 
 def _timed_content_version(*args, **kwargs):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         return _content_version(*args, **kwargs)
     finally:
         DIGEST_SECONDS.append(time.perf_counter() - t0)
+        DIGEST_CPU.append(time.process_time() - c0)
 
 
 _content_version = ingest_module.content_version
@@ -66,6 +74,49 @@ def into_warehouse(path: Path, db: Path, memory_limit: str) -> dict:
     )
 
 
+class _StatementClock:
+    """A connection whose `execute` adds each statement's CPU seconds to `cpu[first words]`."""
+
+    def __init__(self, con, cpu: dict[str, float]):
+        self._con, self._cpu = con, cpu
+
+    def execute(self, sql, *args, **kwargs):
+        c0 = time.process_time()
+        try:
+            return self._con.execute(sql, *args, **kwargs)
+        finally:
+            self._cpu[" ".join(re.sub(r"[(,]", " ", sql).split()[:6])] += time.process_time() - c0
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def profile(path: Path, db: Path, memory_limit: str) -> None:
+    """One ingest on one DuckDB thread; CPU seconds per kind of statement."""
+    cpu: dict[str, float] = collections.defaultdict(float)
+    connect = Warehouse.connect
+
+    @contextlib.contextmanager
+    def clocked(self, read_only=False):
+        with connect(self, read_only) as con:
+            con.execute("set threads = 1")
+            yield _StatementClock(con, cpu)
+
+    Warehouse.connect = clocked
+    try:
+        c0 = time.process_time()
+        into_warehouse(path, db, memory_limit)
+        total = time.process_time() - c0
+    finally:
+        Warehouse.connect = connect
+    # content_version's statements run on a cursor of its own: timed as a whole, less what went through `con`
+    cpu["content_version (whole)"] = DIGEST_CPU[-1] - cpu.pop("select current_database )", 0.0)
+    print(f"\nprofile, DuckDB threads=1: {total:.2f} CPU s in all; statements:")
+    for what, seconds in sorted(cpu.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"{seconds:8.2f}  {what}")
+    print(f"{total - sum(cpu.values()):8.2f}  the rest (reading and splitting lines in Python, ...)")
+
+
 def timed(fn, *args):
     load = os.getloadavg()[0]
     with PeakRss() as peak:
@@ -83,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--memory-limit", default="256MB", help='DuckDB memory_limit for the ingest, e.g. "256MB"'
     )
+    ap.add_argument("--profile", action="store_true", help="also profile one ingest on one DuckDB thread")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "bench_ingest.json")
     args = ap.parse_args(argv)
 
@@ -104,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             db.unlink()
             print(f"repeat {i + 1}: baseline {base[-1]}, ours {ours[-1]}", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} at end")
+        if args.profile:
+            profile(path, Path(tmp) / "profile.duckdb", args.memory_limit)
 
     def med(passes: list[dict], key: str) -> float:
         return statistics.median(p[key] for p in passes)

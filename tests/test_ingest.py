@@ -6,7 +6,7 @@ import pytest
 import sample_files as sf
 
 from real_assets.core.records import SourceError
-from real_assets.core.sources import SourceSpec, staging
+from real_assets.core.sources import SourceSpec, iter_source, staging
 from real_assets.defs import ingest as ingest_module
 from real_assets.resources import Warehouse
 
@@ -216,3 +216,54 @@ def test_a_failed_first_ingestion_creates_no_tables(tmp_path, home):
     with warehouse.connect(read_only=True) as con:
         tables = con.execute("select table_name from information_schema.tables where table_schema = 'raw'")
         assert tables.fetchall() == []
+
+
+def _raw_content(warehouse) -> dict:
+    """Every raw table's rows (per-ingestion ids left out), sorted."""
+    with warehouse.connect(read_only=True) as con:
+        return {
+            table: sorted(
+                con.execute(f"select * exclude (ingestion_id) from raw.{table}").fetchall(), key=repr
+            )
+            if table in ("comparisons", "rejects")
+            else sorted(con.execute(f"select * from raw.{table}").fetchall(), key=repr)
+            for table in ("responses", "prompt_texts", "prompts", "comparisons", "rejects")
+        }
+
+
+def test_an_ingest_in_many_small_chunks_stores_what_one_chunk_does(tmp_path, home, monkeypatch):
+    """Chunks are merged one by one: first occurrences, duplicate rows, the cap and comparisons must
+    come out as if the whole file were one chunk, wherever the chunk borders fall."""
+    from real_assets.core.sources import readers
+
+    rows = []
+    for i in range(240):
+        p = f"prompt {i % 23}" + ("  " if i % 5 == 0 else "")  # same prompt id, other text
+        rows.append({"prompt": p, "chosen": f"good {i % 37}", "rejected": f"bad {i % 41}"})
+        if i % 9 == 0:
+            rows.append(dict(rows[-1]))  # an exact duplicate row
+        if i % 11 == 0:
+            rows.append({"prompt": p, "chosen": f"good {i % 37}", "rejected": f"bad {i % 41}", "x": 1})
+    rows.append({"prompt": "prompt 1", "chosen": "same", "rejected": "same"})  # identical_responses
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    spec = SourceSpec(source="table", path=str(path), max_responses_per_prompt=9)
+
+    one = Warehouse(path=str(tmp_path / "one.duckdb"))
+    whole = ingest_module.ingest(one, spec)
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 1500)
+    many = Warehouse(path=str(tmp_path / "many.duckdb"))
+    chunked = ingest_module.ingest(many, spec)
+
+    assert whole["responses_over_cap"] > 0 and whole["comparisons"] > 0
+    assert set(whole["reasons"]) == {"duplicate_row", "identical_responses", "invalid_json"}
+    same = ("input_rows", "accepted_rows", "rejected_rows", "new_responses", "responses_over_cap")
+    assert {k: chunked[k] for k in same} == {k: whole[k] for k in same}
+    assert chunked["reasons"] == whole["reasons"] and chunked["data_version"] == whole["data_version"]
+    assert _raw_content(many) == _raw_content(one)
+    # iter_source stages the same way: same records in any chunking.
+    assert list(iter_source(spec)) == list(iter_source(spec))  # (still the small chunks)
+    monkeypatch.undo()
+    small = list(iter_source(spec))
+    monkeypatch.setattr(readers, "CHUNK_BYTES", 1500)
+    assert list(iter_source(spec)) == small

@@ -46,14 +46,19 @@ def split_for(prompt_key: str, test_fraction: float) -> str:
 
 
 def table_digest_sql(table: str, keys: Sequence[str], where_columns: Sequence[str] = ()) -> str:
-    """The SQL (DuckDB) that returns (rows, digest) of a table: sha256 over the md5 of every row's JSON, in
-    key order (ties broken by the row's own md5), so the database does the hashing. Identifiers must be
-    validated by the caller; the `where_columns` values are bound as parameters in order."""
+    """The SQL (DuckDB) that returns (rows, digest) of a table: a digest of the multiset of its rows, so the
+    database does the hashing and no sort is needed. Each row's JSON is hashed with md5 and the 128-bit
+    hashes are summed exactly (as two 64-bit halves in HUGEINT); the digest is the SHA-256 of the row count
+    and the two sums. Storage order does not matter, the same rows always give the same digest, and a
+    digest over a table is the combination of the digests of any split of its rows. `keys` (the table's
+    key columns) are checked to exist but do not order anything any more. Identifiers must be validated
+    by the caller; the `where_columns` values are bound as parameters in order."""
     where = " and ".join(f"{column} = ?" for column in where_columns) or "true"
-    order = ", ".join([*keys, "row_md5"])
+    half = "18446744073709551615"  # 2**64 - 1
     return (
-        f"select count(*), sha256(coalesce(string_agg(row_md5, '' order by {order}), '')) "
-        f"from (select {', '.join(keys)}, md5(to_json(t)) as row_md5 from {table} as t where {where})"
+        "select count(*), sha256(count(*)::varchar || ':' || coalesce(sum((h >> 64)::ubigint), 0)::varchar "
+        f"|| ':' || coalesce(sum((h & {half})::ubigint), 0)::varchar) "
+        f"from (select {', '.join(keys)}, md5_number(to_json(t)) as h from {table} as t where {where})"
     )
 
 
