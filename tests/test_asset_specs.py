@@ -12,6 +12,15 @@ from real_assets.definitions import defs
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
 
 
+def _config_fields(assets_def) -> dict | None:
+    """The asset's config fields and their defaults, as Dagster sees them."""
+    schema = assets_def.op.config_schema
+    fields = getattr(schema.config_type, "fields", None) if schema else None
+    if not fields:
+        return None
+    return {name: field.default_value if field.default_provided else None for name, field in fields.items()}
+
+
 def _specs() -> dict:
     graph = defs.resolve_asset_graph()
     out = {}
@@ -29,6 +38,9 @@ def _specs() -> dict:
             "pool": assets_def.op.pool,
             "checks": sorted(c.name for c in graph.get_check_keys_for_assets([key])),
             "table": node.metadata.get("dagster/table_name"),
+            "resources": sorted(assets_def.required_resource_keys),
+            "config": _config_fields(assets_def),
+            "described": bool(node.description),
         }
     return out
 

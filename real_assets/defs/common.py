@@ -162,7 +162,7 @@ def step_asset(
     )
 
     def decorate(body: Callable[..., dg.MaterializeResult]) -> dg.AssetsDefinition:
-        resources = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+        resource_params = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
 
         if inspect.isgeneratorfunction(body):  # an asset that also yields check results
 
@@ -180,7 +180,7 @@ def step_asset(
         params = [inspect.Parameter("context", kind, annotation=dg.AssetExecutionContext)]
         if config is not None:
             params.append(inspect.Parameter("config", kind, annotation=config))
-        params += [inspect.Parameter("tracking", kind, annotation=Tracking), *resources]
+        params += [inspect.Parameter("tracking", kind, annotation=Tracking), *resource_params]
         # Dagster reads the parameters (context, config, resources) off `__signature__`; code_digest
         # reads `__annotations__` and follows `body` through the closure.
         materialize.__signature__ = inspect.Signature(params, return_annotation=dg.MaterializeResult)
