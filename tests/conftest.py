@@ -25,7 +25,7 @@ TINY_DEMO = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1", "--s
 comparison has intervals."""
 SMALL_SWEEP = 'budget_sweep={"keep_fractions": [0.5], "strategies": ["easy"]}'
 """`--config` for a demo whose test is not about the budget sweep: one budget of one strategy (the shared
-demo and the HH-RLHF demo run the whole sweep)."""
+demo runs the whole sweep, which its tests check)."""
 
 
 def demo_partitions(keys) -> list:

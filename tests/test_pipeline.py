@@ -234,6 +234,8 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
                 "1",
                 "--seeds",
                 "1",
+                "--config",
+                SMALL_SWEEP,
             ]
         )
         == 0
