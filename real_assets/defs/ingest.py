@@ -67,18 +67,21 @@ alter table raw.ingestions add column if not exists responses_over_cap bigint;
 
 # Each chunk of the source is merged as it is staged, inside the ingest's one transaction. First
 # occurrence in file order wins (row, then item); chunks come in file order, so a response or prompt text
-# already in the table (from an earlier chunk or ingestion) is never replaced.
+# already in the table (from an earlier chunk or ingestion) is never replaced. A chunk's response ids are
+# mostly distinct: ranked (a window) only when some repeat; a prompt's first text is a grouped arg_min.
 _MERGE_RESPONSES = f"""
 insert into raw.responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from {ITEMS} as s
 where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
-qualify row_number() over (partition by response_id order by row_number, item) = 1
+{{first}}
 """
+_FIRST_RESPONSE = "qualify row_number() over (partition by response_id order by row_number, item) = 1"
 _NEW_PROMPTS = f"""
-select prompt_id, prompt, split from {ITEMS} as s
+select prompt_id, arg_min(prompt, (row_number, item)) as prompt, arg_min(split, (row_number, item)) as split
+from {ITEMS} as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
-qualify row_number() over (partition by prompt_id order by row_number, item) = 1
+group by prompt_id
 """
 # A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
 # pair_candidates forms no other pair for its prompt. Every ingestion stores its own.
@@ -139,7 +142,9 @@ class _RawMerge:
         self._split = split_of("split", "prompt_id", spec.test_fraction)
 
     def add(self, con) -> None:
-        merged = con.execute(_MERGE_RESPONSES, [self.spec.source, self.source_file])
+        repeats = con.execute(f"select count(*) - count(distinct response_id) from {ITEMS}").fetchone()[0]
+        merge = _MERGE_RESPONSES.format(first=_FIRST_RESPONSE if repeats else "")
+        merged = con.execute(merge, [self.spec.source, self.source_file])
         self.new_responses += merged.fetchone()[0]
         con.execute(
             f"insert into raw.prompt_texts select prompt_id, prompt, {self._split}, ? from ({_NEW_PROMPTS})",
