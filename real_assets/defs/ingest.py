@@ -13,9 +13,8 @@ import dagster as dg
 
 from real_assets.core.progress import Progress
 from real_assets.core.records import SourceError
-from real_assets.core.sources import SourceSpec, check_source, stage_source
+from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
-from real_assets.core.sources.staging import ITEMS, split_of
 from real_assets.defs.common import Step, step_asset
 from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
 from real_assets.resources import Warehouse
@@ -65,31 +64,29 @@ alter table raw.ingestions add column if not exists comparisons bigint;
 alter table raw.ingestions add column if not exists responses_over_cap bigint;
 """
 
-# Each chunk of the source is merged as it is staged, inside the ingest's one transaction. First
-# occurrence in file order wins (row, then item); chunks come in file order, so a response or prompt text
-# already in the table (from an earlier chunk or ingestion) is never replaced. A chunk's response ids are
-# mostly distinct: ranked (a window) only when some repeat; a prompt's first text is a grouped arg_min.
-_MERGE_RESPONSES = f"""
+# First occurrence in file order wins (row, then item). A window, because it spills to disk: grouped
+# forms (DISTINCT ON, an IN over an aggregate) ran out of DuckDB's memory_limit at 2M rows.
+_MERGE_RESPONSES = """
 insert into raw.responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
-from {ITEMS} as s
+from staged_responses as s
 where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
-{{first}}
+qualify row_number() over (partition by response_id order by row_number, item) = 1
 """
-_FIRST_RESPONSE = "qualify row_number() over (partition by response_id order by row_number, item) = 1"
-_NEW_PROMPTS = f"""
-select prompt_id, arg_min(prompt, (row_number, item)) as prompt, arg_min(split, (row_number, item)) as split
-from {ITEMS} as s
+_MERGE_PROMPTS = """
+insert into raw.prompt_texts
+select prompt_id, prompt, split, ? as source
+from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
-group by prompt_id
+qualify row_number() over (partition by prompt_id order by row_number, item) = 1
 """
 # A chosen/rejected label with no scores compares one pair only (HH-RLHF): kept as a comparison, so that
 # pair_candidates forms no other pair for its prompt. Every ingestion stores its own.
-_INSERT_COMPARISONS = f"""
+_INSERT_COMPARISONS = """
 insert into raw.comparisons
 select prompt_id, arg_max(response_id, score), arg_min(response_id, score), ? as source_file, row_number,
        ? as ingestion_id
-from {ITEMS}
+from staged_responses
 where labelled_pair
 group by prompt_id, row_number
 having count(*) = 2
@@ -131,29 +128,6 @@ def _check_stored_prompts(con) -> None:
         )
 
 
-class _RawMerge:
-    """The staging sink of an ingest: each chunk's staged items merged into the raw tables."""
-
-    kept = "raw.responses"
-
-    def __init__(self, spec: SourceSpec, source_file: str, ingestion_id: str) -> None:
-        self.spec, self.source_file, self.ingestion_id = spec, source_file, ingestion_id
-        self.new_responses = self.comparisons = 0
-        self._split = split_of("split", "prompt_id", spec.test_fraction)
-
-    def add(self, con) -> None:
-        repeats = con.execute(f"select count(*) - count(distinct response_id) from {ITEMS}").fetchone()[0]
-        merge = _MERGE_RESPONSES.format(first=_FIRST_RESPONSE if repeats else "")
-        merged = con.execute(merge, [self.spec.source, self.source_file])
-        self.new_responses += merged.fetchone()[0]
-        con.execute(
-            f"insert into raw.prompt_texts select prompt_id, prompt, {self._split}, ? from ({_NEW_PROMPTS})",
-            [self.spec.source],
-        )
-        compared = con.execute(_INSERT_COMPARISONS, [self.source_file, self.ingestion_id])
-        self.comparisons += compared.fetchone()[0]
-
-
 def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None] | None = None) -> dict:
     """Read a source into the raw layer in one transaction: a source that fails mid-way changes nothing
     (not even the tables of a first ingestion). Returns the counts; responses and prompt texts already
@@ -162,20 +136,23 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
     ingestion_id = uuid.uuid4().hex
     started = time.perf_counter()
     progress = Progress("ingest", total=spec.limit, unit="rows", report=report) if report else None
-    source_file = plan.source_file
     with warehouse.connect() as con:
         con.execute("set enable_progress_bar = false")
-        # The raw tables change in one transaction; staging also writes this connection's temp tables.
+        # Staging writes only this connection's temp tables; the raw tables change in one transaction.
+        staged = stage_source(con, plan, progress.update if progress else None)
+        if staged.input_rows != staged.accepted_rows + staged.rejected_rows:
+            raise RuntimeError(f"row accounting broke: {staged}")
         con.execute("begin transaction")
         try:
             con.execute(_DDL)
             _check_stored_prompts(con)
-            merge = _RawMerge(spec, source_file, ingestion_id)
-            staged = stage_source(con, plan, progress.update if progress else None, sink=merge)
-            if staged.input_rows != staged.accepted_rows + staged.rejected_rows:
-                raise RuntimeError(f"row accounting broke: {staged}")
+            over_cap = cap_responses(con, spec.max_responses_per_prompt, stored="raw.responses")
+            source_file = plan.source_file
+            new_responses = con.execute(_MERGE_RESPONSES, [spec.source, source_file]).fetchone()[0]
+            con.execute(_MERGE_PROMPTS, [spec.source])
+            comparisons = con.execute(_INSERT_COMPARISONS, [source_file, ingestion_id]).fetchone()[0]
             new_rejects = con.execute(_INSERT_REJECTS, [spec.source, source_file, ingestion_id]).fetchone()[0]
-            con.execute("drop table staged_rejects; drop table staged_rows; drop table _over_cap")
+            con.execute("drop table staged_responses; drop table staged_rejects; drop table staged_rows")
             con.execute(_PROMPTS)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
@@ -188,10 +165,10 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
                     staged.input_rows,
                     staged.accepted_rows,
                     staged.rejected_rows,
-                    merge.new_responses,
+                    new_responses,
                     new_rejects,
-                    merge.comparisons,
-                    staged.over_cap,
+                    comparisons,
+                    over_cap,
                 ],
             )
             con.execute("commit")
@@ -209,10 +186,10 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
         "input_rows": staged.input_rows,
         "accepted_rows": staged.accepted_rows,
         "rejected_rows": staged.rejected_rows,
-        "new_responses": merge.new_responses,
+        "new_responses": new_responses,
         "new_rejects": new_rejects,
-        "comparisons": merge.comparisons,
-        "responses_over_cap": staged.over_cap,
+        "comparisons": comparisons,
+        "responses_over_cap": over_cap,
         "max_responses_per_prompt": spec.max_responses_per_prompt,
         "reasons": staged.reasons,
         "ingestion_id": ingestion_id,

@@ -5,8 +5,7 @@ Sources live one per module in `catalog/` (the registry finds them): `synthetic`
 `ultrafeedback`, `table`. A file source reads a local .jsonl / .jsonl.gz / .ndjson / .csv / .csv.gz /
 .parquet file, a local dataset folder or a hub dataset id (`owner/name`, through `datasets` streaming).
 
-`stage_source` does the work in DuckDB, chunk by chunk (checks as column expressions, ids, duplicate rows,
-the response cap);
+`stage_source` does the work in DuckDB (checks as column expressions, ids, duplicate rows);
 `iter_source` gives the same result as batches of Python records, for tests and small callers.
 """
 
@@ -24,6 +23,7 @@ from real_assets.core.sources.staging import (
     EXCERPT_CHARS,
     Plan,
     StageCounts,
+    cap_responses,
     plan_source,
     stage_source,
 )
@@ -42,6 +42,7 @@ __all__ = [
     "SourceError",
     "SourceSpec",
     "StageCounts",
+    "cap_responses",
     "check_source",
     "get_source",
     "iter_source",
@@ -72,6 +73,7 @@ def _batches(plan: Plan, batch_size: int) -> Iterator[SourceBatch]:
     with duckdb.connect() as con:
         con.execute("set enable_progress_bar = false")
         stage_source(con, plan)
+        cap_responses(con, spec.max_responses_per_prompt)
         rows = con.execute("""
             select row_number, null as field, null as reason, null as excerpt from staged_rows
             union all select row_number, field, reason, excerpt from staged_rejects

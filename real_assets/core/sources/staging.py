@@ -1,13 +1,11 @@
-"""Stage a source into DuckDB chunk by chunk: checks as column expressions, ids and dedup in SQL.
+"""Stage a source into DuckDB temp tables: checks as column expressions, ids and dedup in SQL.
 
-`stage_source(con, plan, sink)` reads the source one chunk at a time (bounded memory). For each chunk it
-leaves on the connection `staged_items`: one row per kept response of the chunk's accepted rows, ids
-computed (file order in row_number, item), after duplicate rows and the response cap; the sink then takes
-them (`StagedResponses`, the default, appends them to `staged_responses`; the ingest merges them into the
-warehouse). Over the whole source it keeps `staged_rejects` (row_number, field, reason, excerpt: one row per
-rejected input row) and `staged_rows` (row_number: the accepted input rows), so that input rows =
-accepted + rejected. Rows the SQL checks accept go straight through; every other row is checked by its
-source's row validator in Python, which names the field and reason.
+`stage_source(con, spec)` reads the source chunk by chunk and leaves on the connection:
+- `staged_responses` (one row per kept response, ids computed; file order in row_number, item),
+- `staged_rejects` (row_number, field, reason, excerpt): one row per rejected input row,
+- `staged_rows` (row_number): the accepted input rows,
+so that input rows = accepted + rejected. Rows the SQL checks accept go straight through; every other
+row is checked by its source's row validator in Python, which names the field and reason.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -56,30 +53,17 @@ def _row_key(form: str) -> str:
 
 _NULL = sq.Col("'null'", "NULL::varchar", "NULL::double")
 
-# Per source: the rejects, the accepted rows, the duplicate-row keys of the accepted rows so far, the ids a
-# unique-responses source has kept so far, and the ids dropped by the response cap.
+# `_staged`: one row per item of an accepted input row (row_key: the row's duplicate key); while a chunk
+# is checked, also one row with a null item per row that the SQL checks did not accept.
 _CREATE = """
+create or replace temp table _staged (
+    row_number bigint, item integer, prompt varchar, response varchar, score double, gold double,
+    labelled_pair boolean, prompt_id varchar, response_id varchar, split varchar, row_key uhugeint
+);
 create or replace temp table staged_rejects (
     row_number bigint, field varchar, reason varchar, excerpt varchar
 );
-create or replace temp table staged_rows (row_number bigint);
-create or replace temp table _row_keys (row_key uhugeint);
-create or replace temp table _seen_ids (response_id varchar);
-create or replace temp table _over_cap (response_id varchar);
 """
-# Per chunk, `_checked`: one row per item of an accepted input row (row_key: the row's duplicate key);
-# while the chunk is checked, also one row with a null item per row that the SQL checks did not accept.
-_CHECKED = """
-create or replace temp table _checked (
-    row_number bigint, item integer, prompt varchar, response varchar, score double, gold double,
-    labelled_pair boolean, prompt_id varchar, response_id varchar, split varchar, row_key uhugeint
-)
-"""
-ITEMS = "staged_items"
-ITEM_COLUMNS = "row_number, item, prompt_id, response_id, prompt, response, score, gold, split, labelled_pair"
-"""The columns of `staged_items`; `split` is set only by generated sources (see `split_of`)."""
-ARROW_BATCH_ROWS = 16_384
-"""Rows per Arrow record batch of a chunk: DuckDB scans the batches of a chunk on all its threads."""
 _ITEMS_SCHEMA = pa.schema(
     [
         ("row_number", pa.int64()),
@@ -131,88 +115,38 @@ def plan_source(spec: SourceSpec) -> Plan:
 
 @dataclass
 class StageCounts:
-    """What staging found: input rows = accepted + rejected; `responses`: the items staged (after the cap),
-    `over_cap`: the response ids the cap dropped."""
+    """What staging found: input rows = accepted + rejected."""
 
     input_rows: int = 0
     accepted_rows: int = 0
     rejected_rows: int = 0
     responses: int = 0
-    over_cap: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-class Sink(Protocol):
-    """Where each chunk's `staged_items` go. `kept` is the table of the responses kept so far (with
-    prompt_id and response_id): the response cap counts them, and ids already in it are not new."""
-
-    kept: str
-
-    def add(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Take this chunk's `staged_items` (dropped after the call)."""
-
-
-class StagedResponses:
-    """The default sink: every chunk's items appended to the temp table `staged_responses` (ITEM_COLUMNS,
-    split set), for callers that read the staged source back (`iter_source`)."""
-
-    kept = "staged_responses"
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, test_fraction: float) -> None:
-        self.test_fraction = test_fraction
-        con.execute(f"create or replace temp table staged_responses as select {ITEM_COLUMNS} from {ITEMS}")
-
-    def add(self, con: duckdb.DuckDBPyConnection) -> None:
-        columns = ITEM_COLUMNS.replace("split", split_of("split", "prompt_id", self.test_fraction))
-        con.execute(f"insert into staged_responses select {columns} from {ITEMS}")
-
-
-def split_of(split: str, prompt_id: str, test_fraction: float) -> str:
-    """The split of a staged item: its own (generated sources set it) or `core.hashing.split_for`."""
-    return f"coalesce({split}, {sq.split_sql(prompt_id, test_fraction)})"
-
-
 def stage_source(
-    con: duckdb.DuckDBPyConnection,
-    plan: Plan,
-    progress: Callable[[int], None] | None = None,
-    sink: Sink | None = None,
+    con: duckdb.DuckDBPyConnection, plan: Plan, progress: Callable[[int], None] | None = None
 ) -> StageCounts:
-    """Read the planned source chunk by chunk into `sink` (default: `StagedResponses`), keeping at most
-    `max_responses_per_prompt` responses per prompt, and the rejects and accepted rows in the staged_*
-    temp tables of `con` (see the module docstring)."""
+    """Read the planned source into the staged_* temp tables of `con` (see the module docstring)."""
     con.execute(_CREATE)
-    con.execute(_CHECKED)
-    _create_items(con)
-    sink = sink or StagedResponses(con, plan.spec.test_fraction)
-    con.execute(f"""
-        create or replace temp table _prompt_counts as
-        select prompt_id, count(*) as n from {sink.kept} group by prompt_id
-    """)
-    counts = StageCounts()
     if plan.layout is None:
         for batch in plan.source.records(plan.spec, GENERATED_BATCH):  # type: ignore[misc]
-            con.execute(_CHECKED)
             _stage_records(con, batch)
-            _to_sink(con, plan, sink, counts)
             if progress:
                 progress(batch.input_rows)
     else:
         for chunk in chunks(plan.spec, plan.kind, plan.where, plan.layout.columns):
-            con.execute(_CHECKED)
             _stage_chunk(con, plan, chunk)
-            _to_sink(con, plan, sink, counts)
             if progress:
                 progress(chunk.table.num_rows)
-    con.execute(f"drop table _checked; drop table {ITEMS}; drop table _row_keys; drop table _seen_ids")
-    con.execute("drop table _prompt_counts")
-    counts.accepted_rows = con.execute("select count(*) from staged_rows").fetchone()[0]
-    counts.reasons = dict(
+    _finish(con, plan)
+    accepted = con.execute("select count(*) from staged_rows").fetchone()[0]
+    reasons = dict(
         con.execute("select reason, count(*) from staged_rejects group by reason order by reason").fetchall()
     )
-    counts.rejected_rows = sum(counts.reasons.values())
-    counts.input_rows = counts.accepted_rows + counts.rejected_rows
-    return counts
+    rejected = sum(reasons.values())
+    responses = con.execute("select count(*) from staged_responses").fetchone()[0]
+    return StageCounts(accepted + rejected, accepted, rejected, responses, reasons)
 
 
 @contextlib.contextmanager
@@ -243,7 +177,7 @@ def _stage_records(con: duckdb.DuckDBPyConnection, batch: SourceBatch) -> None:
         schema=_ITEMS_SCHEMA,
     )
     with _registered(con, "_records", items):
-        con.execute(f"insert into _checked ({_ITEM_COLUMNS}) select * from _records")
+        con.execute(f"insert into _staged ({_ITEM_COLUMNS}) select * from _records")
 
 
 # ---------------------------------------------------------------------------------------------- typing
@@ -329,29 +263,32 @@ def _col(columns: tuple[str, ...]) -> Callable[[str], sq.Col]:
 
 
 def _stage_chunk(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> None:
-    """Check one chunk into `_checked`: the SQL form accepts what it can (one pass), the rest goes row by
-    row; then duplicate rows are found."""
+    """Check one chunk: the SQL form accepts what it can (one pass, items straight to _staged), the rest
+    goes row by row; then duplicate rows are found."""
+    first_row = int(chunk.table.column("row_number")[0].as_py())
     source_rows = _source_rows(chunk, plan.kind)
-    batches = pa.Table.from_batches(chunk.table.to_batches(max_chunksize=ARROW_BATCH_ROWS))
-    with _registered(con, "_chunk", batches):
+    with _registered(con, "_chunk", chunk.table):
         insert = _checked_insert(plan, chunk)
         if insert is None:
             _check_rowwise(con, plan, chunk, source_rows, None)
         else:
-            # try(): a line yyjson refuses is a null here (and goes row-wise) rather than an error, which
-            # would end the caller's transaction.
-            con.execute(insert)
-            rows = con.execute("select row_number from _checked where item is null").arrow()
+            fast = insert.replace("try(json_transform", "(json_transform")
+            try:  # try() is slow: first without it; a chunk with a line yyjson refuses runs again with it
+                con.execute(fast)
+            except duckdb.InvalidInputException:
+                con.execute(insert)
+            pending = "item is null and row_number >= ?"
+            rows = con.execute(f"select row_number from _staged where {pending}", [first_row]).arrow()
             pending_rows = rows.read_all() if isinstance(rows, pa.RecordBatchReader) else rows
             if pending_rows.num_rows:
-                con.execute("delete from _checked where item is null")
+                con.execute(f"delete from _staged where {pending}", [first_row])
                 with _registered(con, "_pending", pending_rows):
                     _check_rowwise(con, plan, chunk, source_rows, "select row_number from _pending")
-        _drop_duplicate_rows(con, source_rows)
+        _drop_duplicate_rows(con, source_rows, first_row)
 
 
 def _checked_insert(plan: Plan, chunk: Chunk) -> str | None:
-    """The one statement that checks a chunk in SQL and appends to _checked every item of the rows it
+    """The one statement that checks a chunk in SQL and appends to _staged every item of the rows it
     accepts (with the row's duplicate key), and one row with a null item for each row it does not accept
     (those go to the row-wise checks). None when the layout has no SQL form."""
     layout = plan.layout
@@ -376,7 +313,7 @@ def _checked_insert(plan: Plan, chunk: Chunk) -> str | None:
         accept=vec.accept,
         query=query,
     )
-    target = "insert into _checked (row_number, item, prompt, response, score, labelled_pair, row_key) "
+    target = "insert into _staged (row_number, item, prompt, response, score, labelled_pair, row_key) "
     if len(vec.items) == 1:
         return (
             f"{target} select row_number, case when accepted then 0 end, p0, r0, s0, labelled, row_key "
@@ -461,7 +398,7 @@ def _check_rowwise(
         )
         with _registered(con, "_rowwise", rowwise):
             con.execute(f"""
-                insert into _checked ({_ITEM_COLUMNS}, row_key)
+                insert into _staged ({_ITEM_COLUMNS}, row_key)
                 select i.*, k.row_key from _rowwise as i join (
                     select row_number, {_row_key(chunk.form)} as row_key from ({source_rows})
                     where row_number in (select row_number from _rowwise)
@@ -474,17 +411,20 @@ def _check_rowwise(
             con.execute("insert into staged_rejects select * from _rejected")
 
 
-def _drop_duplicate_rows(con: duckdb.DuckDBPyConnection, source_rows: str) -> None:
+def _drop_duplicate_rows(con: duckdb.DuckDBPyConnection, source_rows: str, first_row: int) -> None:
     """An accepted row of this chunk whose exact text was accepted before in this run becomes a
     duplicate_row reject (its excerpt taken from the chunk)."""
-    con.execute("""
+    con.execute(f"""
         create or replace temp table _dups as
         select row_number from (
             select row_number, row_key,
                    row_number() over (partition by row_key order by row_number) as nth
-            from _checked where item = 0
+            from _staged where item = 0 and row_number >= {first_row}
         ) as c
-        where nth > 1 or exists (select 1 from _row_keys as k where k.row_key = c.row_key)
+        where nth > 1 or exists (
+            select 1 from _staged as s
+            where s.item = 0 and s.row_number < {first_row} and s.row_key = c.row_key
+        )
     """)
     if con.execute("select count(*) from _dups").fetchone()[0]:
         con.execute(f"""
@@ -493,101 +433,106 @@ def _drop_duplicate_rows(con: duckdb.DuckDBPyConnection, source_rows: str) -> No
                    left(replace(trim(raw, {_LINE_WHITESPACE}), '{FIELD_SEPARATOR}', ','), {EXCERPT_CHARS})
             from ({source_rows}) where row_number in (select row_number from _dups)
         """)
-        con.execute("delete from _checked where row_number in (select row_number from _dups)")
-    con.execute("insert into _row_keys select row_key from _checked where item = 0")
+        con.execute(
+            f"delete from _staged where row_number >= {first_row} "
+            "and row_number in (select row_number from _dups)"
+        )
     con.execute("drop table _dups")
 
 
 # ---------------------------------------------------------------------------------------------- ids
 
 
-def _create_items(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"create or replace temp table {ITEMS} as select {ITEM_COLUMNS} from _checked where false")
-
-
-def _to_sink(con: duckdb.DuckDBPyConnection, plan: Plan, sink: Sink, counts: StageCounts) -> None:
-    """The chunk's `_checked` items as `staged_items`: ids computed in SQL (prompt ids once per distinct
-    prompt), one response per (row, response id) and, for sources that repeat responses across rows, one
-    per response id in the whole source; past the cap dropped; then into the sink."""
-    rows = "where item = 0" if plan.layout else "group by row_number"  # generated: items numbered per batch
-    con.execute(f"insert into staged_rows select row_number from _checked {rows}")
+def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    """Ids for every staged item (in SQL), one response per (row, response id); for sources that
+    repeat responses across rows, one per response id."""
+    spec = plan.spec
     pid = sq.prompt_id_sql(sq.normalised("prompt"))
-    rid = sq.response_id_sql("coalesce(i.prompt_id, p.prompt_id)", sq.normalised("i.response"))
-    several_per_row = con.execute("select count(*) from _checked where item > 0 limit 1").fetchone()[0]
-    unique = plan.source.unique_responses
-    if unique:  # first per response id in the whole source (so also per row)
-        dedup = (
-            "where not exists (select 1 from _seen_ids as u where u.response_id = s.response_id) "
-            "qualify row_number() over (partition by response_id order by row_number, item) = 1"
-        )
-    elif plan.layout is not None and several_per_row:
-        dedup = "qualify row_number() over (partition by row_number, response_id order by item) = 1"
-    else:
-        dedup = ""
     con.execute(f"""
-        create or replace temp table {ITEMS} as
-        select {ITEM_COLUMNS} from (
-            select i.row_number, i.item, coalesce(i.prompt_id, p.prompt_id) as prompt_id,
-                   coalesce(i.response_id, {rid}) as response_id, i.prompt, i.response, i.score, i.gold,
-                   i.split, i.labelled_pair
-            from _checked as i
-            left join (
-                select prompt, {pid} as prompt_id from (
-                    select distinct prompt from _checked where prompt_id is null)
-            ) as p on p.prompt = i.prompt
-        ) as s
-        {dedup}
+        create or replace temp table _prompt_ids as
+        select prompt, {pid} as prompt_id from (select distinct prompt from _staged where prompt_id is null)
     """)
-    if unique:
-        con.execute(f"insert into _seen_ids select response_id from {ITEMS}")
-    counts.over_cap += _cap(con, plan.spec.max_responses_per_prompt, sink.kept)
-    counts.responses += con.execute(f"select count(*) from {ITEMS}").fetchone()[0]
-    sink.add(con)
+    con.execute(f"""
+        create or replace temp table _splits as
+        select prompt_id, {sq.split_sql("prompt_id", spec.test_fraction)} as split
+        from (select distinct prompt_id from _prompt_ids)
+    """)
+    rid = sq.response_id_sql("p.prompt_id", sq.normalised("i.response"))
+    unique = (
+        "qualify row_number() over (partition by response_id order by row_number, item) = 1"
+        if plan.source.unique_responses
+        else ""
+    )
+    several_per_row = con.execute("select count(*) from _staged where item > 0 limit 1").fetchone()[0]
+    per_row = (
+        "qualify row_number() over (partition by row_number, response_id order by item) = 1"
+        if plan.layout is not None and several_per_row
+        else ""
+    )
+    con.execute(f"""
+        create or replace temp table staged_responses as
+        select * from (
+            select row_number, item, prompt_id, response_id, prompt, response, score, gold, split,
+                   labelled_pair
+            from (
+                select i.row_number, i.item, i.prompt, i.response, i.score, i.gold, i.labelled_pair,
+                       coalesce(i.prompt_id, p.prompt_id) as prompt_id,
+                       coalesce(i.response_id, {rid}) as response_id,
+                       coalesce(i.split, s.split) as split
+                from _staged as i
+                left join _prompt_ids as p on p.prompt = i.prompt
+                left join _splits as s on s.prompt_id = p.prompt_id
+            )
+            {per_row}
+        ) {unique}
+    """)
+    # Every accepted row of a file has its item 0; a generated batch numbers its items across rows.
+    rows = "where item = 0" if plan.layout else "group by row_number"
+    rows = f"select row_number from _staged {rows}"
+    con.execute(f"create or replace temp table staged_rows as {rows}")
+    con.execute("drop table _staged; drop table _prompt_ids; drop table _splits")
 
 
-def _cap(con: duckdb.DuckDBPyConnection, cap: int, kept: str) -> int:
-    """Keep at most `cap` responses per prompt: the new response ids of this chunk (not in `kept`) past the
-    cap, in file order after the responses already kept, leave staged_items, and so do the ids dropped in
-    earlier chunks. Chunks come in file order, so this is the cap over the whole source. Returns how many
-    ids it dropped for the first time."""
-    if con.execute("select count(*) from _over_cap").fetchone()[0]:
-        con.execute(f"delete from {ITEMS} where response_id in (select response_id from _over_cap)")
-    # A bound from above of every prompt's count, without reading `kept`: the chunk's items plus the
-    # prompt's kept responses before this source and the items of earlier chunks (`_prompt_counts`).
+def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
+    """Keep at most `cap` responses per prompt: new response ids past the cap (in file order, after the
+    responses already in the `stored` table, if given) leave staged_responses. Returns how many left."""
+    stored_ids = (
+        f"where not exists (select 1 from {stored} as r where r.response_id = s.response_id)"
+        if stored
+        else ""
+    )
+    existing = (
+        f"select prompt_id, count(*) as n from {stored} "
+        "where prompt_id in (select prompt_id from new) group by prompt_id"
+        if stored
+        else "select null::varchar as prompt_id, 0 as n where false"
+    )
+    # Staged rows plus stored responses bound the count from above: within the cap, nothing to rank.
     bound = con.execute(f"""
-        select coalesce(max(c.n + coalesce(e.n, 0)), 0)
-        from (select prompt_id, count(*) as n from {ITEMS} group by prompt_id) as c
-        left join (
-            select prompt_id, sum(n) as n from _prompt_counts
-            where prompt_id in (select prompt_id from {ITEMS}) group by prompt_id
-        ) as e using (prompt_id)
+        with new as (select prompt_id, count(*) as n from staged_responses group by prompt_id),
+        existing as ({existing})
+        select coalesce(max(new.n + coalesce(e.n, 0)), 0) from new left join existing as e using (prompt_id)
     """).fetchone()[0]
-    dropped = _drop_over_cap(con, cap, kept) if bound > cap else 0
-    con.execute(f"insert into _prompt_counts select prompt_id, count(*) from {ITEMS} group by prompt_id")
-    return dropped
-
-
-def _drop_over_cap(con: duckdb.DuckDBPyConnection, cap: int, kept: str) -> int:
-    dropped = con.execute(f"""
-        insert into _over_cap
+    if bound <= cap:
+        return 0
+    con.execute(f"""
+        create or replace temp table _over_cap as
         with new as (
             select prompt_id, response_id, min(row_number) as first_row,
                    arg_min(item, row_number) as first_item
-            from {ITEMS} as s
-            where not exists (select 1 from {kept} as k where k.response_id = s.response_id)
+            from staged_responses as s {stored_ids}
             group by prompt_id, response_id
         ),
-        existing as (
-            select prompt_id, count(distinct response_id) as n from {kept}
-            where prompt_id in (select prompt_id from new) group by prompt_id
-        ),
+        existing as ({existing}),
         ranked as (
             select new.response_id, coalesce(e.n, 0) + row_number() over (
                 partition by new.prompt_id order by first_row, first_item, new.response_id) as k
             from new left join existing as e using (prompt_id)
         )
         select response_id from ranked where k > {int(cap)}
-    """).fetchone()[0]
+    """)
+    dropped = con.execute("select count(*) from _over_cap").fetchone()[0]
     if dropped:
-        con.execute(f"delete from {ITEMS} where response_id in (select response_id from _over_cap)")
+        con.execute("delete from staged_responses where response_id in (select response_id from _over_cap)")
+    con.execute("drop table _over_cap")
     return int(dropped)
