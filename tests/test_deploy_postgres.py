@@ -18,18 +18,7 @@ from real_assets.resources import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable()))
-TINY = [
-    "--n-prompts",
-    "16",
-    "--sft-epochs",
-    "1",
-    "--dpo-epochs",
-    "1",
-    "--seeds",
-    "1",
-    "--config",
-    SMALL_SWEEP,
-]
+TINY = [*"--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1".split(), "--config", SMALL_SWEEP]
 
 
 @pytest.fixture(scope="module")
