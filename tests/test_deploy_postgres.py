@@ -2,6 +2,7 @@
 on Postgres and the warehouse on DuckLake; the audit passes on it; two runs writing at once both land."""
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from real_assets.resources import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable()))
-TINY = [*"--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1".split(), "--config", SMALL_SWEEP]
+TINY = [*shlex.split("--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1"), "--config", SMALL_SWEEP]
 
 
 @pytest.fixture(scope="module")
