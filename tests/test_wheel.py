@@ -2,6 +2,7 @@
 and `real-assets ui` / `mlflow-ui` become their servers, so SIGTERM leaves no process behind."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -109,13 +110,18 @@ def test_the_installed_wheel_loads_and_validates_from_another_folder(installed, 
     assert "success" in (validated.stdout + validated.stderr).lower()
 
 
-def _wait_until_served(url: str, proc: subprocess.Popen, deadline_s: float = 180.0) -> None:
+def _wait_until_served(
+    url: str, proc: subprocess.Popen, deadline_s: float = 180.0, query: str | None = None, expect: str = ""
+) -> None:
+    """Until `url` answers 200 (to a GraphQL `query`, when given, with `expect` in the answer)."""
     deadline = time.monotonic() + deadline_s
+    data = json.dumps({"query": query}).encode() if query else None
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the server exited with {proc.returncode}"
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200 and expect in response.read().decode():
                     return
         except OSError:
             pass
@@ -123,7 +129,14 @@ def _wait_until_served(url: str, proc: subprocess.Popen, deadline_s: float = 180
     raise TimeoutError(f"{url} was not served in time")
 
 
-def _sigterm_leaves_nothing(command: list[str], url: str, expect_in_cmdline: str, home: Path) -> None:
+def _sigterm_leaves_nothing(
+    command: list[str],
+    url: str,
+    expect_in_cmdline: str,
+    home: Path,
+    query: str | None = None,
+    expect: str = "",
+) -> None:
     """Start `real-assets <command>`, wait until it serves, SIGTERM it, and check that it was the server
     itself (exec) and that no process of its tree or process group survives."""
     env = {**os.environ, "REAL_ASSETS_HOME": str(home)}
@@ -138,7 +151,7 @@ def _sigterm_leaves_nothing(command: list[str], url: str, expect_in_cmdline: str
     )
     tree: list[psutil.Process] = []
     try:
-        _wait_until_served(url, proc)
+        _wait_until_served(url, proc, query=query, expect=expect)
         server = psutil.Process(proc.pid)
         assert expect_in_cmdline in " ".join(server.cmdline()), server.cmdline()  # exec'd, not wrapped
         tree = [server, *server.children(recursive=True)]
@@ -159,9 +172,13 @@ def test_ui_becomes_dagster_dev_and_sigterm_leaves_no_dagster_process(tmp_path):
     port = _free_port()
     _sigterm_leaves_nothing(
         ["ui", "--home", str(tmp_path / "home"), "--port", str(port)],
-        f"http://127.0.0.1:{port}/server_info",
+        f"http://127.0.0.1:{port}/graphql",
         "dagster dev",
         tmp_path / "home",
+        # SIGTERM once the code location has loaded, as a user stops a UI they used (a stop while the
+        # code server still imports torch is another case)
+        query="{ assetNodes { assetKey { path } } }",
+        expect="raw_responses",
     )
 
 
