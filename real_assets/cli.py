@@ -106,7 +106,7 @@ def _ingest_config(args) -> dict:
 
 def _step_configs(args, defs) -> dict[str, dict]:
     """Each step's config for this demo: the ingest from the source flags, the epochs flags, then every
-    `--config ASSET=JSON` merged over them (Dagster checks the fields when the step runs)."""
+    `--config ASSET=JSON` merged over them (`run_steps` checks the fields before any step runs)."""
     configs: dict[str, dict] = {"raw_responses": _ingest_config(args)}
     if args.dpo_epochs:
         configs["dpo_checkpoint"] = {"epochs": args.dpo_epochs}
