@@ -83,6 +83,12 @@ class Sizes:
     eval_prompts: int
     samples_per_prompt: int
     max_new_tokens: int
+    sft_learning_rate: float
+    """ReferenceConfig's default (2e-3) is tuned for the default 2-layer model; the check's 6-layer model
+    diverged at it in bf16 on an H200 (every weight NaN after SFT), so the full size uses 3e-4."""
+    default_sft_examples: int
+    """The default reference step (ReferenceConfig(): 2-layer model, 2e-3, 12 epochs) on this many examples,
+    in the device's dtype: does the pipeline's own default train to finite weights there?"""
 
 
 FULL = Sizes(
@@ -100,6 +106,8 @@ FULL = Sizes(
     eval_prompts=64,
     samples_per_prompt=2,
     max_new_tokens=32,
+    sft_learning_rate=3e-4,
+    default_sft_examples=400,
 )
 QUICK = Sizes(
     texts=48,
@@ -116,6 +124,8 @@ QUICK = Sizes(
     eval_prompts=2,
     samples_per_prompt=1,
     max_new_tokens=4,
+    sft_learning_rate=2e-3,
+    default_sft_examples=16,
 )
 
 
@@ -266,6 +276,28 @@ def _final_loss(history: list[dict]) -> float | None:
     return None
 
 
+def check_default_reference(device, sizes: Sizes, by_prompt: dict, work: Path) -> dict:
+    """The pipeline's default reference step, in the device's dtype: finite weights, or where it diverged."""
+    from real_assets.core.policy import ReferenceConfig, TrainingDiverged, build_base, train_sft
+
+    prompts = sorted(by_prompt)[: sizes.default_sft_examples]
+    rows = [(p, max(by_prompt[p], key=lambda r: r.score).response) for p in prompts]
+    cfg = ReferenceConfig()
+    model, tokenizer = build_base(cfg, [p + " " + r for p, r in rows])
+    started = time.perf_counter()
+    try:
+        result = train_sft(model, tokenizer, rows, cfg, work / "default_sft", device)
+    except TrainingDiverged as diverged:
+        return {"examples": len(rows), "diverged": True, "error": str(diverged)}
+    _synchronize(device.device)
+    return {
+        "examples": len(rows),
+        "diverged": False,
+        "seconds": time.perf_counter() - started,
+        "final_loss": _final_loss(result.history),
+    }
+
+
 def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[dict, dict, Path, Path, int]:
     from real_assets.core.policy import (
         DpoConfig,
@@ -281,7 +313,7 @@ def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[d
     sft_rows = [(p, best[p].response) for p in prompts[: sizes.sft_examples]]
     shape = {"n_layer": sizes.n_layer, "n_embd": sizes.n_embd, "n_head": sizes.n_head}
     common = {"epochs": 1.0, "batch_size": sizes.train_batch, "max_length": sizes.max_length}
-    sft_cfg = ReferenceConfig(**shape, **common)
+    sft_cfg = ReferenceConfig(**shape, **common, learning_rate=sizes.sft_learning_rate)
     model, tokenizer = build_base(sft_cfg, [p + " " + r for p, r in sft_rows])
     params = sum(p.numel() for p in model.parameters())
     lines: list[str] = []
@@ -326,6 +358,40 @@ def _training_figures(result, seconds: float, sizes: Sizes, device, unit: str) -
     }
 
 
+def check_finite(device, prompts: list[str], checkpoints: dict[str, Path]) -> dict:
+    """Non-finite weights and next-token logits of each checkpoint, in the device's dtype and in float32.
+
+    Run before eval: a NaN there ends sampling in a device-side assert that takes the CUDA context with it.
+    """
+    import torch
+
+    from real_assets.core.device import DeviceChoice
+    from real_assets.core.policy import format_prompt, load_policy
+
+    report = {}
+    for name, path in checkpoints.items():
+        for dtype in dict.fromkeys([device.dtype, torch.float32]):
+            model, tokenizer = load_policy(path, DeviceChoice(device.device, dtype))
+            tokenizer.padding_side = "left"
+            enc = tokenizer(
+                [format_prompt(p) for p in prompts],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(device.device)
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1, :].float()
+            report[f"{name}/{str(dtype).removeprefix('torch.')}"] = {
+                "nonfinite_weights": sum(int((~torch.isfinite(w)).sum()) for w in model.parameters()),
+                "rows_with_nonfinite_logits": int((~torch.isfinite(logits)).any(dim=-1).sum()),
+                "rows": len(prompts),
+                "max_abs_logit": float(logits.nan_to_num(0.0, 0.0, 0.0).abs().max()),
+            }
+            del model
+    print("finite     " + "; ".join(f"{k}: {v}" for k, v in report.items()), flush=True)
+    return report
+
+
 def check_eval(device, sizes: Sizes, by_prompt: dict, policy: Path, reference: Path, max_length: int) -> dict:
     from real_assets.core.evaluation import EvalConfig, HeldOutPair, Scoring, evaluate_policy, gold_scorer
 
@@ -360,7 +426,8 @@ def run(args) -> dict:
     import torch
     import transformers
 
-    from real_assets.core.device import pick_device
+    from real_assets.core.device import DeviceChoice, pick_device
+    from real_assets.core.policy import TrainingDiverged
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -396,11 +463,23 @@ def run(args) -> dict:
         report["embedding"] = check_embedding(embedder, device, sizes, texts)
         report["embedding"]["section_s"] = time.perf_counter() - section
         _print_embedding(report["embedding"])
-        report["sft"], report["dpo"], sft_dir, dpo_dir, max_length = check_training(
-            device, sizes, by_prompt, work
-        )
+        report["default_reference"] = check_default_reference(device, sizes, by_prompt, work)
+        print(f"default    reference step, {device.dtype_name}: {report['default_reference']}", flush=True)
+        try:
+            report["sft"], report["dpo"], sft_dir, dpo_dir, max_length = check_training(
+                device, sizes, by_prompt, work
+            )
+        except TrainingDiverged as diverged:  # record it, then measure the rest in float32
+            print(f"diverged   {device.dtype_name}: {diverged}; again in float32", flush=True)
+            report["diverged"] = {"dtype": device.dtype_name, "error": str(diverged)}
+            device = DeviceChoice(device.device, torch.float32)
+            report["sft"], report["dpo"], sft_dir, dpo_dir, max_length = check_training(
+                device, sizes, by_prompt, work
+            )
         _print_training("sft", report["sft"], "examples")
         _print_training("dpo", report["dpo"], "pairs")
+        eval_prompts = sorted(by_prompt)[-max(sizes.eval_prompts, 1) :]
+        report["finite"] = check_finite(device, eval_prompts, {"policy": dpo_dir, "reference": sft_dir})
         report["eval"] = check_eval(device, sizes, by_prompt, dpo_dir, sft_dir, max_length)
         _print_eval(report["eval"])
     report["total_s"] = time.perf_counter() - started

@@ -15,7 +15,9 @@ case " $* " in
 esac
 if ! "$PYTHON" -c "import trl, datasets" 2>/dev/null; then
   [ -d .gpu_check/wheels ] || { echo "trl/datasets missing and no .gpu_check/wheels: run --prepare first" >&2; exit 2; }
-  site="${TMPDIR:-/tmp}/real_assets_gpu_check_site"
+  # dill (datasets' fingerprints) pickles by value any module outside sys.prefix or a "site-packages" path,
+  # and fails on pyarrow's: so the folder is named site-packages.
+  site="${TMPDIR:-/tmp}/real_assets_gpu_check/site-packages"
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .gpu_check/wheels/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi

@@ -282,6 +282,12 @@ class _TrainingLog(TrainerCallback):
 
 
 def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: DeviceChoice, **extra):
+    # Newer transformers 5 call it `activation_checkpointing`; older ones (5.17, on the GPU image) only know
+    # `gradient_checkpointing`, now its deprecated alias.
+    fields = {f.name for f in dataclasses.fields(cls)}
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    )
     return cls(
         output_dir=str(out_dir / "_trainer"),
         learning_rate=cfg.learning_rate,
@@ -294,14 +300,35 @@ def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: D
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN loss shows in the curve instead of the previous mean
         use_cpu=device.device == "cpu",
         bf16=device.dtype == torch.bfloat16,
         fp16=device.dtype == torch.float16,
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         # TRL turns it on by default: it trades compute for memory, a loss for small models on CPU.
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name
+        **{checkpointing: cfg.gradient_checkpointing},
         **extra,
+    )
+
+
+class TrainingDiverged(RuntimeError):
+    """Training left non-finite weights: nothing is saved, since every later step would score NaN."""
+
+
+def _raise_if_diverged(model, curve: list[dict]) -> None:
+    bad = [name for name, w in model.named_parameters() if not bool(torch.isfinite(w).all())]
+    if not bad:
+        return
+    nan_steps = [row["step"] for row in curve if not math.isfinite(row.get("loss", 0.0))]
+    first = (
+        f"the loss was first non-finite at step {nan_steps[0]}"
+        if nan_steps
+        else "no logged loss was non-finite"
+    )
+    raise TrainingDiverged(
+        f"training diverged: {len(bad)} of {len(list(model.parameters()))} weight tensors are non-finite "
+        f"(first: {bad[0]}); {first}. Lower the learning rate, or train in float32 (half precision off)."
     )
 
 
@@ -311,6 +338,7 @@ def _train_and_save(trainer, tokenizer, log: _TrainingLog, out_dir: Path) -> tup
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    _raise_if_diverged(trainer.model, log.rows)
     accelerator = trainer.accelerator
     # Under `accelerate launch` every process trains; the weights are gathered (a no-op for DDP, needed
     # for FSDP) by all of them and written by the first.
