@@ -1,6 +1,7 @@
 """The policy side on a model small enough to train in seconds: SFT, DPO, long inputs, scoring, sampling,
 and the reference-model scores of the `margin` and `ches` strategies."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from real_assets.core.policy import (
     DpoConfig,
     ReferenceConfig,
     Reporting,
+    TrainingDiverged,
     build_base,
     choose_max_length,
     derive_max_length,
@@ -78,6 +80,17 @@ def test_training_reports_progress_lines_with_steps_and_loss(trained):
     assert all(parsed) and len(parsed) >= 2
     assert parsed[0]["done"] == 0 and parsed[-1]["done"] == parsed[-1]["total"] > 0
     assert "loss" in parsed[-1]
+
+
+def test_a_diverged_training_raises_and_saves_no_checkpoint(tmp_path):
+    """A NaN in the weights (here from an absurd learning rate) must stop the step, not become a checkpoint
+    whose every score is NaN; an H200 run of bench/gpu_check.py once saved one with a normal-looking loss."""
+    cfg = ReferenceConfig(vocab_size=300, n_layer=1, n_embd=32, n_positions=128, epochs=2, batch_size=4)
+    model, tokenizer = build_base(cfg, [format_prompt(PROMPT) + format_completion(GOOD)] * 4)
+    cfg = dataclasses.replace(cfg, learning_rate=1e6)
+    with pytest.raises(TrainingDiverged, match=r"non-finite .*first non-finite at step \d+"):
+        train_sft(model, tokenizer, [(PROMPT, GOOD)] * 8, cfg, tmp_path / "ref", pick_device("cpu"))
+    assert not (tmp_path / "ref" / "model.safetensors").exists()
 
 
 def test_fit_keeps_the_response_and_cuts_the_prompt_from_the_left():
