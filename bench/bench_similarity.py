@@ -51,7 +51,6 @@ from real_assets.resources import Warehouse, table_digest
 
 OUT = Path(__file__).resolve().parent / "out"
 MODEL = "response_similarity"
-ORDER_KEY = ["prompt_id", "response_id_a", "response_id_b"]
 
 
 def hex_ids(prefix: str, n: int) -> list[str]:
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.digest:
             with warehouse.connect(read_only=True) as con:
                 t0 = time.perf_counter()
-                table_digest(con, "features.response_similarity", ORDER_KEY)
+                table_digest(con, "features.response_similarity")
                 digest_s = time.perf_counter() - t0
             print(f"asset follow-up table_digest: {digest_s:.2f} s")
         db_mib = (Path(tmp) / "bench.duckdb").stat().st_size / 2**20

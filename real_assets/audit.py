@@ -32,7 +32,7 @@ import dagster as dg
 import duckdb
 
 from real_assets.core.checkpoints import UNPARTITIONED
-from real_assets.core.hashing import digest_manifest
+from real_assets.core.hashing import TABLE_DIGEST_FORMAT, digest_manifest
 from real_assets.defs.common import data_version_of, latest_materialization
 from real_assets.defs.partitions import partition_tag
 from real_assets.defs.versions import (
@@ -215,6 +215,13 @@ class _Auditor:
         missing = [t.name for t in tables if not table_exists(self.con, t.name)]
         if missing:
             step.problems.append(f"table {', '.join(missing)} is missing")
+            return
+        recorded_format = _metadata_value(record, "table_digest_format") or 1
+        if recorded_format != TABLE_DIGEST_FORMAT:
+            step.problems.append(
+                f"its table digests are in format {recorded_format}, from an older real-assets; this one "
+                f"computes format {TABLE_DIGEST_FORMAT}, so the content cannot be compared: re-materialize it"
+            )
             return
         where = partition_columns(node.partitions_def, step.partition, node.metadata)
         content = content_version(self.con, tables, where)

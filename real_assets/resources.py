@@ -255,15 +255,13 @@ def replace_rows(
 def table_digest(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    order_by: Sequence[str],
     where: Mapping[str, Any] | None = None,
 ) -> tuple[str, int]:
     """Content digest and row count of a table (or of the rows where every `column = value` of `where`),
-    rows in key order; DuckDB computes it (`core.hashing.table_digest_sql`)."""
+    independent of row order; DuckDB computes it (`core.hashing.table_digest_sql`)."""
     schema, name = _split_table(table)
-    keys = [validate_identifier(column, "column") for column in order_by]
     columns = [validate_identifier(column, "column") for column in where or {}]
-    sql = table_digest_sql(f"{schema}.{name}", keys, columns)
+    sql = table_digest_sql(f"{schema}.{name}", columns)
     # A cursor of its own: DuckDB 2 refuses new work on a connection while another result is open.
     with same_catalog_cursor(con) as cursor:
         count, content = cursor.execute(sql, list((where or {}).values())).fetchone()

@@ -162,3 +162,15 @@ def test_missing_mlflow_run_and_home(home, tmp_path, monkeypatch):
     assert any(p.startswith("raw_responses: MLflow run") and "not found" in p for p in report.all_problems())
     missing = audit(tmp_path / "nowhere", defs)
     assert not missing.ok and "does not exist" in missing.all_problems()[0]
+
+
+def test_digests_of_an_older_format_ask_for_a_rematerialization(home, capsys, monkeypatch):
+    """A home written by a real-assets whose table digests were computed differently: the audit says so,
+    instead of reporting every table as changed (simulated by a newer format on this side)."""
+    import real_assets.audit
+
+    monkeypatch.setattr(real_assets.audit, "TABLE_DIGEST_FORMAT", 3)
+    assert _cli(home) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM  raw_responses: its table digests are in format 2" in out
+    assert "this one computes format 3" in out and "content hashes to" not in out

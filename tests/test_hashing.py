@@ -94,13 +94,11 @@ def test_table_digest_follows_content_not_storage_order():
     con = duckdb.connect()
     con.execute("create schema s")
     con.execute("create table s.t as select * from (values (2, 'b', [1.0, 2.0]), (1, 'a', null)) v(k, x, e)")
-    before = table_digest(con, "s.t", ["k"])
+    before = table_digest(con, "s.t")
     con.execute("create or replace table s.t as select * from s.t order by k")  # same rows, other order
-    assert table_digest(con, "s.t", ["k"]) == before
+    assert table_digest(con, "s.t") == before
     assert before[1] == 2
     con.execute("update s.t set x = 'a ' where k = 1")
-    assert table_digest(con, "s.t", ["k"])[0] != before[0]
-    assert table_digest(con, "s.t", ["k"], where={"k": 2}) == table_digest(
-        con, "s.t", ["k"], where={"x": "b"}
-    )
-    assert table_digest(con, "s.t", ["k"], where={"k": 3})[1] == 0
+    assert table_digest(con, "s.t")[0] != before[0]
+    assert table_digest(con, "s.t", where={"k": 2}) == table_digest(con, "s.t", where={"x": "b"})
+    assert table_digest(con, "s.t", where={"k": 3})[1] == 0

@@ -82,8 +82,8 @@ def _kill_demo_during(home: Path, steps: list[str], args: list[str], ignore: set
 
 def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
     """kill -9 in each step of the graph in turn (each demo recovers the run the previous one left
-    behind, resumes at the killed step with `--from`, then is killed one step further), then a whole demo
-    that finishes, and an audit that passes."""
+    behind, resumes at the killed step with `--from`, then is killed one step further), then a demo that
+    resumes at the last killed step and finishes, and an audit of the whole graph that passes."""
     home = tmp_path / "home"
     args = [*SMALL, "--seeds", "1", "--partition", "0|easy"]
     order = _demo_order(args)
@@ -97,7 +97,7 @@ def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
     assert [asset for _, asset in killed] == order  # no step was over before a kill could reach it
 
     last = subprocess.run(
-        _cli("demo", "--home", str(home), *args),
+        _cli("demo", "--home", str(home), *args, "--from", killed[-1][1]),
         env=_env(home),
         capture_output=True,
         text=True,

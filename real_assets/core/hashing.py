@@ -45,20 +45,25 @@ def split_for(prompt_key: str, test_fraction: float) -> str:
     return "test" if bucket < round(test_fraction * 10_000) else "train"
 
 
-def table_digest_sql(table: str, keys: Sequence[str], where_columns: Sequence[str] = ()) -> str:
+TABLE_DIGEST_FORMAT = 2
+"""Which `table_digest_sql` wrote a table digest, recorded beside every set of digests so that the audit can
+tell an older format from changed content. 1 (untagged): SHA-256 over the rows' text in key order; 2: the
+order-free sum of row hashes below."""
+
+
+def table_digest_sql(table: str, where_columns: Sequence[str] = ()) -> str:
     """The SQL (DuckDB) that returns (rows, digest) of a table: a digest of the multiset of its rows, so the
     database does the hashing and no sort is needed. Each row's JSON is hashed with md5 and the 128-bit
     hashes are summed exactly (as two 64-bit halves in HUGEINT); the digest is the SHA-256 of the row count
     and the two sums. Storage order does not matter, the same rows always give the same digest, and a
-    digest over a table is the combination of the digests of any split of its rows. `keys` (the table's
-    key columns) are checked to exist but do not order anything any more. Identifiers must be validated
-    by the caller; the `where_columns` values are bound as parameters in order."""
+    digest over a table is the combination of the digests of any split of its rows. Identifiers must be
+    validated by the caller; the `where_columns` values are bound as parameters in order."""
     where = " and ".join(f"{column} = ?" for column in where_columns) or "true"
     half = "18446744073709551615"  # 2**64 - 1
     return (
         "select count(*), sha256(count(*)::varchar || ':' || coalesce(sum((h >> 64)::ubigint), 0)::varchar "
         f"|| ':' || coalesce(sum((h & {half})::ubigint), 0)::varchar) "
-        f"from (select {', '.join(keys)}, md5_number(to_json(t)) as h from {table} as t where {where})"
+        f"from (select md5_number(to_json(t)) as h from {table} as t where {where})"
     )
 
 

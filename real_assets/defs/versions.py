@@ -1,7 +1,7 @@
 """What an asset writes in the warehouse, declared once on the asset, and its content version.
 
 An asset that writes tables declares them in its decorator: `metadata=table_metadata(TABLE, ...)`. The first
-table is the asset's `dagster/table_name`; every table lists its key columns in digest order. Tables of a
+table is the asset's `dagster/table_name`; every table lists its key columns. Tables of a
 partitioned asset carry one column per partition dimension, named like the dimension, so a partition maps to
 `where <dimension> = ?` for each of them. Everything else (the audit, the SQL assets' upstream tables, the
 demo) reads these facts from the asset graph.
@@ -17,7 +17,7 @@ import dagster as dg
 import duckdb
 
 from real_assets.core.checkpoints import UNPARTITIONED, verify
-from real_assets.core.hashing import digest, digest_manifest
+from real_assets.core.hashing import TABLE_DIGEST_FORMAT, digest, digest_manifest
 from real_assets.defs.common import data_version_of, latest_materialization
 from real_assets.resources import Warehouse, table_digest
 
@@ -110,7 +110,10 @@ class Content:
     digests: dict[str, str] = field(default_factory=dict)
 
     def metadata(self) -> dict:
-        return {"table_digests": dg.MetadataValue.json(self.digests)}
+        return {
+            "table_digests": dg.MetadataValue.json(self.digests),
+            "table_digest_format": dg.MetadataValue.int(TABLE_DIGEST_FORMAT),
+        }
 
 
 def content_version(
@@ -121,7 +124,7 @@ def content_version(
     """The content of `tables` (only the partition's rows where `partition` is given)."""
     digests, versioned, rows = {}, [], None
     for table in tables:
-        content, count = table_digest(con, table.name, table.keys, where=partition or None)
+        content, count = table_digest(con, table.name, where=partition or None)
         digests[table.name] = content
         if table.versioned:
             versioned.append(content)
