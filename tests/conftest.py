@@ -69,15 +69,9 @@ def demo_env(demo_home, monkeypatch) -> Path:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for `pytest -n N --dist loadgroup` (./scripts/test): the tests that read the shared demo run in
-    one worker, so that it is built once; a test that uses a module fixture (a server, a browser, an
-    installed wheel) runs in the worker of its file, so that the fixture is built once; any other test goes
-    to whichever worker is free."""
+    """Groups for `pytest -n N --dist loadgroup` (./scripts/test): the tests that read the shared demo run
+    in one worker, so that it is built once; every other test runs in the worker of its file, so that a
+    module fixture (a server, a browser, an installed wheel) is built once."""
     for item in items:
-        ours = [
-            d for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs if d.baseid
-        ]  # not pytest's
-        if "demo_home" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("shared-demo"))
-        elif any(d.scope in ("module", "package", "session") for d in ours):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+        group = "shared-demo" if "demo_home" in item.fixturenames else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
