@@ -216,7 +216,7 @@ class _Auditor:
         if missing:
             step.problems.append(f"table {', '.join(missing)} is missing")
             return
-        recorded_format = _metadata_value(record, "table_digest_format") or 1
+        recorded_format = int(_metadata_value(record, "table_digest_format") or 1)
         if recorded_format != TABLE_DIGEST_FORMAT:
             step.problems.append(
                 f"its table digests are in format {recorded_format}, from an older real-assets; this one "

@@ -65,13 +65,3 @@ def demo_env(demo_home, monkeypatch) -> Path:
     monkeypatch.setenv("DAGSTER_HOME", str(demo_home / "dagster"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return demo_home
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for `pytest -n N --dist loadgroup` (./scripts/test): the tests that read the shared demo run
-    in one worker, so that it is built once; every other test runs in the worker of its file, so that a
-    module fixture (a server, a browser, an installed wheel) is built once."""
-    for item in items:
-        group = "shared-demo" if "demo_home" in item.fixturenames else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))

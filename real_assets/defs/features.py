@@ -11,7 +11,7 @@ from real_assets.core.progress import Progress, Report
 from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
-from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
+from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
 from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
 
 EMBEDDINGS = WarehouseTable("features.response_embeddings", ("response_id",))
@@ -132,7 +132,7 @@ def response_embeddings(step: Step, warehouse: Warehouse, compute: Compute) -> d
     digests = result.pop("table_digests")
     metadata = {
         **result,
-        "table_digests": dg.MetadataValue.json(digests),
+        **digest_metadata(digests),
         "dagster/row_count": result["rows"],
     }
     return step.finish(version, metadata)

@@ -16,7 +16,7 @@ from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
 from real_assets.defs.common import Step, step_asset
-from real_assets.defs.versions import WarehouseTable, content_version, table_metadata
+from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
 from real_assets.resources import Warehouse
 
 RAW_RESPONSES_JOB = "refresh_raw_responses"
@@ -228,7 +228,7 @@ def raw_responses(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
     digests = result.pop("table_digests")
     metadata = {
         **result,
-        "table_digests": dg.MetadataValue.json(digests),
+        **digest_metadata(digests),
         "rejects_by_reason": dg.MetadataValue.json(reasons),
         "dagster/row_count": result["responses"],
     }

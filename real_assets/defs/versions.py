@@ -110,10 +110,16 @@ class Content:
     digests: dict[str, str] = field(default_factory=dict)
 
     def metadata(self) -> dict:
-        return {
-            "table_digests": dg.MetadataValue.json(self.digests),
-            "table_digest_format": dg.MetadataValue.int(TABLE_DIGEST_FORMAT),
-        }
+        return digest_metadata(self.digests)
+
+
+def digest_metadata(digests: Mapping[str, str]) -> dict:
+    """Materialization metadata of table digests: the digests and the format they were computed in."""
+    return {
+        "table_digests": dg.MetadataValue.json(dict(digests)),
+        # text, not a number: numbers in materialization metadata are MLflow metrics of the step
+        "table_digest_format": dg.MetadataValue.text(str(TABLE_DIGEST_FORMAT)),
+    }
 
 
 def content_version(
