@@ -114,6 +114,7 @@ WRITER = textwrap.dedent(
     (start.parent / f"ready-{partition}").touch()
     while not start.exists():
         time.sleep(0.01)
+    print("began", time.time())
     for round_number in range(rounds):
         frame = pd.DataFrame({"strategy": [partition] * 40, "prompt_id": [f"p{i:02d}" for i in range(40)],
                               "round": [round_number] * 40})
@@ -160,6 +161,7 @@ def test_two_processes_writing_at_once_both_land_with_every_row(postgres, tmp_pa
     outputs = [w.communicate(timeout=300) for w in writers]
     for writer, (_out, err) in zip(writers, outputs):
         assert writer.returncode == 0, err[-3000:]
+    easy_began, hard_began = (float(out.split("began ")[1].split()[0]) for out, _ in outputs)
     with lake.connect(read_only=True) as con:
         per_partition = con.execute(
             "select strategy, count(*), count(distinct prompt_id), min(round), max(round) "
@@ -174,8 +176,10 @@ def test_two_processes_writing_at_once_both_land_with_every_row(postgres, tmp_pa
         ("hard", 40, 40, rounds - 1, rounds - 1),
     ]
     assert [w[:2] for w in writes] == [("easy", rounds), ("hard", rounds)]
-    (_, _, easy_first, easy_last), (_, _, hard_first, hard_last) = writes
-    assert easy_first < hard_last and hard_first < easy_last, "the writers did not overlap in time"
+    # Both were writing at once: each began before the other's last commit. (Their commits need not
+    # interleave: a writer that loses a commit conflict backs off, and may only land after the other.)
+    (_, _, _, easy_last), (_, _, _, hard_last) = writes
+    assert easy_began < hard_last and hard_began < easy_last, "the writers did not run at the same time"
 
 
 def test_object_storage_loads_httpfs_and_takes_the_s3_secret_from_the_environment(monkeypatch):
