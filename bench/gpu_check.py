@@ -276,12 +276,21 @@ def _final_loss(history: list[dict]) -> float | None:
     return None
 
 
+def sft_rows(by_prompt: dict, prompts: list[str]) -> list[tuple[str, str]]:
+    """(prompt, its highest-scored response): what SFT trains on."""
+    return [(p, max(by_prompt[p], key=lambda r: r.score).response) for p in prompts]
+
+
+def eval_prompts(by_prompt: dict, sizes: Sizes) -> list[str]:
+    """The prompts eval generates for (the last ones in sort order)."""
+    return sorted(by_prompt)[-max(sizes.eval_prompts, 1) :]
+
+
 def check_default_reference(device, sizes: Sizes, by_prompt: dict, work: Path) -> dict:
     """The pipeline's default reference step, in the device's dtype: finite weights, or where it diverged."""
     from real_assets.core.policy import ReferenceConfig, TrainingDiverged, build_base, train_sft
 
-    prompts = sorted(by_prompt)[: sizes.default_sft_examples]
-    rows = [(p, max(by_prompt[p], key=lambda r: r.score).response) for p in prompts]
+    rows = sft_rows(by_prompt, sorted(by_prompt)[: sizes.default_sft_examples])
     cfg = ReferenceConfig()
     model, tokenizer = build_base(cfg, [p + " " + r for p, r in rows])
     started = time.perf_counter()
@@ -309,19 +318,18 @@ def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[d
     )
 
     prompts = sorted(by_prompt)
-    best = {p: max(by_prompt[p], key=lambda r: r.score) for p in prompts}
-    sft_rows = [(p, best[p].response) for p in prompts[: sizes.sft_examples]]
+    sft_data = sft_rows(by_prompt, prompts[: sizes.sft_examples])
     shape = {"n_layer": sizes.n_layer, "n_embd": sizes.n_embd, "n_head": sizes.n_head}
     common = {"epochs": 1.0, "batch_size": sizes.train_batch, "max_length": sizes.max_length}
     sft_cfg = ReferenceConfig(**shape, **common, learning_rate=sizes.sft_learning_rate)
-    model, tokenizer = build_base(sft_cfg, [p + " " + r for p, r in sft_rows])
+    model, tokenizer = build_base(sft_cfg, [p + " " + r for p, r in sft_data])
     params = sum(p.numel() for p in model.parameters())
     lines: list[str] = []
 
     _reset_peak(device.device)
     sft_dir = work / "sft"
     started = time.perf_counter()
-    result = train_sft(model, tokenizer, sft_rows, sft_cfg, sft_dir, device, Reporting(report=lines.append))
+    result = train_sft(model, tokenizer, sft_data, sft_cfg, sft_dir, device, Reporting(report=lines.append))
     _synchronize(device.device)
     sft = _training_figures(result, time.perf_counter() - started, sizes, device, "examples")
     sft["params"] = params
@@ -395,7 +403,7 @@ def check_finite(device, prompts: list[str], checkpoints: dict[str, Path]) -> di
 def check_eval(device, sizes: Sizes, by_prompt: dict, policy: Path, reference: Path, max_length: int) -> dict:
     from real_assets.core.evaluation import EvalConfig, HeldOutPair, Scoring, evaluate_policy, gold_scorer
 
-    prompts = [(f"p{i}", p) for i, p in enumerate(sorted(by_prompt)[-max(sizes.eval_prompts, 1) :])]
+    prompts = [(f"p{i}", p) for i, p in enumerate(eval_prompts(by_prompt, sizes))]
     pairs = []
     for p in sorted(by_prompt):
         ranked = sorted(by_prompt[p], key=lambda r: r.gold, reverse=True)
@@ -478,8 +486,9 @@ def run(args) -> dict:
             )
         _print_training("sft", report["sft"], "examples")
         _print_training("dpo", report["dpo"], "pairs")
-        eval_prompts = sorted(by_prompt)[-max(sizes.eval_prompts, 1) :]
-        report["finite"] = check_finite(device, eval_prompts, {"policy": dpo_dir, "reference": sft_dir})
+        report["finite"] = check_finite(
+            device, eval_prompts(by_prompt, sizes), {"policy": dpo_dir, "reference": sft_dir}
+        )
         report["eval"] = check_eval(device, sizes, by_prompt, dpo_dir, sft_dir, max_length)
         _print_eval(report["eval"])
     report["total_s"] = time.perf_counter() - started

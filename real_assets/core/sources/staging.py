@@ -1,6 +1,6 @@
 """Stage a source into DuckDB temp tables: checks as column expressions, ids and dedup in SQL.
 
-`stage_source(con, spec)` reads the source chunk by chunk and leaves on the connection:
+`stage_source(con, plan)` reads the source chunk by chunk and leaves on the connection:
 - `staged_responses` (one row per kept response, ids computed; file order in row_number, item),
 - `staged_rejects` (row_number, field, reason, excerpt): one row per rejected input row,
 - `staged_rows` (row_number): the accepted input rows,
