@@ -65,3 +65,20 @@ def test_no_import_cycle_among_package_modules():
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+HEAVY = ("torch", "transformers", "datasets", "trl", "sentence_transformers", "scipy", "mlflow", "ray")
+"""Imported by the steps that need them, never by loading the code location: every Dagster process (the
+code server, each run worker, `dagster dev` reloads) loads it before doing anything."""
+
+
+def test_loading_the_code_location_imports_no_ml_library():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, real_assets.definitions as d; d.defs.resolve_asset_graph(); "
+        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == []

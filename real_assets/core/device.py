@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a step runs, not where the code location loads
+    import torch
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,8 @@ class DeviceChoice:
 
 def pick_device(prefer: str = "auto", half_precision: bool = True) -> DeviceChoice:
     """`auto` picks CUDA when available; half precision (bf16 where supported, else fp16) only on CUDA."""
+    import torch
+
     if prefer not in ("auto", "cuda", "cpu"):
         raise ValueError(f"device must be auto, cuda or cpu, not {prefer!r}")
     use_cuda = prefer == "cuda" or (prefer == "auto" and torch.cuda.is_available())
@@ -33,6 +37,8 @@ def pick_device(prefer: str = "auto", half_precision: bool = True) -> DeviceChoi
 
 def release_cuda_memory() -> None:
     """Free cached CUDA blocks after a step drops its model, so the next GPU step starts clean."""
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import re
@@ -118,12 +119,12 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
             return
         seen.add(id(value))
         if isinstance(value, types.ModuleType):
-            parts[f"module {value.__name__}"] = inspect.getsource(value)
+            parts[f"module {value.__name__}"] = _source(value)
             return
         value = inspect.unwrap(value) if callable(value) else value
         if isinstance(value, type):
             try:
-                source = inspect.getsource(value)
+                source = _source(value)
             except OSError:  # generated (a step config made from a core dataclass): its fields stand for it
                 source = repr(getattr(value, "model_fields", sorted(vars(value))))
             parts[f"class {value.__module__}.{value.__qualname__}"] = source
@@ -133,7 +134,7 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
                     follow(function)
         elif isinstance(value, types.FunctionType):
             try:
-                source = inspect.getsource(value)
+                source = _source(value)
             except OSError:
                 return  # generated (a dataclass __init__): its class's source covers it
             parts[f"function {value.__module__}.{value.__qualname__}"] = source
@@ -155,6 +156,13 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
 
     visit(obj)
     return parts
+
+
+@functools.cache
+def _source(value: object) -> str:
+    # Each code location load digests every asset, and the assets share most of what they call;
+    # inspect.getsource parses a class's whole module on every call.
+    return inspect.getsource(value)
 
 
 def _filled(cell: types.CellType) -> bool:

@@ -4,6 +4,10 @@ Text format (plain, no chat template): the prompt is `Question: {prompt}\nAnswer
 ` {response}` followed by EOS. Prompt and completion are tokenized separately, and long inputs keep the
 completion and lose the start of the prompt (`fit_to_length`), the same way in SFT, DPO and scoring: TRL only
 ever sees rows that already fit. Every function takes and returns plain paths, rows and numbers.
+
+torch, transformers, datasets and TRL are imported inside the functions that use them: the code location
+imports this module for its configs, and every Dagster process (code server, run worker) would otherwise
+pay seconds of imports before its first step.
 """
 
 from __future__ import annotations
@@ -15,23 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from datasets import Dataset
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPT2Config,
-    GPT2LMHeadModel,
-    PreTrainedTokenizerFast,
-    TrainerCallback,
-)
-from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
 from real_assets.core.progress import Progress, Report
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -193,6 +189,7 @@ def choose_max_length(configured: int | None, lengths: Sequence[int], window: in
 def build_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on the corpus (seconds on CPU), with EOS and PAD tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -209,6 +206,9 @@ def build_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenize
 
 def build_base(config: ReferenceConfig, corpus: Sequence[str]):
     """The untrained (or pretrained, for a model id/path) policy and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(config.seed)
     if config.base_model != BUILTIN_BASE:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -238,6 +238,8 @@ def build_base(config: ReferenceConfig, corpus: Sequence[str]):
 
 def load_policy(path: Path, device: DeviceChoice):
     """A saved policy and its tokenizer, in eval mode on the device."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=device.dtype).to(device.device).eval()
     return model, tokenizer
@@ -256,9 +258,10 @@ class Reporting:
     every_s: float = 3.0
 
 
-class _TrainingLog(TrainerCallback):
+class _TrainingLog:
     """The trainer's logged metrics step by step (forwarded to `on_log`), and progress lines (done/total
-    steps, rate, ETA, latest loss) through `core.progress.Progress`."""
+    steps, rate, ETA, latest loss) through `core.progress.Progress`; a trainer callback once made by
+    `_training_log`."""
 
     def __init__(self, task: str, reporting: Reporting):
         self.rows: list[dict[str, float]] = []
@@ -281,9 +284,20 @@ class _TrainingLog(TrainerCallback):
             self.forward(state.global_step, numeric)
 
 
+def _training_log(task: str, reporting: Reporting) -> _TrainingLog:
+    from transformers import TrainerCallback
+
+    class TrainingLog(_TrainingLog, TrainerCallback):
+        pass
+
+    return TrainingLog(task, reporting)
+
+
 def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: DeviceChoice, **extra):
     # Newer transformers 5 call it `activation_checkpointing`; older ones (5.17, on the GPU image) only know
     # `gradient_checkpointing`, now its deprecated alias.
+    import torch
+
     fields = {f.name for f in dataclasses.fields(cls)}
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
@@ -317,6 +331,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def _raise_if_diverged(model, curve: list[dict]) -> None:
+    import torch
+
     bad = [name for name, w in model.named_parameters() if not bool(torch.isfinite(w).all())]
     if not bad:
         return
@@ -334,6 +350,8 @@ def _raise_if_diverged(model, curve: list[dict]) -> None:
 
 def _train_and_save(trainer, tokenizer, log: _TrainingLog, out_dir: Path) -> tuple[list[dict], float]:
     """Train, save model and tokenizer as safetensors, free the model; returns the curve and seconds."""
+    from transformers.trainer_callback import PrinterCallback
+
     trainer.remove_callback(PrinterCallback)  # the curve goes to MLflow, not stdout
     started = time.perf_counter()
     trainer.train()
@@ -386,6 +404,7 @@ def train_sft(
 ) -> TrainResult:
     """Supervised fine-tuning on (prompt, response) rows with TRL's SFTTrainer, loss on the response only;
     saves to out_dir."""
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     os.environ.setdefault("WANDB_DISABLED", "true")
@@ -394,7 +413,7 @@ def train_sft(
     data, truncated, dropped = sft_dataset(tokenizer, rows, max_length, cfg.min_response_tokens)
     if not data:
         raise ValueError(f"no SFT row keeps {cfg.min_response_tokens} response tokens within {max_length}")
-    log = _TrainingLog("sft", reporting)
+    log = _training_log("sft", reporting)
     trainer = SFTTrainer(
         model=model,
         args=_trainer_args(SFTConfig, cfg, cfg.seed, max_length, out_dir, device, completion_only_loss=True),
@@ -446,6 +465,7 @@ def _pretokenized_dpo_trainer():
     """TRL's DPOTrainer fed rows we tokenized and fitted ourselves: TRL 1.x would re-tokenize the text,
     cut from the right (`keep_start`) and silently drop prompts that fill `max_length`. The length-grouped
     sampler gets our lengths (TRL's rows have no `input_ids` to measure)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import DPOTrainer
 
     class PretokenizedDPOTrainer(DPOTrainer):
@@ -476,6 +496,9 @@ def train_dpo(
 ) -> TrainResult:
     """DPO with TRL's DPOTrainer on (prompt, chosen, rejected) rows, starting from (and with the reference
     model) `reference_dir`; saves the policy to out_dir."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
     torch.manual_seed(seed)
@@ -490,7 +513,7 @@ def train_dpo(
     data, truncated, dropped = dpo_dataset(tokenizer, rows, max_length, cfg.min_response_tokens)
     if not data:
         raise ValueError(f"no DPO pair keeps {cfg.min_response_tokens} response tokens within {max_length}")
-    log = _TrainingLog("dpo", reporting)
+    log = _training_log("dpo", reporting)
     trainer = _pretokenized_dpo_trainer()(
         model=model,
         args=_trainer_args(
@@ -529,7 +552,6 @@ class PairScores:
     dropped: int
 
 
-@torch.no_grad()
 def score_pairs(
     model,
     tokenizer,
@@ -544,6 +566,8 @@ def score_pairs(
     progress: Progress | None = None,
 ) -> PairScores:
     """Score both responses of each pair given its prompt, fitted as in training (`fit_to_length`)."""
+    import torch
+
     n = len(prompts)
     logps = np.full((n, 2), np.nan)
     hidden = None
@@ -559,33 +583,36 @@ def score_pairs(
         truncated += fitted.truncated
         sequences += [(i, j, fitted.prompt_ids, c) for j, c in enumerate(fitted.completions)]
     order = sorted(range(len(sequences)), key=lambda k: len(sequences[k][2]) + len(sequences[k][3]))
-    for start in range(0, len(order), batch_size):
-        batch = [sequences[k] for k in order[start : start + batch_size]]
-        width = max(len(p) + len(c) for _, _, p, c in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        completion = torch.zeros_like(input_ids)
-        for row, (_, _, p, c) in enumerate(batch):
-            input_ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-            attention[row, : len(p) + len(c)] = 1
-            completion[row, len(p) : len(p) + len(c)] = 1
-        input_ids, attention, completion = (t.to(device.device) for t in (input_ids, attention, completion))
-        out = model(input_ids=input_ids, attention_mask=attention, output_hidden_states=with_hidden)
-        token_logps = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        token_logps = token_logps.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        sums = (token_logps * completion[:, 1:]).sum(-1).cpu().numpy()
-        if with_hidden:
-            last = out.hidden_states[-1].float()
-            summed = (last * completion[:, :, None]).sum(1).cpu().numpy()
-            if hidden is None:
-                hidden = np.full((n, 2, summed.shape[1]), np.nan)
-        for row, (i, j, _, _) in enumerate(batch):
-            logps[i, j] = sums[row]
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            batch = [sequences[k] for k in order[start : start + batch_size]]
+            width = max(len(p) + len(c) for _, _, p, c in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros_like(input_ids)
+            completion = torch.zeros_like(input_ids)
+            for row, (_, _, p, c) in enumerate(batch):
+                input_ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+                attention[row, : len(p) + len(c)] = 1
+                completion[row, len(p) : len(p) + len(c)] = 1
+            input_ids, attention, completion = (
+                t.to(device.device) for t in (input_ids, attention, completion)
+            )
+            out = model(input_ids=input_ids, attention_mask=attention, output_hidden_states=with_hidden)
+            token_logps = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
+            token_logps = token_logps.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+            sums = (token_logps * completion[:, 1:]).sum(-1).cpu().numpy()
             if with_hidden:
-                hidden[i, j] = summed[row]
-        if progress is not None:
-            progress.update(len(batch))
-    return PairScores(logps, hidden, kept, truncated, dropped)
+                last = out.hidden_states[-1].float()
+                summed = (last * completion[:, :, None]).sum(1).cpu().numpy()
+                if hidden is None:
+                    hidden = np.full((n, 2, summed.shape[1]), np.nan)
+            for row, (i, j, _, _) in enumerate(batch):
+                logps[i, j] = sums[row]
+                if with_hidden:
+                    hidden[i, j] = summed[row]
+            if progress is not None:
+                progress.update(len(batch))
+        return PairScores(logps, hidden, kept, truncated, dropped)
 
 
 def sequence_logps(
@@ -606,7 +633,6 @@ def sequence_logps(
     return scores.logps[:, 0].tolist()
 
 
-@torch.no_grad()
 def generate(
     model,
     tokenizer,
@@ -618,35 +644,38 @@ def generate(
     batch_size: int = 32,
 ) -> list[str]:
     """Sampled completions, one per prompt, seeded; long prompts lose their start to fit the window."""
-    torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"
-    window = context_window(model) or 1024
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = [format_prompt(p) for p in prompts[start : start + batch_size]]
-        enc = tokenizer(
-            batch,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=max(window - max_new_tokens, 1),
-            add_special_tokens=False,
-        ).to(device.device)
-        gen = model.generate(
-            **enc,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        out.extend(
-            t.strip()
-            for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        )
-    return out
+    import torch
+
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        tokenizer.padding_side = "left"
+        tokenizer.truncation_side = "left"
+        window = context_window(model) or 1024
+        out: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = [format_prompt(p) for p in prompts[start : start + batch_size]]
+            enc = tokenizer(
+                batch,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max(window - max_new_tokens, 1),
+                add_special_tokens=False,
+            ).to(device.device)
+            gen = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            out.extend(
+                t.strip()
+                for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            )
+        return out
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,8 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     mean = float(clean.mean())
     if clean.size < 2:
         return Interval(mean, math.nan, math.nan, 1)
+    from scipy import stats as scipy_stats  # seconds to import; only the comparison needs it
+
     half = float(
         scipy_stats.t.ppf((1 + confidence) / 2, clean.size - 1) * clean.std(ddof=1) / math.sqrt(clean.size)
     )
