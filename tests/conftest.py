@@ -20,7 +20,13 @@ for _name in (
     os.environ.pop(_name, None)  # the defaults are what the tests and the spec snapshot expect
 
 DEMO_SEEDS = 2
-TINY_DEMO = ["--n-prompts", "40", "--sft-epochs", "3", "--dpo-epochs", "1", "--seeds", str(DEMO_SEEDS)]
+DEMO_PROMPTS = 24
+SHORT_EVAL = 'eval_scores={"samples_per_prompt": 1, "max_new_tokens": 16}'
+"""`--config` for eval with one short sample per held-out prompt: the win rate is still judged."""
+TINY_DEMO = [
+    *("--n-prompts", str(DEMO_PROMPTS), "--sft-epochs", "3", "--dpo-epochs", "1"),
+    *("--seeds", str(DEMO_SEEDS), "--config", SHORT_EVAL),
+]
 """The shared demo: small enough for CPU, large enough that the strategies differ; two seeds, so that the
 comparison has intervals."""
 SMALL_SWEEP = 'budget_sweep={"keep_fractions": [0.5], "strategies": ["easy"]}'

@@ -14,6 +14,8 @@ from real_assets.audit import audit
 from real_assets.definitions import defs
 from real_assets.defs.versions import CHECKPOINT_MATCHES_MANIFEST
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def home(demo_env) -> Path:

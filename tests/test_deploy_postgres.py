@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
-from conftest import SMALL_SWEEP
+from conftest import SHORT_EVAL, SMALL_SWEEP
 from postgres_server import lake_unavailable, running_postgres
 
 from real_assets import cli
@@ -18,8 +18,14 @@ from real_assets.definitions import defs
 from real_assets.resources import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable()))
-TINY = [*shlex.split("--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1"), "--config", SMALL_SWEEP]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable())),
+]
+TINY = [
+    *shlex.split("--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1"),
+    *("--config", SMALL_SWEEP, "--config", SHORT_EVAL),
+]
 
 
 @pytest.fixture(scope="module")

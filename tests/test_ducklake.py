@@ -52,6 +52,7 @@ def _materialize(warehouse: Warehouse, home) -> dict[str, str]:
     return versions
 
 
+@pytest.mark.slow
 def test_the_same_assets_and_sql_give_the_same_content_on_a_file_and_on_ducklake(
     postgres, tmp_path, monkeypatch
 ):
@@ -127,6 +128,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_both_land_with_every_row(postgres, tmp_path):
     lake = _lake(postgres, tmp_path, "lake_concurrent")
     with lake.connect() as con:

@@ -2,6 +2,7 @@
 the checkpoint is written once, the curve and the result come back to the asset."""
 
 import dagster as dg
+import pytest
 from safetensors.torch import load_file
 
 from real_assets.core.device import pick_device
@@ -9,6 +10,8 @@ from real_assets.core.policy import DpoConfig, ReferenceConfig, train_reference
 from real_assets.core.synthetic import iter_synthetic
 from real_assets.defs.launcher import launch_dpo
 from real_assets.resources import Compute
+
+pytestmark = pytest.mark.slow
 
 
 def test_accelerate_launch_with_two_cpu_processes_writes_a_checkpoint_and_a_curve(tmp_path):

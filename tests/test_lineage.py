@@ -11,6 +11,8 @@ from real_assets.cli import prepare_home
 from real_assets.demo import materialize
 from real_assets.resources import Warehouse
 
+pytestmark = pytest.mark.slow
+
 PARTITION = "0|easy"
 UPSTREAM = ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"]
 

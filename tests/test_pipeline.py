@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 import sample_files as sf
-from conftest import DEMO_SEEDS, SMALL_SWEEP, demo_partitions
+from conftest import DEMO_PROMPTS, DEMO_SEEDS, SHORT_EVAL, SMALL_SWEEP, demo_partitions
 from mlflow import MlflowClient
 
 from real_assets import cli
@@ -13,6 +13,8 @@ from real_assets.defs.partitions import partition_tag
 from real_assets.defs.versions import CHECKPOINTS_TABLE, partition_columns, tables_of
 from real_assets.demo import materialize
 from real_assets.resources import Warehouse, table_exists
+
+pytestmark = pytest.mark.slow
 
 GRAPH = defs.resolve_asset_graph()
 
@@ -206,7 +208,7 @@ def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_env):
     keys.append(dg.AssetKey("pair_candidates"))
     with _instance(demo_env) as instance:
         before = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
-        result = materialize(keys, instance, ops={"raw_responses": {"n_prompts": 40}})
+        result = materialize(keys, instance, ops={"raw_responses": {"n_prompts": DEMO_PROMPTS}})
         assert result.success
         after = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
     assert after == before
@@ -236,6 +238,8 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
                 "1",
                 "--config",
                 SMALL_SWEEP,
+                "--config",
+                SHORT_EVAL,
             ]
         )
         == 0
@@ -292,6 +296,8 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
         "1",
         "--config",
         SMALL_SWEEP,
+        "--config",
+        SHORT_EVAL,
     ]
     if column_map:
         args += ["--column-map", column_map]

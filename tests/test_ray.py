@@ -20,6 +20,8 @@ from real_assets.defs.ingest import ingest
 from real_assets.defs.selection import _reference_scores, read_train_candidates
 from real_assets.resources import Compute, Warehouse
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def local_ray() -> str:

@@ -11,13 +11,17 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from conftest import SMALL_SWEEP
+import pytest
+from conftest import SHORT_EVAL, SMALL_SWEEP
 
 from real_assets.cli import init_lock
 from real_assets.recovery import WORKER_PID_TAG, recover
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1", "--config", SMALL_SWEEP]
+SMALL = [
+    *("--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1"),
+    *("--config", SMALL_SWEEP, "--config", SHORT_EVAL),
+]
 HANG_GUARD_S = 900
 """Bounds a command that would otherwise hang (the failure these tests catch), never a timing claim."""
 
@@ -80,6 +84,7 @@ def _kill_demo_during(home: Path, steps: list[str], args: list[str], ignore: set
         demo.wait()
 
 
+@pytest.mark.slow
 def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
     """kill -9 in each step of the graph in turn (each demo recovers the run the previous one left
     behind, resumes at the killed step with `--from`, then is killed one step further), then a demo that
@@ -149,6 +154,7 @@ def test_recover_leaves_live_runs_and_ends_abandoned_mlflow_runs(tmp_path):
         assert any(line.startswith("run dead-run") for line in done)
 
 
+@pytest.mark.slow
 def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
     """What every command does first, from three processes at once on one fresh home."""
     home = tmp_path / "home"
@@ -184,6 +190,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_dead_tracking_server_fails_fast_with_a_clear_message(tmp_path):
     home = tmp_path / "home"
     uri = f"http://127.0.0.1:{_closed_port()}"
@@ -199,6 +206,7 @@ def test_a_dead_tracking_server_fails_fast_with_a_clear_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_source_is_reported_once(tmp_path):
     home = tmp_path / "home"
     missing = tmp_path / "nowhere.jsonl"

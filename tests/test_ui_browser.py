@@ -30,6 +30,8 @@ from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
 from real_assets.demo import materialize
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_ENV = "REAL_ASSETS_CHROMIUM"

@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git",
@@ -141,14 +143,16 @@ def _sigterm_leaves_nothing(
     itself (exec) and that no process of its tree or process group survives."""
     env = {**os.environ, "REAL_ASSETS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "real_assets.cli", *command],
-        env=env,
-        cwd=home.parent,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = home.parent / f"{command[0]}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "real_assets.cli", *command],
+            env=env,
+            cwd=home.parent,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     tree: list[psutil.Process] = []
     try:
         _wait_until_served(url, proc, query=query, expect=expect)
@@ -157,7 +161,10 @@ def _sigterm_leaves_nothing(
         tree = [server, *server.children(recursive=True)]
         assert len(tree) > 1, "the server started no process of its own"
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=180)  # dagster dev stops its daemon and webserver first
+        try:
+            proc.wait(timeout=180)  # dagster dev stops its daemon and webserver first
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 180 s after SIGTERM: {_alive(tree)}\n{log.read_text()[-4000:]}")
         _, alive = psutil.wait_procs(tree[1:], timeout=30)
         assert not alive, f"left running after SIGTERM: {[p.cmdline() for p in alive]}"
         with pytest.raises(ProcessLookupError):
@@ -166,6 +173,14 @@ def _sigterm_leaves_nothing(
         for p in [proc, *tree]:
             with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
                 p.kill()
+
+
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            alive.append(f"{p.pid} {p.status()} {' '.join(p.cmdline())[:160]}")
+    return alive
 
 
 def test_ui_becomes_dagster_dev_and_sigterm_leaves_no_dagster_process(tmp_path):
