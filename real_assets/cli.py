@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -204,7 +205,13 @@ def demo(args) -> int:
 
 
 def _exec(cmd: list[str]) -> int:
-    """Replace this process with the server, so a signal to `real-assets ...` reaches the server itself."""
+    """Replace this process with the server, so a signal to `real-assets ...` reaches the server itself.
+
+    SIGINT and SIGTERM get their default actions first: a background job of a non-interactive shell
+    (`nohup real-assets ui &`) starts with SIGINT ignored, an ignored signal stays ignored across exec, and
+    `dagster dev` gives SIGTERM whatever SIGINT has, so SIGTERM could not stop it."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_DFL)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *cmd])

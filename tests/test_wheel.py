@@ -139,8 +139,9 @@ def _sigterm_leaves_nothing(
     query: str | None = None,
     expect: str = "",
 ) -> None:
-    """Start `real-assets <command>`, wait until it serves, SIGTERM it, and check that it was the server
-    itself (exec) and that no process of its tree or process group survives."""
+    """Start `real-assets <command>` (with SIGINT ignored, as in a background job of a script), wait until
+    it serves, SIGTERM it, and check that it was the server itself (exec) and that no process of its tree or
+    process group survives."""
     env = {**os.environ, "REAL_ASSETS_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = home.parent / f"{command[0]}.log"
@@ -150,6 +151,8 @@ def _sigterm_leaves_nothing(
             env=env,
             cwd=home.parent,
             start_new_session=True,
+            # as a background job of a script starts it (`nohup real-assets ui &`): SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
