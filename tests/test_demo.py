@@ -36,7 +36,7 @@ def test_demo_from_an_asset_starts_at_its_first_step_and_rejects_unknown_names()
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--config", "sweep={}"], "--config: 'sweep={}': no asset 'sweep'; the assets are: budget_sweep,"),
+        (["--config", "sweep={}"], "--config: 'sweep={}': no asset 'sweep'; the assets are: "),
         (["--config", "budget_sweep=[0.5]"], "the value must be a JSON object of config fields"),
         (["--config", "budget_sweep={keep: 1}"], "the value is not JSON"),
         (["--config", 'budget_sweep={"nope": 1}'], 'unexpected config entry "nope"'),

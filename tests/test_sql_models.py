@@ -41,7 +41,7 @@ SCHEMA = {
 
 def test_the_shipped_models_and_their_upstream_tables_come_from_the_sql():
     models = {m.name: m for m in load_sql_models()}
-    assert set(models) == {"response_similarity", "pair_candidates"}
+    assert {"response_similarity", "pair_candidates"} <= set(models)  # a new .sql file adds a model
     assert models["response_similarity"].upstream_tables == ("features.response_embeddings",)
     assert models["pair_candidates"].upstream_tables == (
         "features.response_similarity",
