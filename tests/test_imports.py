@@ -1,6 +1,8 @@
 """The package's modules import each other without a cycle (imports inside functions included)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import real_assets
@@ -73,9 +75,6 @@ code server, each run worker, `dagster dev` reloads) loads it before doing anyth
 
 
 def test_loading_the_code_location_imports_no_ml_library():
-    import subprocess
-    import sys
-
     probe = (
         "import sys, real_assets.definitions as d; d.defs.resolve_asset_graph(); "
         f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"

@@ -294,10 +294,10 @@ def _training_log(task: str, reporting: Reporting) -> _TrainingLog:
 
 
 def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: DeviceChoice, **extra):
-    # Newer transformers 5 call it `activation_checkpointing`; older ones (5.17, on the GPU image) only know
-    # `gradient_checkpointing`, now its deprecated alias.
     import torch
 
+    # Newer transformers 5 call it `activation_checkpointing`; older ones (5.17, on the GPU image) only know
+    # `gradient_checkpointing`, now its deprecated alias.
     fields = {f.name for f in dataclasses.fields(cls)}
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
@@ -612,7 +612,7 @@ def score_pairs(
                     hidden[i, j] = summed[row]
             if progress is not None:
                 progress.update(len(batch))
-        return PairScores(logps, hidden, kept, truncated, dropped)
+    return PairScores(logps, hidden, kept, truncated, dropped)
 
 
 def sequence_logps(
@@ -646,12 +646,12 @@ def generate(
     """Sampled completions, one per prompt, seeded; long prompts lose their start to fit the window."""
     import torch
 
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    window = context_window(model) or 1024
+    out: list[str] = []
     with torch.no_grad():
-        torch.manual_seed(seed)
-        tokenizer.padding_side = "left"
-        tokenizer.truncation_side = "left"
-        window = context_window(model) or 1024
-        out: list[str] = []
         for start in range(0, len(prompts), batch_size):
             batch = [format_prompt(p) for p in prompts[start : start + batch_size]]
             enc = tokenizer(
@@ -675,7 +675,7 @@ def generate(
                 t.strip()
                 for t in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             )
-        return out
+    return out
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
