@@ -412,3 +412,34 @@ def test_duplicate_rows_are_found_across_chunks_with_no_cap(tmp_path: Path, monk
     assert totals(batches) == (3000 + len(rows[::7]), 3000)
     assert {r.reason for r in rejects} == {"duplicate_row"} and len(rejects) == len(rows[::7])
     assert min(r.row_number for r in rejects) == 3001
+
+
+def test_read_ahead_keeps_order_raises_where_the_reader_failed_and_stops_with_the_caller() -> None:
+    import threading
+
+    from real_assets.core.sources.readers import read_ahead
+
+    def failing():
+        yield from range(3)
+        raise SourceError("cannot read row 4")
+
+    got = []
+    with pytest.raises(SourceError, match="row 4"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [0, 1, 2]
+
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    ahead = read_ahead(endless())
+    assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
+    ahead.close()  # the caller stops: the reader thread ends, having read at most two items ahead
+    assert not any(t.name == "read_ahead" for t in threading.enumerate())
+    assert len(produced) <= 5 + 2

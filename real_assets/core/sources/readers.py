@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
+import queue
+import threading
 import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +38,7 @@ CHUNK_BYTES = 32 << 20
 CHUNK_ROWS = 100_000
 JSON_FORM, COLUMN_FORM = "json", "columns"
 FIELD_SEPARATOR = "\x1f"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -335,6 +339,48 @@ def dataset_chunks(
         raise unreadable(spec, where, e, n) from e
     if lines:
         yield _json_chunk(np.array(numbers, np.int64), pa.array(lines, pa.large_binary()))
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """`items`, with the next one read in a background thread while the caller works on the current one
+    (reading a chunk is mostly numpy and Arrow, which release the GIL, and DuckDB releases it while it
+    checks the previous chunk). At most two items are held at a time; an error of the reader is raised
+    here, at the item where it happened; a caller that stops early stops the reader."""
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(end)
+        except BaseException as e:  # handed to the caller, raised there
+            offer(e)
+
+    reader = threading.Thread(target=read, name="read_ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def chunks(spec: SourceSpec, kind: str, where: str, columns: tuple[str, ...]) -> Iterator[Chunk]:

@@ -22,7 +22,7 @@ import real_assets.core.sources.sqlchecks as sq
 from real_assets.core.hashing import prompt_id, response_id
 from real_assets.core.records import SourceBatch, SourceError
 from real_assets.core.sources.files import CSV, locate, peek_columns
-from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks
+from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks, read_ahead
 from real_assets.core.sources.reasons import (
     DUPLICATE_ROW,
     IDENTICAL_RESPONSES,
@@ -38,6 +38,9 @@ from real_assets.core.sources.spec import SourceSpec, check_spec_values
 EXCERPT_CHARS = 200
 GENERATED_BATCH = 50_000
 """Responses a generated source yields per batch."""
+SCAN_BATCH_ROWS = 16_384
+"""A chunk is handed to DuckDB as Arrow record batches of this many rows: DuckDB scans the batches of
+one Arrow table in parallel, but a single batch on one thread."""
 _LINE_WHITESPACE_CHARS = " \t\n\r\x0b\x0c"
 """What bytes.strip() removes around a line."""
 _LINE_WHITESPACE = sq.literal(_LINE_WHITESPACE_CHARS)
@@ -135,7 +138,7 @@ def stage_source(
             if progress:
                 progress(batch.input_rows)
     else:
-        for chunk in chunks(plan.spec, plan.kind, plan.where, plan.layout.columns):
+        for chunk in read_ahead(chunks(plan.spec, plan.kind, plan.where, plan.layout.columns)):
             _stage_chunk(con, plan, chunk)
             if progress:
                 progress(chunk.table.num_rows)
@@ -267,7 +270,8 @@ def _stage_chunk(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> No
     goes row by row; then duplicate rows are found."""
     first_row = int(chunk.table.column("row_number")[0].as_py())
     source_rows = _source_rows(chunk, plan.kind)
-    with _registered(con, "_chunk", chunk.table):
+    scanned = pa.Table.from_batches(chunk.table.to_batches(max_chunksize=SCAN_BATCH_ROWS), chunk.table.schema)
+    with _registered(con, "_chunk", scanned):
         insert = _checked_insert(plan, chunk)
         if insert is None:
             _check_rowwise(con, plan, chunk, source_rows, None)
