@@ -84,10 +84,12 @@ def _json_chunk(numbers: np.ndarray, lines: pa.Array, padded: np.ndarray | None 
     return Chunk(JSON_FORM, table, ())
 
 
-def _split_lines(body: bytes, first_line: int, strip_bom: bool) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """(line numbers, lines without their line ends, whether a line has whitespace at either end) of a
-    block of whole lines, in a few vectorized passes. Blank (whitespace-only) lines are dropped: they are
-    not rows, but the numbers of the lines after them still count them."""
+def _split_lines(
+    body: bytes, first_line: int, strip_bom: bool
+) -> tuple[np.ndarray, pa.Array, np.ndarray, int]:
+    """(line numbers, lines without their line ends, whether a line has whitespace at either end, how many
+    lines the block has) of a block of whole lines, in a few vectorized passes. Blank (whitespace-only)
+    lines are dropped: they are not rows, but the numbers of the lines after them still count them."""
     buf = np.frombuffer(body, dtype=np.uint8)
     newlines = np.flatnonzero(buf == 0x0A)
     ends = newlines if body.endswith(b"\n") else np.append(newlines, len(body))
@@ -117,7 +119,7 @@ def _split_lines(body: bytes, first_line: int, strip_bom: bool) -> tuple[np.ndar
         keep = np.ones(len(ends), dtype=bool)
         keep[blank] = False
         lines, numbers, padded = lines.filter(pa.array(keep)), numbers[keep], padded[keep]
-    return numbers, lines, padded
+    return numbers, lines, padded, len(ends)
 
 
 def jsonl_chunks(spec: SourceSpec, path: str, limit: int | None) -> Iterator[Chunk]:
@@ -139,8 +141,8 @@ def jsonl_chunks(spec: SourceSpec, path: str, limit: int | None) -> Iterator[Chu
                     body, carry = data[:cut], data[cut:]
                 else:
                     body, carry = data, b""
-                numbers, lines, padded = _split_lines(body, line_no + 1, strip_bom=line_no == 0)
-                line_no += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+                numbers, lines, padded, n_lines = _split_lines(body, line_no + 1, strip_bom=line_no == 0)
+                line_no += n_lines
                 if limit is not None and rows + len(lines) > limit:
                     keep = limit - rows
                     lines, numbers, padded = lines.slice(0, keep), numbers[:keep], padded[:keep]

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 import real_assets.core.sources.sqlchecks as sq
-from real_assets.core.hashing import prompt_id, response_id
+from real_assets.core.hashing import prompt_id, response_id, split_for
 from real_assets.core.records import SourceBatch, SourceError
 from real_assets.core.sources.files import CSV, locate, peek_columns
 from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks, read_ahead
@@ -317,19 +317,42 @@ def _checked_insert(plan: Plan, chunk: Chunk) -> str | None:
         accept=vec.accept,
         query=query,
     )
-    target = "insert into _staged (row_number, item, prompt, response, score, labelled_pair, row_key) "
     if len(vec.items) == 1:
-        return (
-            f"{target} select row_number, case when accepted then 0 end, p0, r0, s0, labelled, row_key "
-            f"from ({checked})"
+        items = (
+            "select row_number, case when accepted then 0 end as item, p0 as prompt, r0 as response, "
+            f"s0 as score, labelled, row_key from ({checked})"
         )
-    structs = ", ".join(f"{{'k': {k}, 'p': p{k}, 'r': r{k}, 's': s{k}}}" for k in range(len(vec.items)))
-    none = "{'k': NULL::integer, 'p': NULL::varchar, 'r': NULL::varchar, 's': NULL::double}"
-    return (
-        f"{target} select row_number, u.k, u.p, u.r, u.s, labelled, row_key from ("
-        f"select row_number, labelled, row_key, "
-        f"unnest(case when accepted then [{structs}] else [{none}] end) as u from ({checked}))"
-    )
+    else:
+        structs = ", ".join(f"{{'k': {k}, 'p': p{k}, 'r': r{k}, 's': s{k}}}" for k in range(len(vec.items)))
+        none = "{'k': NULL::integer, 'p': NULL::varchar, 'r': NULL::varchar, 's': NULL::double}"
+        items = (
+            "select row_number, u.k as item, u.p as prompt, u.r as response, u.s as score, labelled, row_key "
+            f"from (select row_number, labelled, row_key, "
+            f"unnest(case when accepted then [{structs}] else [{none}] end) as u from ({checked}))"
+        )
+    return _with_ids(items, plan.spec.test_fraction)
+
+
+def _with_ids(items: str, test_fraction: float) -> str:
+    """The insert into _staged of `items` (row_number, item, prompt, response, score, labelled, row_key)
+    with their prompt ids, response ids and splits: each distinct prompt of the chunk is hashed once."""
+    pid = sq.prompt_id_sql(sq.normalised("prompt"))
+    rid = sq.response_id_sql("p.prompt_id", sq.normalised("i.response"))
+    return f"""
+        insert into _staged (
+            row_number, item, prompt, response, score, labelled_pair, row_key, prompt_id, response_id, split
+        )
+        with items as materialized ({items}),
+        prompts as (
+            select prompt, prompt_id, {sq.split_sql("prompt_id", test_fraction)} as split from (
+                select prompt, {pid} as prompt_id
+                from (select distinct prompt from items where item is not null)
+            )
+        )
+        select i.row_number, i.item, i.prompt, i.response, i.score, i.labelled, i.row_key,
+               p.prompt_id, {rid}, p.split
+        from items as i left join prompts as p on p.prompt = i.prompt
+    """
 
 
 def _first_key_wins(pairs: list[tuple[str, object]]) -> dict:
@@ -367,6 +390,7 @@ def _check_rowwise(
     by one; stage their items (with their duplicate keys) or rejects."""
     layout = plan.layout
     assert layout is not None
+    test_fraction = plan.spec.test_fraction
     item_rows: list[tuple] = []
     reject_rows: list[tuple] = []
     where = f"where row_number in ({pending})" if pending else ""
@@ -395,7 +419,9 @@ def _check_rowwise(
             continue
         labelled = kind == LABELLED_PAIR
         for k, (p, r, s) in enumerate(found):
-            item_rows.append((row_number, k, p, r, s, None, labelled, None, None, None))
+            pid = prompt_id(p)
+            ids = (pid, response_id(pid, r), split_for(pid, test_fraction))
+            item_rows.append((row_number, k, p, r, s, None, labelled, *ids))
     if item_rows:
         rowwise = pa.Table.from_pylist(
             [dict(zip(_ITEMS_SCHEMA.names, r, strict=True)) for r in item_rows], schema=_ITEMS_SCHEMA
@@ -448,53 +474,25 @@ def _drop_duplicate_rows(con: duckdb.DuckDBPyConnection, source_rows: str, first
 
 
 def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
-    """Ids for every staged item (in SQL), one response per (row, response id); for sources that
-    repeat responses across rows, one per response id."""
-    spec = plan.spec
-    pid = sq.prompt_id_sql(sq.normalised("prompt"))
-    con.execute(f"""
-        create or replace temp table _prompt_ids as
-        select prompt, {pid} as prompt_id from (select distinct prompt from _staged where prompt_id is null)
-    """)
-    con.execute(f"""
-        create or replace temp table _splits as
-        select prompt_id, {sq.split_sql("prompt_id", spec.test_fraction)} as split
-        from (select distinct prompt_id from _prompt_ids)
-    """)
-    rid = sq.response_id_sql("p.prompt_id", sq.normalised("i.response"))
-    unique = (
-        "qualify row_number() over (partition by response_id order by row_number, item) = 1"
-        if plan.source.unique_responses
-        else ""
-    )
-    several_per_row = con.execute("select count(*) from _staged where item > 0 limit 1").fetchone()[0]
-    per_row = (
-        "qualify row_number() over (partition by row_number, response_id order by item) = 1"
-        if plan.layout is not None and several_per_row
-        else ""
-    )
-    con.execute(f"""
-        create or replace temp table staged_responses as
-        select * from (
-            select row_number, item, prompt_id, response_id, prompt, response, score, gold, split,
-                   labelled_pair
-            from (
-                select i.row_number, i.item, i.prompt, i.response, i.score, i.gold, i.labelled_pair,
-                       coalesce(i.prompt_id, p.prompt_id) as prompt_id,
-                       coalesce(i.response_id, {rid}) as response_id,
-                       coalesce(i.split, s.split) as split
-                from _staged as i
-                left join _prompt_ids as p on p.prompt = i.prompt
-                left join _splits as s on s.prompt_id = p.prompt_id
-            )
-            {per_row}
-        ) {unique}
-    """)
+    """staged_rows, and staged_responses from _staged (every item has its ids by now): one response per
+    (row, response id); for sources that repeat responses across rows, one per response id."""
     # Every accepted row of a file has its item 0; a generated batch numbers its items across rows.
     rows = "where item = 0" if plan.layout else "group by row_number"
-    rows = f"select row_number from _staged {rows}"
-    con.execute(f"create or replace temp table staged_rows as {rows}")
-    con.execute("drop table _staged; drop table _prompt_ids; drop table _splits")
+    con.execute(f"create or replace temp table staged_rows as select row_number from _staged {rows}")
+    several_per_row = con.execute("select count(*) from _staged where item > 0 limit 1").fetchone()[0]
+    firsts = []
+    if plan.layout is not None and several_per_row:
+        firsts.append("partition by row_number, response_id order by item")
+    if plan.source.unique_responses:
+        firsts.append("partition by response_id order by row_number, item")
+    if not firsts:
+        con.execute("alter table _staged rename to staged_responses")
+        return
+    query = "select * from _staged"
+    for window in firsts:
+        query = f"select * from ({query}) qualify row_number() over ({window}) = 1"
+    con.execute(f"create or replace temp table staged_responses as {query}")
+    con.execute("drop table _staged")
 
 
 def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
