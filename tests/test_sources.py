@@ -443,3 +443,32 @@ def test_read_ahead_keeps_order_raises_where_the_reader_failed_and_stops_with_th
     ahead.close()  # the caller stops: the reader thread ends, having read at most two items ahead
     assert not any(t.name == "read_ahead" for t in threading.enumerate())
     assert len(produced) <= 5 + 2
+
+
+def test_rows_checked_in_sql_and_row_by_row_get_the_same_ids(tmp_path: Path) -> None:
+    """Ids are computed in SQL for the rows the vectorized checks accept and in Python for the others:
+    the same text gets the same prompt id, response id and split either way."""
+    texts = [
+        ("Caf\u00e9 \u2003 hours?", " Open\tfrom 9\u00a0to 5 "),  # non-ASCII whitespace, composed e-acute
+        ("Cafe\u0301 hours?", "Open from 9 to 5"),  # decomposed: the same ids after NFC
+        ("plain prompt", "plain answer"),
+    ]
+    sql_path, python_path = tmp_path / "sql.jsonl", tmp_path / "python.jsonl"
+    # A score of "3_0" is a number to Python's float() but not to the SQL check: row by row.
+    for path, score in ((sql_path, 3), (python_path, "3_0")):
+        lines = [json.dumps({"prompt": p, "response": r, "score": score}) for p, r in texts]
+        path.write_text("\n".join(lines) + "\n")
+
+    def ids(path: Path) -> list[tuple[str, str, str, float]]:
+        batches = list(iter_source(SourceSpec(source="table", path=str(path), test_fraction=0.5)))
+        return [(r.prompt_id, r.response_id, r.split, r.score) for b in batches for r in b.responses]
+
+    by_sql, by_python = ids(sql_path), ids(python_path)
+    assert [s for *_, s in by_sql] == [3.0] * 3 and [s for *_, s in by_python] == [30.0] * 3
+    assert [i[:3] for i in by_sql] == [i[:3] for i in by_python]
+    expected = []
+    for p, r in texts:
+        pid = prompt_id(p)
+        expected.append((pid, response_id(pid, r), split_for(pid, 0.5)))
+    assert [i[:3] for i in by_sql] == expected
+    assert by_sql[0][:2] == by_sql[1][:2]  # NFC and whitespace do not change ids
