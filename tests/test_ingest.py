@@ -267,3 +267,25 @@ def test_an_ingest_in_many_small_chunks_stores_what_one_chunk_does(tmp_path, hom
     small = list(iter_source(spec))
     monkeypatch.setattr(readers, "CHUNK_BYTES", 1500)
     assert list(iter_source(spec)) == small
+
+
+def test_a_response_repeated_across_rows_is_stored_once_from_its_first_row(tmp_path, home):
+    """The same prompt and response (up to whitespace) in several rows: one raw.responses row, with the
+    score and row number of its first row in the file; the later rows are accepted, not rejected."""
+    rows = [
+        {"prompt": "p", "response": "a  b", "score": 5},
+        {"prompt": "p", "response": "other", "score": 1},
+        {"prompt": "p", "response": "a b", "score": 2},
+        {"prompt": "q", "response": "a b", "score": 3},  # another prompt: another response id
+        {"prompt": "p ", "response": " a b", "score": 4},
+    ]
+    path = tmp_path / "repeats.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    result = ingest_module.ingest(warehouse, SourceSpec(source="table", path=str(path)))
+    assert result["accepted_rows"] == 5 and result["new_responses"] == 3
+    with warehouse.connect(read_only=True) as con:
+        stored = con.execute(
+            "select response, score, row_number from raw.responses order by row_number"
+        ).fetchall()
+    assert stored == [("a  b", 5.0, 1), ("other", 1.0, 2), ("a b", 3.0, 4)]

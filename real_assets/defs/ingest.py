@@ -65,13 +65,21 @@ alter table raw.ingestions add column if not exists responses_over_cap bigint;
 """
 
 # First occurrence in file order wins (row, then item). A window, because it spills to disk: grouped
-# forms (DISTINCT ON, an IN over an aggregate) ran out of DuckDB's memory_limit at 2M rows.
+# forms (DISTINCT ON, an IN over an aggregate) ran out of DuckDB's memory_limit at 2M rows. The window
+# sees only the ids and positions: over whole rows it cost as much as writing them.
+_LATER_OCCURRENCES = """
+create or replace temp table _later_occurrences as
+select row_number, item from (
+    select row_number, item, row_number() over (partition by response_id order by row_number, item) as nth
+    from staged_responses
+) where nth > 1
+"""
 _MERGE_RESPONSES = """
 insert into raw.responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from staged_responses as s
-where not exists (select 1 from raw.responses as r where r.response_id = s.response_id)
-qualify row_number() over (partition by response_id order by row_number, item) = 1
+anti join _later_occurrences as l on l.row_number = s.row_number and l.item = s.item
+anti join raw.responses as r on r.response_id = s.response_id
 """
 # Prompts are a quarter of the responses or fewer, so here a grouped arg_min fits the memory limit (and
 # costs a fifth of the window).
@@ -150,11 +158,13 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
             _check_stored_prompts(con)
             over_cap = cap_responses(con, spec.max_responses_per_prompt, stored="raw.responses")
             source_file = plan.source_file
+            con.execute(_LATER_OCCURRENCES)
             new_responses = con.execute(_MERGE_RESPONSES, [spec.source, source_file]).fetchone()[0]
             con.execute(_MERGE_PROMPTS, [spec.source])
             comparisons = con.execute(_INSERT_COMPARISONS, [source_file, ingestion_id]).fetchone()[0]
             new_rejects = con.execute(_INSERT_REJECTS, [spec.source, source_file, ingestion_id]).fetchone()[0]
             con.execute("drop table staged_responses; drop table staged_rejects; drop table staged_rows")
+            con.execute("drop table _later_occurrences")
             con.execute(_PROMPTS)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
