@@ -472,3 +472,17 @@ def test_rows_checked_in_sql_and_row_by_row_get_the_same_ids(tmp_path: Path) -> 
         expected.append((pid, response_id(pid, r), split_for(pid, 0.5)))
     assert [i[:3] for i in by_sql] == expected
     assert by_sql[0][:2] == by_sql[1][:2]  # NFC and whitespace do not change ids
+
+
+def test_a_completion_repeated_within_a_row_is_kept_once_with_its_first_score(tmp_path: Path) -> None:
+    rows = sf.ultrafeedback_rows()[:3]
+    first = rows[1]["completions"]
+    first[2]["response"] = " " + first[0]["response"]  # the same text as the first, up to whitespace
+    path = tmp_path / "uf.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = SourceSpec(source="ultrafeedback", path=str(path))
+    batches, responses, rejects = run(spec)
+    assert totals(batches) == (3, 3) and not rejects
+    row2 = [(r.response, r.score) for r in responses if r.row_number == 2]
+    assert len(row2) == 3 and row2[0] == (first[0]["response"], first[0]["overall_score"])
+    assert len({r.response_id for r in responses}) == len(responses) == 11

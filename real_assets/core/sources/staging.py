@@ -485,14 +485,16 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         firsts.append("partition by row_number, response_id order by item")
     if plan.source.unique_responses:
         firsts.append("partition by response_id order by row_number, item")
-    if not firsts:
-        con.execute("alter table _staged rename to staged_responses")
-        return
-    query = "select * from _staged"
-    for window in firsts:
-        query = f"select * from ({query}) qualify row_number() over ({window}) = 1"
-    con.execute(f"create or replace temp table staged_responses as {query}")
-    con.execute("drop table _staged")
+    for window in firsts:  # the windows see only ids and positions, not whole rows
+        con.execute(f"""
+            delete from _staged using (
+                select row_number, item from (
+                    select row_number, item, row_number() over ({window}) as nth from _staged
+                ) where nth > 1
+            ) as later
+            where _staged.row_number = later.row_number and _staged.item = later.item
+        """)
+    con.execute("alter table _staged rename to staged_responses")
 
 
 def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
