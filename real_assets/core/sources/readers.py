@@ -346,8 +346,9 @@ def dataset_chunks(
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """`items`, with the next one read in a background thread while the caller works on the current one
     (reading a chunk is mostly numpy and Arrow, which release the GIL, and DuckDB releases it while it
-    checks the previous chunk). At most two items are held at a time; an error of the reader is raised
-    here, at the item where it happened; a caller that stops early stops the reader."""
+    checks the previous chunk). The reader is at most two items ahead of the caller (one queued, one read
+    and waiting to be queued); an error of the reader is raised here, after the items read before it; a
+    caller that stops early stops the reader."""
     ready: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     end = object()
