@@ -15,6 +15,7 @@ from real_assets.core.progress import Progress
 from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
+from real_assets.core.sources.staging import FIRST_PER_RESPONSE_ID, later_occurrences
 from real_assets.defs.common import Step, step_asset
 from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
 from real_assets.resources import Warehouse
@@ -64,16 +65,11 @@ alter table raw.ingestions add column if not exists comparisons bigint;
 alter table raw.ingestions add column if not exists responses_over_cap bigint;
 """
 
-# First occurrence in file order wins (row, then item). A window, because it spills to disk: grouped
-# forms (DISTINCT ON, an IN over an aggregate) ran out of DuckDB's memory_limit at 2M rows. The window
-# sees only the ids and positions: over whole rows it cost as much as writing them.
-_LATER_OCCURRENCES = """
-create or replace temp table _later_occurrences as
-select row_number, item from (
-    select row_number, item, row_number() over (partition by response_id order by row_number, item) as nth
-    from staged_responses
-) where nth > 1
-"""
+# First occurrence in file order wins (row, then item): the later ones are found first (staging's window
+# over ids and positions), then left out by an anti join.
+_LATER_OCCURRENCES = "create or replace temp table _later_occurrences as " + later_occurrences(
+    "staged_responses", FIRST_PER_RESPONSE_ID
+)
 _MERGE_RESPONSES = """
 insert into raw.responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
@@ -163,8 +159,10 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
             con.execute(_MERGE_PROMPTS, [spec.source])
             comparisons = con.execute(_INSERT_COMPARISONS, [source_file, ingestion_id]).fetchone()[0]
             new_rejects = con.execute(_INSERT_REJECTS, [spec.source, source_file, ingestion_id]).fetchone()[0]
-            con.execute("drop table staged_responses; drop table staged_rejects; drop table staged_rows")
-            con.execute("drop table _later_occurrences")
+            con.execute(
+                "drop table staged_responses; drop table staged_rejects; drop table staged_rows; "
+                "drop table _later_occurrences"
+            )
             con.execute(_PROMPTS)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "

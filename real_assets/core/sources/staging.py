@@ -56,8 +56,8 @@ def _row_key(form: str) -> str:
 
 _NULL = sq.Col("'null'", "NULL::varchar", "NULL::double")
 
-# `_staged`: one row per item of an accepted input row (row_key: the row's duplicate key); while a chunk
-# is checked, also one row with a null item per row that the SQL checks did not accept.
+# `_staged`: one row per item of an accepted input row, with its ids (row_key: the row's duplicate key);
+# while a chunk is checked, also one row with a null item per row that the SQL checks did not accept.
 _CREATE = """
 create or replace temp table _staged (
     row_number bigint, item integer, prompt varchar, response varchar, score double, gold double,
@@ -383,6 +383,12 @@ def excerpt(raw: str | None) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")[:EXCERPT_CHARS]
 
 
+def _ids(prompt: str, response: str, test_fraction: float) -> tuple[str, str, str]:
+    """(prompt id, response id, split) in Python: what `_with_ids` computes in SQL."""
+    pid = prompt_id(prompt)
+    return pid, response_id(pid, response), split_for(pid, test_fraction)
+
+
 def _check_rowwise(
     con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk, source_rows: str, pending: str | None
 ) -> None:
@@ -407,10 +413,9 @@ def _check_rowwise(
             else:
                 row = {name: v for name, v in zip(chunk.columns, values[3:], strict=True) if v is not None}
             found, kind = layout.validate(row)
-            if kind != SCORED:
-                pid = prompt_id(found[0][0])
-                if response_id(pid, found[0][1]) == response_id(pid, found[1][1]):
-                    raise Reject(layout.pair_field, IDENTICAL_RESPONSES)
+            ids = [_ids(p, r, test_fraction) for p, r, _ in found]
+            if kind != SCORED and ids[0][1] == ids[1][1]:
+                raise Reject(layout.pair_field, IDENTICAL_RESPONSES)
         except Reject as r:
             reject_rows.append((row_number, r.field, r.reason, excerpt(raw)))
             continue
@@ -418,10 +423,8 @@ def _check_rowwise(
             reject_rows.append((row_number, ROW_FIELD, TOO_DEEPLY_NESTED, excerpt(raw)))
             continue
         labelled = kind == LABELLED_PAIR
-        for k, (p, r, s) in enumerate(found):
-            pid = prompt_id(p)
-            ids = (pid, response_id(pid, r), split_for(pid, test_fraction))
-            item_rows.append((row_number, k, p, r, s, None, labelled, *ids))
+        for k, ((p, r, s), item_ids) in enumerate(zip(found, ids, strict=True)):
+            item_rows.append((row_number, k, p, r, s, None, labelled, *item_ids))
     if item_rows:
         rowwise = pa.Table.from_pylist(
             [dict(zip(_ITEMS_SCHEMA.names, r, strict=True)) for r in item_rows], schema=_ITEMS_SCHEMA
@@ -484,17 +487,29 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     if plan.layout is not None and several_per_row:
         firsts.append("partition by row_number, response_id order by item")
     if plan.source.unique_responses:
-        firsts.append("partition by response_id order by row_number, item")
-    for window in firsts:  # the windows see only ids and positions, not whole rows
+        firsts.append(FIRST_PER_RESPONSE_ID)
+    for window in firsts:
         con.execute(f"""
-            delete from _staged using (
-                select row_number, item from (
-                    select row_number, item, row_number() over ({window}) as nth from _staged
-                ) where nth > 1
-            ) as later
+            delete from _staged using ({later_occurrences("_staged", window)}) as later
             where _staged.row_number = later.row_number and _staged.item = later.item
         """)
     con.execute("alter table _staged rename to staged_responses")
+
+
+FIRST_PER_RESPONSE_ID = "partition by response_id order by row_number, item"
+"""The window that ranks the occurrences of each response id in file order (row, then item)."""
+
+
+def later_occurrences(table: str, window: str) -> str:
+    """The (row_number, item) of every row of `table` that is not the first of its `window` partition. The
+    window sees only ids and positions: over whole rows it cost as much as writing them. A window rather
+    than a grouped form because it spills: DISTINCT ON and an IN over an aggregate ran out of DuckDB's
+    memory_limit at 2M rows."""
+    return (
+        "select row_number, item from ("
+        f"select row_number, item, row_number() over ({window}) as nth from {table}"
+        ") where nth > 1"
+    )
 
 
 def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
