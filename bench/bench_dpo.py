@@ -55,12 +55,12 @@ def main() -> int:
     import dagster as dg
     import torch
     from datasets import Dataset
+    from real_assets.core.policy import DpoConfig as OurDpoConfig
+    from real_assets.core.policy import format_completion, format_prompt
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     from real_assets.core.device import pick_device
-    from real_assets.core.policy import DpoConfig as OurDpoConfig
-    from real_assets.core.policy import format_completion, format_prompt
     from real_assets.defs.training import read_selected_pairs, recorded_checkpoint
     from real_assets.demo import materialize as materialize_assets
     from real_assets.resources import Warehouse

@@ -372,9 +372,9 @@ def check_finite(device, prompts: list[str], checkpoints: dict[str, Path]) -> di
     Run before eval: a NaN there ends sampling in a device-side assert that takes the CUDA context with it.
     """
     import torch
+    from real_assets.core.policy import format_prompt, load_policy
 
     from real_assets.core.device import DeviceChoice
-    from real_assets.core.policy import format_prompt, load_policy
 
     report = {}
     for name, path in checkpoints.items():
@@ -433,9 +433,9 @@ def check_eval(device, sizes: Sizes, by_prompt: dict, policy: Path, reference: P
 def run(args) -> dict:
     import torch
     import transformers
+    from real_assets.core.policy import TrainingDiverged
 
     from real_assets.core.device import DeviceChoice, pick_device
-    from real_assets.core.policy import TrainingDiverged
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -33,6 +33,11 @@ def checkpoints_dir() -> Path:
     return home_dir() / "checkpoints"
 
 
+def models_dir() -> Path:
+    """Base models converted once (a packaged GGUF as safetensors), shared by every checkpoint."""
+    return home_dir() / "models"
+
+
 def default_tracking_uri() -> str:
     """`$MLFLOW_TRACKING_URI`, else a SQLite store under the home."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_dir() / 'mlflow.db'}"

@@ -21,7 +21,6 @@ from real_assets.core.evaluation import (
     reward_model_scorer,
     train_and_score,
 )
-from real_assets.core.policy import DpoConfig
 from real_assets.core.report import (
     budget_plot,
     comparison_plot,
@@ -32,6 +31,7 @@ from real_assets.core.report import (
 )
 from real_assets.core.selection import STRATEGIES, BudgetSweepConfig, SelectionConfig, select_pairs
 from real_assets.core.stats import paired_bootstrap
+from real_assets.core.train_config import DpoConfig
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.partitions import strategy_seed_partitions

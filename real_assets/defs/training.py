@@ -14,17 +14,9 @@ import dagster as dg
 import pandas as pd
 
 from real_assets.core.checkpoints import UNPARTITIONED, Checkpoint, finalize, staging_dir
-from real_assets.core.policy import (
-    DpoConfig,
-    ReferenceConfig,
-    Reporting,
-    TrainResult,
-    format_completion,
-    format_prompt,
-    train_dpo,
-    train_reference,
-    training_record,
-)
+from real_assets.core.lengths import format_completion, format_prompt
+from real_assets.core.train_config import DpoConfig, ReferenceConfig, TrainResult, training_record
+from real_assets.core.training import Reporting, train_dpo, train_reference
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
@@ -32,7 +24,7 @@ from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
 from real_assets.resources import Compute, StepRun, Warehouse, replace_rows
-from real_assets.settings import checkpoints_dir
+from real_assets.settings import checkpoints_dir, models_dir
 
 TRAINING_FILE = "training.json"
 
@@ -145,13 +137,21 @@ def reference_policy(step: Step, warehouse: Warehouse, compute: Compute) -> dg.M
         cfg,
         out,
         reporting=Reporting(_log_curve(step, "sft"), step.log.info),
+        models_dir=models_dir(),
     )
-    training = training_record(cfg, max_length=result.max_length, max_length_source=result.max_length_source)
+    training = training_record(
+        cfg,
+        max_length=result.max_length,
+        max_length_source=result.max_length_source,
+        base=result.extra.get("base"),
+    )
     ckpt, version = store_checkpoint(step, warehouse, out, "real-assets-reference", training)
     metadata = {
         "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
         "sft_examples": len(chosen),
         "device": device,
+        "base_model": cfg.base_model,
+        "lora_r": cfg.lora_r,
         **_train_metadata(result),
         "registered_model_version": version,
     }
@@ -215,6 +215,7 @@ def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         "reference_version": reference_version,
         "reference_checkpoint": dg.MetadataValue.path(str(reference)),
         "beta": cfg.beta,
+        "lora_r": cfg.lora_r,
         "seed": seed,
         "pairs": len(rows),
         "device": device,
