@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from real_assets.core.sources.registry import source_names
+from real_assets.presets import preset_names
 from real_assets.settings import HOME_ENV
 
 DAGSTER_YAML_HEADER = "# Written by real-assets."
@@ -108,11 +109,15 @@ def _ingest_config(args) -> dict:
 def _step_configs(args, defs) -> dict[str, dict]:
     """Each step's config for this demo: the ingest from the source flags, the epochs flags, then every
     `--config ASSET=JSON` merged over them (`run_steps` checks the fields before any step runs)."""
-    configs: dict[str, dict] = {"raw_responses": _ingest_config(args)}
+    from real_assets.presets import PRESETS
+
+    preset = PRESETS[args.preset].configs if args.preset else {}
+    configs: dict[str, dict] = {name: dict(values) for name, values in preset.items()}
+    configs["raw_responses"] = configs.get("raw_responses", {}) | _ingest_config(args)
     if args.dpo_epochs:
-        configs["dpo_checkpoint"] = {"epochs": args.dpo_epochs}
+        configs["dpo_checkpoint"] = configs.get("dpo_checkpoint", {}) | {"epochs": args.dpo_epochs}
     if args.sft_epochs:
-        configs["reference_policy"] = {"epochs": args.sft_epochs}
+        configs["reference_policy"] = configs.get("reference_policy", {}) | {"epochs": args.sft_epochs}
     assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     for item in args.config or []:
         name, _, text = item.partition("=")
@@ -151,7 +156,21 @@ DEFAULT_SEEDS = 2
 """The default demo's seeds per strategy: enough for an interval, within its time budget."""
 
 
+def apply_preset(args) -> None:
+    """Fill the demo flags the command line left unset from `--preset` (if any), then the defaults."""
+    from real_assets.presets import PRESETS
+
+    flags = PRESETS[args.preset].flags if args.preset else {}
+    for name, value in flags.items():
+        if getattr(args, name, None) in (None, []):
+            setattr(args, name, list(value) if isinstance(value, tuple) else value)
+    args.source = args.source or "synthetic"
+    args.seeds = args.seeds or DEFAULT_SEEDS
+    args.skip = args.skip or []
+
+
 def demo(args) -> int:
+    apply_preset(args)
     _quiet_libraries()
     root = prepare_home(args.home, args.instance_config)
     if not args.path or Path(args.path).exists():
@@ -170,6 +189,10 @@ def demo(args) -> int:
     if not 1 <= args.seeds <= len(SEEDS):
         print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
         return 2
+    unknown = sorted(set(args.strategies or []) - set(STRATEGIES))
+    if unknown:
+        print(f"--strategies: unknown {', '.join(unknown)}; known: {', '.join(STRATEGIES)}", file=sys.stderr)
+        return 2
     instance = dg.DagsterInstance.get()
     for line in recover(instance, root, default_tracking_uri()):
         print(f"recovered: {line}", flush=True)
@@ -178,10 +201,20 @@ def demo(args) -> int:
     except ValueError as e:
         print(f"--config: {e}", file=sys.stderr)
         return 2
-    print(f"real-assets demo: home {root}, source {args.source}", flush=True)
+    preset = f", preset {args.preset}" if args.preset else ""
+    print(f"real-assets demo: home {root}, source {args.source}{preset}", flush=True)
     total = time.perf_counter()
     try:
-        done = run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds, start=args.start)
+        done = run_steps(
+            defs,
+            instance,
+            ops,
+            only=args.partition,
+            seeds=args.seeds,
+            start=args.start,
+            strategies=args.strategies,
+            skip=args.skip,
+        )
     except ValueError as e:  # --from names no step
         print(f"--from: {e}", file=sys.stderr)
         return 2
@@ -302,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="materialize every asset and strategy into the home's Dagster instance")
     p.add_argument("--home", help="home folder (default $REAL_ASSETS_HOME or ./.real_assets)")
-    p.add_argument("--source", default="synthetic", help=f"one of {', '.join(source_names())}")
+    p.add_argument("--source", help=f"one of {', '.join(source_names())} (default synthetic)")
     p.add_argument("--path", help="local file or hub dataset id for the source")
     p.add_argument("--limit", type=int, help="read at most this many input rows")
     p.add_argument("--seed", type=int, default=0)
@@ -313,9 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 120)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")
+    p.add_argument("--seeds", type=int, help=f"seeds per strategy (default {DEFAULT_SEEDS})")
     p.add_argument(
-        "--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per strategy (default %(default)s)"
+        "--strategies",
+        type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        help="only these strategies' partitions, comma-separated (default: every strategy)",
     )
+    p.add_argument(
+        "--skip", action="append", metavar="ASSET", help="leave this asset out of the run (repeatable)"
+    )
+    p.add_argument("--preset", choices=preset_names(), help="a named study set-up (see README)")
     p.add_argument(
         "--partition",
         help="only this partition of partitioned steps (a key, or a dimension's value: a strategy)",

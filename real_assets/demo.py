@@ -25,16 +25,19 @@ def demo_steps(
     only: str | None = None,
     seeds: int | None = None,
     start: str | None = None,
+    strategies: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """(asset key, partition key or None) of every materializable asset in topological order of the
     graph; a partitioned asset once per partition key of its own partitions definition (with `only`, just
     the keys equal to it or with it as one dimension's value, e.g. one strategy; with `seeds`, only the
-    keys whose `seed` dimension is below it; with `start`, an asset's name, from its first step on)."""
+    keys whose `seed` dimension is below it; with `strategies`, only the keys of those strategies; assets
+    named in `skip` left out; with `start`, an asset's name, from its first step on)."""
     graph = defs.resolve_asset_graph()
     steps: list[tuple[dg.AssetKey, str | None]] = []
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
-        if not node.is_materializable:
+        if not node.is_materializable or key.to_user_string() in skip:
             continue
         partitions = node.partitions_def
         keys = partitions.get_partition_keys(dynamic_partitions_store=instance) if partitions else [None]
@@ -42,6 +45,8 @@ def demo_steps(
             keys = [k for k in keys if only == k or only in k.split("|")]
         if seeds is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
             keys = [k for k in keys if int(k.keys_by_dimension.get("seed", 0)) < seeds]
+        if strategies is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
+            keys = [k for k in keys if k.keys_by_dimension.get("strategy") in strategies]
         steps += [(key, partition) for partition in keys]
     if start is not None:
         names = [key.to_user_string() for key, _ in steps]
@@ -186,6 +191,8 @@ def run_steps(
     only: str | None = None,
     seeds: int | None = None,
     start: str | None = None,
+    strategies: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
     print its error once (to stderr). Returns whether every step succeeded. Raises ValueError for a
@@ -195,7 +202,7 @@ def run_steps(
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
-    steps = demo_steps(defs, instance, only, seeds, start)
+    steps = demo_steps(defs, instance, only, seeds, start, strategies, skip)
     dg.validate_run_config(job, {"ops": ops_config, "loggers": {"progress": {}}})  # before any step runs
     for key, partition in steps:
         name = key.to_user_string()

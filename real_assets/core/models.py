@@ -247,6 +247,12 @@ def save_policy(model, tokenizer, out_dir: Path, parent: dict[str, Any] | None, 
     if is_adapter(out_dir):
         if parent is None:
             raise ModelError(f"{out_dir}: an adapter checkpoint needs the identity of its parent model")
+        # peft records the parent's absolute path and writes a model card: the checkpoint's content (its
+        # data version) would depend on where the home is. `parent.json` names the parent instead.
+        (out_dir / "README.md").unlink(missing_ok=True)
+        adapter_config = json.loads((out_dir / ADAPTER_CONFIG).read_text())
+        adapter_config["base_model_name_or_path"] = parent.get("name") or parent.get("digest")
+        (out_dir / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
         record = dict(parent)
         if "path" in record:
             record["path"] = os.path.relpath(record["path"], out_dir)

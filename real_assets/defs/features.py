@@ -6,13 +6,14 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from real_assets.core.embedding import DEFAULT_EMBEDDER
+from real_assets.core.embedding import DEFAULT_EMBEDDER, loadable_model_id
 from real_assets.core.progress import Progress, Report
 from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
 from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
+from real_assets.settings import models_dir
 
 EMBEDDINGS = WarehouseTable("features.response_embeddings", ("response_id",))
 EMBEDDINGS_TABLE = EMBEDDINGS.name
@@ -20,7 +21,8 @@ EMBEDDINGS_TABLE = EMBEDDINGS.name
 
 class EmbeddingConfig(dg.Config):
     """`model` is a sentence-transformers id or path (default: the packaged all-MiniLM-L6-v2), or
-    `policy-lm:<causal LM id or path>` for the paper's mean-pooled policy-LM embeddings."""
+    `policy-lm:<causal LM id or path>` for the paper's mean-pooled policy-LM embeddings
+    (`policy-lm:packaged:smollm2-135m-instruct`: the packaged SmolLM2, no hub)."""
 
     model: str = DEFAULT_EMBEDDER
     trust_remote_code: bool = False
@@ -64,7 +66,10 @@ def embed_new_responses(
         "response_embeddings", total=len(todo), report=report, unit="texts", every_s=config.progress_every_s
     )
     vectors_per_chunk, device = compute.embed_chunks(
-        [[text for _, _, text in chunk] for chunk in chunks], config.model, config.trust_remote_code, progress
+        [[text for _, _, text in chunk] for chunk in chunks],
+        loadable_model_id(config.model, models_dir()),
+        config.trust_remote_code,
+        progress,
     )
     seconds = 0.0
     for chunk in chunks:
