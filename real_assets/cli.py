@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from real_assets.core.sources.registry import source_names
-from real_assets.settings import HOME_ENV
+from real_assets.settings import HOME_ENV, MODEL_BACKEND_ENV
 
 DAGSTER_YAML_HEADER = "# Written by real-assets."
 DAGSTER_YAML = f"""\
@@ -160,7 +160,7 @@ def demo(args) -> int:
 
     from real_assets.core.report import display_table, markdown_table
     from real_assets.core.selection import STRATEGIES
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import run_steps
     from real_assets.recovery import recover
@@ -170,6 +170,7 @@ def demo(args) -> int:
     if not 1 <= args.seeds <= len(SEEDS):
         print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
         return 2
+    defs = definitions(args.model_backend)
     instance = dg.DagsterInstance.get()
     for line in recover(instance, root, default_tracking_uri()):
         print(f"recovered: {line}", flush=True)
@@ -331,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="start",
         metavar="ASSET",
         help="start at this asset's first step (resume after a crash; the steps before it must have run)",
+    )
+    p.add_argument(
+        "--model-backend",
+        choices=["torch", "fake"],
+        help="`fake`: model steps write small stand-in checkpoints and figures instead of training, to try "
+        f"the orchestration in seconds (default ${MODEL_BACKEND_ENV}, else torch)",
     )
     _instance_argument(p)
     p.set_defaults(func=demo)
