@@ -36,6 +36,12 @@ telemetry:
 
 INSTANCE_CONFIG_ENV = "REAL_ASSETS_INSTANCE_CONFIG"
 """A Dagster instance config (e.g. deploy/dagster.yaml: Postgres storage, queued runs) for demo and ui."""
+HOME_TEMPLATE_ENV = "REAL_ASSETS_HOME_TEMPLATE"
+"""A prepared, empty home (`prepare_home` ran there) whose embedded stores a new home starts from: its
+Dagster SQLite storage and MLflow SQLite store are copied, already migrated, instead of migrated again (for
+test suites and scripts that make many homes)."""
+EMBEDDED_STORES = ("dagster/history", "dagster/schedules", "mlflow.db")
+"""What `HOME_TEMPLATE_ENV` copies: the embedded Dagster storage and the MLflow SQLite store."""
 
 
 @contextlib.contextmanager
@@ -76,8 +82,30 @@ def prepare_home(home: str | None, instance_config: str | None = None, storage: 
         elif not config.exists() or config.read_text().startswith(DAGSTER_YAML_HEADER):
             config.write_text(DAGSTER_YAML)
         if storage:
+            template = os.environ.get(HOME_TEMPLATE_ENV)
+            if template and not source and not (dagster_home / "history").exists():
+                copy_embedded_stores(Path(template), root, default_tracking_uri())
             _create_storage(dagster_home, default_tracking_uri())
     return root
+
+
+def copy_embedded_stores(template: Path, root: Path, tracking_uri: str) -> None:
+    """Start the home `root`, which has no Dagster storage yet, from a prepared empty home's migrated
+    stores (`EMBEDDED_STORES`); the MLflow store only when tracking into the home's own SQLite file."""
+    import shutil
+
+    if not (template / "dagster" / "history" / "runs.db").is_file():
+        raise FileNotFoundError(
+            f"{HOME_TEMPLATE_ENV}={template} is not a prepared home: run prepare_home there"
+        )
+    for name in EMBEDDED_STORES:
+        source, target = template / name, root / name
+        if name == "mlflow.db":
+            if tracking_uri != f"sqlite:///{target}" or target.exists() or not source.is_file():
+                continue
+            shutil.copy2(source, target)
+        else:
+            shutil.copytree(source, target)
 
 
 def _create_storage(dagster_home: Path, tracking_uri: str) -> None:
