@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import _cli_in_process
 
 from real_assets import cli
 
@@ -20,16 +21,9 @@ ARGS = [
 
 
 @pytest.fixture(scope="module")
-def smol_home(tmp_path_factory):
-    import os
-
+def smol_home(tmp_path_factory, home_template):
     home = tmp_path_factory.mktemp("smollm2") / "home"
-    saved = dict(os.environ)
-    try:
-        assert cli.main(["demo", "--home", str(home), *ARGS]) == 0
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    _cli_in_process(["demo", "--home", str(home), *ARGS])
     return home
 
 
