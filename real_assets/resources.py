@@ -393,54 +393,60 @@ class Compute(dg.ConfigurableResource):
 class StepRun:
     """The MLflow run of one materialization: what an asset may log (its own params, metrics, artifacts)."""
 
-    def __init__(self, run_id: str, experiment_id: str):
+    def __init__(self, client, run_id: str, experiment_id: str):
+        self.client = client
+        """An `MlflowClient` on the tracking store: every call names this run, none uses an active run."""
         self.run_id = run_id
         self.experiment_id = experiment_id
 
     def log_params(self, params: dict[str, Any]) -> None:
-        import mlflow
+        from mlflow.entities import Param
 
-        mlflow.log_params({k: _param(v) for k, v in params.items()})
+        self.client.log_batch(self.run_id, params=[Param(k, _param(v)) for k, v in params.items()])
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        import mlflow
+        from mlflow.entities import Metric
 
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+        now = int(time.time() * 1000)
+        clean = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and v == v
+        ]
         if clean:
-            mlflow.log_metrics(clean, step=step)
+            self.client.log_batch(self.run_id, metrics=clean)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
-        mlflow.log_artifact(str(path), artifact_path)
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_table(self, frame, artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_table(frame, artifact_file)
+        self.client.log_table(self.run_id, frame, artifact_file)
 
     def log_dataset(self, frame, name: str, source: str, context: str = "training") -> str:
         """Log a DataFrame as an MLflow dataset input; returns its digest."""
         import mlflow
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         dataset = mlflow.data.from_pandas(frame, source=source, name=name)
-        mlflow.log_input(dataset, context=context)
+        entry = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self.client.log_inputs(self.run_id, datasets=[entry])
         return dataset.digest
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        import mlflow
+        from mlflow.entities import RunTag
 
-        mlflow.set_tags(tags)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def register_model(self, name: str, source: Path, tags: dict[str, str]) -> str:
         """Register a checkpoint folder as a new version of a registered model; returns the version."""
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        client = MlflowClient()
         with contextlib.suppress(MlflowException):
-            client.create_registered_model(name)
-        version = client.create_model_version(name, source=source.as_uri(), run_id=self.run_id, tags=tags)
+            self.client.create_registered_model(name)
+        version = self.client.create_model_version(
+            name, source=source.as_uri(), run_id=self.run_id, tags=tags
+        )
         return str(version.version)
 
     @property
@@ -503,26 +509,29 @@ class Tracking(dg.ConfigurableResource):
     def uri(self) -> str:
         return self.tracking_uri or default_tracking_uri()
 
-    def _experiment_id(self) -> str:
-        import mlflow
+    def client(self):
+        """An `MlflowClient` on this tracking store, after checking that a server answers."""
+        from mlflow import MlflowClient
 
         check_tracking_server(self.uri(), self.connect_timeout_s)
-        mlflow.set_tracking_uri(self.uri())
-        found = mlflow.get_experiment_by_name(self.experiment)
+        return MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
+
+    def _experiment_id(self, client) -> str:
+        found = client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
-        return mlflow.create_experiment(self.experiment, artifact_location=artifact_root(self.uri()))
+        return client.create_experiment(self.experiment, artifact_location=artifact_root(self.uri()))
 
     @contextlib.contextmanager
     def step(
         self, context: dg.AssetExecutionContext, upstream_versions: dict[str, str] | None = None
     ) -> Iterator[StepRun]:
         """Start the MLflow run of this materialization, tagged with its Dagster identity (code version
-        included), and end it FINISHED or FAILED; the asset sets the `dagster.data_version` tag once it
-        knows its content."""
-        import mlflow
-
-        experiment_id = self._experiment_id()
+        included), and end it FINISHED, FAILED, or KILLED when a signal stopped the step; the asset sets
+        the `dagster.data_version` tag once it knows its content. The run is addressed by its id through
+        a client: nothing is process-wide."""
+        client = self.client()
+        experiment_id = self._experiment_id(client)
         asset_key = context.asset_key.to_user_string()
         code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
         partition = context.partition_key if context.has_partition_key else ""
@@ -537,10 +546,18 @@ class Tracking(dg.ConfigurableResource):
         }
         run_name = f"{asset_key}[{partition}]" if partition else asset_key
         started = time.perf_counter()
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-            step = StepRun(run.info.run_id, experiment_id)
+        run = client.create_run(experiment_id, tags=tags, run_name=run_name)
+        step = StepRun(client, run.info.run_id, experiment_id)
+        try:
             yield step
-            mlflow.log_metric("step/seconds", time.perf_counter() - started)
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+            client.set_terminated(step.run_id, "KILLED")  # stopped by a signal, not by its own error
+            raise
+        except BaseException:
+            client.set_terminated(step.run_id, "FAILED")
+            raise
+        client.log_metric(step.run_id, "step/seconds", time.perf_counter() - started)
+        client.set_terminated(step.run_id, "FINISHED")
 
     def run_url(self, step: StepRun) -> str:
         return f"{self.ui_url}/{step.url_path}"
