@@ -13,7 +13,7 @@ from pathlib import Path
 
 from real_assets.core.sources.registry import source_names
 from real_assets.presets import preset_names
-from real_assets.settings import HOME_ENV, MODEL_BACKEND_ENV
+from real_assets.settings import HOME_ENV, MODEL_BACKEND_ENV, Locations
 
 DAGSTER_YAML_HEADER = "# Written by real-assets."
 DAGSTER_YAML = f"""\
@@ -59,21 +59,21 @@ def init_lock(root: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Path:
-    """Point REAL_ASSETS_HOME and DAGSTER_HOME at the home folder and write the instance config: the given
-    file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its `env:` values are
-    read by Dagster at startup and no secret is written; else the embedded default. With `storage`, create
-    the Dagster and MLflow storage, all under a lock, so that concurrent first runs are safe. Fails fast
-    when a configured MLflow tracking server does not answer."""
-    if home:
-        os.environ[HOME_ENV] = str(Path(home).resolve())
+def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Locations:
+    """The home's `Locations` (`--home`, else `$REAL_ASSETS_HOME`, ...), with its Dagster instance config
+    written: the given file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its
+    `env:` values are read by Dagster at startup and no secret is written; else the embedded default. With
+    `storage`, create the Dagster and MLflow storage, all under a lock, so that concurrent first runs are
+    safe. Fails fast when a configured MLflow tracking server does not answer. The environment is not
+    changed: commands hand the locations on explicitly."""
     from real_assets.resources import check_tracking_server
-    from real_assets.settings import default_tracking_uri, home_dir
 
-    root = home_dir()
-    dagster_home = root / "dagster"
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    check_tracking_server(default_tracking_uri())
+    locations = Locations.resolve(home)
+    root = locations.home
+    root.mkdir(parents=True, exist_ok=True)
+    dagster_home = locations.dagster_home
+    tracking_uri = locations.tracking_uri
+    check_tracking_server(tracking_uri)
     with init_lock(root):
         dagster_home.mkdir(exist_ok=True)
         config = dagster_home / "dagster.yaml"
@@ -85,9 +85,23 @@ def prepare_home(home: str | None, instance_config: str | None = None, storage: 
         if storage:
             template = os.environ.get(HOME_TEMPLATE_ENV)
             if template and not source and not (dagster_home / "history").exists():
-                copy_embedded_stores(Path(template), root, default_tracking_uri())
-            _create_storage(dagster_home, default_tracking_uri())
-    return root
+                copy_embedded_stores(Path(template), root, tracking_uri)
+            _create_storage(dagster_home, tracking_uri)
+    return locations
+
+
+def instance_of(locations: Locations):
+    """The home's Dagster instance (its `dagster/dagster.yaml`), without DAGSTER_HOME."""
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(locations.dagster_home))
+
+
+def server_environment(locations: Locations) -> None:
+    """For a command that replaces itself with a server (`dagster dev`, `mlflow server`): the server and
+    the code location it loads find the home through REAL_ASSETS_HOME and DAGSTER_HOME."""
+    os.environ[HOME_ENV] = str(locations.home)
+    os.environ["DAGSTER_HOME"] = str(locations.dagster_home)
 
 
 def copy_embedded_stores(template: Path, root: Path, tracking_uri: str) -> None:
@@ -200,7 +214,8 @@ def apply_preset(args) -> None:
 def demo(args) -> int:
     apply_preset(args)
     _quiet_libraries()
-    root = prepare_home(args.home, args.instance_config)
+    locations = prepare_home(args.home, args.instance_config)
+    root = locations.home
     if not args.path or Path(args.path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
     import dagster as dg
@@ -211,8 +226,6 @@ def demo(args) -> int:
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import run_steps
     from real_assets.recovery import recover
-    from real_assets.resources import Warehouse
-    from real_assets.settings import default_tracking_uri
 
     if not 1 <= args.seeds <= len(SEEDS):
         print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
@@ -221,9 +234,9 @@ def demo(args) -> int:
     if unknown:
         print(f"--strategies: unknown {', '.join(unknown)}; known: {', '.join(STRATEGIES)}", file=sys.stderr)
         return 2
-    defs = definitions(args.model_backend)
-    instance = dg.DagsterInstance.get()
-    for line in recover(instance, root, default_tracking_uri()):
+    defs = definitions(locations, args.model_backend)
+    instance = instance_of(locations)
+    for line in recover(instance, root, locations.tracking_uri):
         print(f"recovered: {line}", flush=True)
     try:
         ops = {name: {"config": config} for name, config in _step_configs(args, defs).items()}
@@ -252,16 +265,19 @@ def demo(args) -> int:
         return 2
     if not done:
         return 1
-    with Warehouse().connect(read_only=True) as con:
-        table = con.execute(
-            "select * from eval.strategy_comparison order by list_position(?, strategy)", [list(STRATEGIES)]
-        ).df()
-        diffs = con.execute("select * from eval.strategy_differences").df()
-        sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
     print(f"\nall steps done in {time.perf_counter() - total:.1f} s\n")
-    print(markdown_table(display_table(table, diffs)))
-    print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
-    print(markdown_table(sweep))
+    with defs.resources["warehouse"].connect(read_only=True) as con:
+        if "strategy_comparison" not in args.skip:
+            table = con.execute(
+                "select * from eval.strategy_comparison order by list_position(?, strategy)",
+                [list(STRATEGIES)],
+            ).df()
+            diffs = con.execute("select * from eval.strategy_differences").df()
+            print(markdown_table(display_table(table, diffs)))
+        if "budget_sweep" not in args.skip:
+            sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
+            print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
+            print(markdown_table(sweep))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")
     return 0
 
@@ -283,7 +299,7 @@ def _exec(cmd: list[str]) -> int:
 def ui(args) -> int:
     """`dagster dev` (webserver and daemon) on the installed code location, bound to 127.0.0.1 by default,
     with the home's instance."""
-    prepare_home(args.home, args.instance_config)
+    server_environment(prepare_home(args.home, args.instance_config))
     return _exec(
         ["-m", "dagster", "dev", "-m", "real_assets.definitions", "-h", args.host, "-p", str(args.port)]
     )
@@ -292,10 +308,9 @@ def ui(args) -> int:
 def mlflow_ui(args) -> int:
     """The MLflow tracking server and UI on the tracking store (`$MLFLOW_TRACKING_URI`, e.g. Postgres, else
     the home's SQLite), bound to 127.0.0.1 by default."""
-    prepare_home(args.home)
-    from real_assets.settings import artifact_root, default_tracking_uri
-
-    uri = default_tracking_uri()
+    locations = prepare_home(args.home)
+    server_environment(locations)
+    uri = locations.tracking_uri
     cmd = [
         "-m",
         "mlflow",
@@ -308,7 +323,7 @@ def mlflow_ui(args) -> int:
         str(args.port),
     ]
     cmd += ["--workers", str(args.workers)]
-    artifacts = artifact_root(uri)
+    artifacts = locations.mlflow_artifacts
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     # MLflow's job runner (huey consumers for GenAI jobs, unused here) outlives a SIGTERM to the server.
@@ -336,10 +351,9 @@ def _server_parser(sub, name: str, help: str, port: int, func) -> argparse.Argum
 
 def run_audit(args: argparse.Namespace) -> int:
     from real_assets.audit import audit
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
 
-    root = prepare_home(args.home)
-    report = audit(root, defs, args.partition)
+    report = audit(definitions(prepare_home(args.home)), args.partition)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0 if report.ok else 1
 

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 import dagster as dg
@@ -64,12 +65,17 @@ def materialize(
     partition: str | None = None,
     ops: dict[str, dict] | None = None,
     resources: dict | None = None,
+    home: str | Path | None = None,
     **kwargs,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize these assets of the code location (with their checks) in this process: `ops` maps an
-    asset to its config, `resources` replaces the default resources; other keywords (`tags`,
-    `raise_on_error`, `run_config` entries such as `loggers`) go to `dg.materialize`."""
-    from real_assets.definitions import defs
+    """Materialize these assets of the code location (with their checks) in this process, with the
+    resources of `home` (`Locations.resolve(home)`): `ops` maps an asset to its config, `resources`
+    replaces some of them; other keywords (`tags`, `raise_on_error`, `run_config` entries such as
+    `loggers`) go to `dg.materialize`."""
+    from real_assets.definitions import definitions
+    from real_assets.settings import Locations
+
+    defs = definitions(Locations.resolve(home))
 
     run_config = {"ops": {op: {"config": config} for op, config in (ops or {}).items()}}
     run_config |= kwargs.pop("run_config", {})

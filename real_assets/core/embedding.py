@@ -17,7 +17,7 @@ POLICY_LM_PREFIX = "policy-lm:"
 `policy-lm:packaged:smollm2-135m-instruct`, the packaged pretrained model (`core.models.PACKAGED`)."""
 
 
-def loadable_model_id(model_id: str, models_dir: Path) -> str:
+def loadable_model_id(model_id: str, models_dir: Path | None) -> str:
     """`model_id` with a packaged policy LM replaced by its converted folder under `models_dir` (converted
     on first use); any other id unchanged."""
     from real_assets.core.models import PACKAGED_PREFIX, resolve_base

@@ -38,8 +38,7 @@ from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
-from real_assets.resources import Compute, Warehouse, replace_rows
-from real_assets.settings import home_dir
+from real_assets.resources import Compute, Home, Warehouse, replace_rows
 
 EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy", "seed"))
 EVAL_OUTCOMES = WarehouseTable("eval.eval_outcomes", ("strategy", "seed", "metric", "item"))
@@ -230,19 +229,13 @@ def _png_markdown(path: Path, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{image})")
 
 
-def _reports_dir() -> Path:
-    reports = home_dir() / "reports"
-    reports.mkdir(exist_ok=True)
-    return reports
-
-
 @step_asset(
     kinds={"duckdb", "python"},
     deps=[eval_scores],
     automation_condition=EAGER,
     metadata=table_metadata(COMPARISON, DIFFERENCES),
 )
-def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
+def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.MaterializeResult:
     """The paper's comparison across strategies (eval.strategy_comparison): per strategy the mean and 95%
     interval across seeds of pairs, similarity, label error, preference accuracy, margin and win rate; the
     paired difference of each strategy vs random with a bootstrap interval and p-value over seeds and
@@ -265,7 +258,7 @@ def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResul
         con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
         con.execute("create or replace table eval.strategy_differences as select * from differences_frame")
         content = content_version(con, [COMPARISON, DIFFERENCES])
-    png = comparison_plot(table, _reports_dir() / f"strategy_comparison-{content.version}.png")
+    png = comparison_plot(table, home.reports / f"strategy_comparison-{content.version}.png")
     step.log_table(table, "strategy_comparison.json")
     step.log_table(diffs, "strategy_differences.json")
     step.log_artifact(png)
@@ -315,7 +308,7 @@ def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
     automation_condition=on_new_training_data(),
     metadata=table_metadata(SWEEP),
 )
-def budget_sweep(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+def budget_sweep(step: Step, home: Home, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
     """The annotation-budget sweep (eval.budget_sweep): for easy and random, label-error rate and held-out
     preference accuracy of a real DPO run at each keep fraction, against the full budget (`all`); reports
     the smallest budget at which easy is within the interval of `all`."""
@@ -392,7 +385,7 @@ def budget_sweep(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mater
         con.execute("create or replace table eval.budget_sweep as select * from sweep_frame")
         content = content_version(con, [SWEEP])
     png = budget_plot(
-        sweep, (band.diff, band.low, band.high), _reports_dir() / f"budget_sweep-{content.version}.png"
+        sweep, (band.diff, band.low, band.high), home.reports / f"budget_sweep-{content.version}.png"
     )
     step.log_table(sweep, "budget_sweep.json")
     step.log_artifact(png)
