@@ -57,13 +57,11 @@ def main() -> int:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="bench_dpo_"))
-    os.environ["REAL_ASSETS_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from real_assets.cli import _quiet_libraries, prepare_home
+    from real_assets.cli import instance_of, prepare_home, quiet_libraries
 
-    prepare_home(str(home))
-    _quiet_libraries()
-    import dagster as dg
+    locations = prepare_home(str(home))
+    quiet_libraries()
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -72,15 +70,15 @@ def main() -> int:
     from real_assets.core.lengths import conversation, format_completion, format_prompt, uses_chat_template
     from real_assets.core.models import load_merged, load_tokenizer
     from real_assets.core.train_config import DpoConfig as OurDpoConfig
+    from real_assets.definitions import resources_for
     from real_assets.defs.training import read_selected_pairs, recorded_checkpoint
     from real_assets.demo import materialize as materialize_assets
-    from real_assets.resources import Warehouse
 
-    instance = dg.DagsterInstance.get()
+    instance = instance_of(locations)
 
     def materialize(names, partition=None, ops=None):
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-        result = materialize_assets(names, instance, partition, ops, run_config=quiet)
+        result = materialize_assets(names, instance, partition, ops, run_config=quiet, home=home)
         assert result.success
         return result
 
@@ -99,7 +97,7 @@ def main() -> int:
     materialize(["selected_pairs"], args.partition)
     setup_s = time.perf_counter() - started
     seed, strategy = args.partition.split("|")
-    warehouse = Warehouse()
+    warehouse = resources_for(locations)["warehouse"]
     pairs = read_selected_pairs(warehouse, strategy, int(seed))
     with warehouse.connect(read_only=True) as con:
         reference_version = con.execute(

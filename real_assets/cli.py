@@ -175,7 +175,7 @@ def _step_configs(args, defs) -> dict[str, dict]:
     return configs
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """The demo prints one line per step: silence the libraries' progress bars and deprecation chatter
     (errors still surface; every step's own log is in the Dagster run)."""
     import warnings
@@ -213,7 +213,7 @@ def apply_preset(args) -> None:
 
 def demo(args) -> int:
     apply_preset(args)
-    _quiet_libraries()
+    quiet_libraries()
     locations = prepare_home(args.home, args.instance_config)
     root = locations.home
     if not args.path or Path(args.path).exists():

@@ -2,6 +2,7 @@
 clean passes, a tampered row or checkpoint fails."""
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from conftest import demo_partitions
 
 from real_assets import cli
 from real_assets.audit import audit
-from real_assets.definitions import defs
+from real_assets.definitions import definitions, defs
 from real_assets.defs.versions import CHECKPOINT_MATCHES_MANIFEST
+from real_assets.settings import Locations
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +109,7 @@ def test_a_tampered_mlflow_metric_fails(home, capsys):
 
 
 def _run_check(home: Path, partition: str) -> bool:
+    defs = definitions(Locations.resolve(home))
     check = defs.get_asset_checks_def(dg.AssetCheckKey(DPO, CHECKPOINT_MATCHES_MANIFEST))
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         # A check-only run names its partition by tag (materialize's partition_key wants an asset).
@@ -136,12 +139,13 @@ def test_tampered_checkpoint_fails_naming_partition(home, capsys):
     assert _run_check(home, intact)
 
 
-def test_missing_mlflow_run_and_home(home, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    report = audit(home, defs, DPO_PARTITIONS[0])
+def test_missing_mlflow_run_and_home(home, tmp_path):
+    empty_store = f"sqlite:///{tmp_path / 'empty.db'}"
+    locations = dataclasses.replace(Locations.resolve(home), tracking_uri=empty_store)
+    report = audit(definitions(locations), DPO_PARTITIONS[0])
     assert not report.ok
     assert any(p.startswith("raw_responses: MLflow run") and "not found" in p for p in report.all_problems())
-    missing = audit(tmp_path / "nowhere", defs)
+    missing = audit(definitions(Locations.resolve(tmp_path / "nowhere")))
     assert not missing.ok and "does not exist" in missing.all_problems()[0]
 
 

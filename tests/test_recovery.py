@@ -163,11 +163,11 @@ def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
     """What every command does first, from three processes at once on one fresh home."""
     home = tmp_path / "home"
     code = (
-        "import sys, dagster as dg; from mlflow import MlflowClient; "
-        "from real_assets.cli import prepare_home; from real_assets.settings import default_tracking_uri; "
-        "prepare_home(sys.argv[1]); "
-        "instance = dg.DagsterInstance.get(); instance.get_runs(limit=1); "
-        "MlflowClient(tracking_uri=default_tracking_uri()).search_experiments()"
+        "import sys; from mlflow import MlflowClient; "
+        "from real_assets.cli import instance_of, prepare_home; "
+        "locations = prepare_home(sys.argv[1]); "
+        "instance = instance_of(locations); instance.get_runs(limit=1); "
+        "MlflowClient(tracking_uri=locations.tracking_uri).search_experiments()"
     )
     env = _env(home)
     env.pop(HOME_TEMPLATE_ENV, None)  # each process migrates the stores, as on a machine of its own
