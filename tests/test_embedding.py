@@ -43,15 +43,16 @@ def test_embedding_reports_progress_per_batch_and_keeps_input_order():
 
 
 def test_response_embeddings_logs_progress_lines_into_the_dagster_run(home):
-    from real_assets.definitions import resources
+    from real_assets.definitions import resources_for
     from real_assets.defs.features import response_embeddings
+    from real_assets.settings import Locations
     from real_assets.defs.ingest import raw_responses
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [raw_responses, response_embeddings],
         instance=instance,
-        resources=resources(),
+        resources=resources_for(Locations.resolve(home)),
         run_config={
             "ops": {
                 "raw_responses": {"config": {"n_prompts": 6}},

@@ -180,15 +180,17 @@ def test_the_barrier_holds_a_fake_step_until_released(tmp_path, monkeypatch):
     _dpo(tmp_path, finalize(_reference(tmp_path / "ref")[1]).path, 0)  # no hold file: no wait
 
 
-def test_the_backend_is_chosen_by_environment_cli_flag_or_config(monkeypatch):
+def test_the_backend_is_chosen_by_environment_cli_flag_or_config(monkeypatch, tmp_path):
     from real_assets import cli
-    from real_assets.definitions import definitions, resources
+    from real_assets.definitions import definitions, resources_for
+    from real_assets.settings import Locations
 
-    assert resources()["compute"].model_backend == "torch"
+    locations = Locations.resolve(tmp_path)
+    assert resources_for(locations)["compute"].model_backend == "torch"
     monkeypatch.setenv("REAL_ASSETS_MODEL_BACKEND", "fake")
-    assert resources()["compute"].model_backend == "fake"
-    assert definitions("torch").resources["compute"].model_backend == "torch"
+    assert resources_for(locations)["compute"].model_backend == "fake"
+    assert definitions(locations, "torch").resources["compute"].model_backend == "torch"
     monkeypatch.delenv("REAL_ASSETS_MODEL_BACKEND")
-    assert definitions("fake").resources["compute"].model_backend == "fake"
+    assert definitions(locations, "fake").resources["compute"].model_backend == "fake"
     with pytest.raises(SystemExit):
         cli.main(["demo", "--model-backend", "tensorflow"])
