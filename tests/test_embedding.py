@@ -45,8 +45,8 @@ def test_embedding_reports_progress_per_batch_and_keeps_input_order():
 def test_response_embeddings_logs_progress_lines_into_the_dagster_run(home):
     from real_assets.definitions import resources_for
     from real_assets.defs.features import response_embeddings
-    from real_assets.settings import Locations
     from real_assets.defs.ingest import raw_responses
+    from real_assets.settings import Locations
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
