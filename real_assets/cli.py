@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config",
         action="append",
         metavar="ASSET=JSON",
-        help="a step's config fields, e.g. budget_sweep='{\"keep_fractions\": [0.5]}' (repeatable)",
+        help="a step's config fields, e.g. dpo_checkpoint='{\"beta\": 0.1}' (repeatable)",
     )
     p.add_argument(
         "--from",

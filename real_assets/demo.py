@@ -47,7 +47,7 @@ def demo_steps(
         if seeds is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
             keys = [k for k in keys if int(k.keys_by_dimension.get("seed", 0)) < seeds]
         if strategies is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
-            keys = [k for k in keys if k.keys_by_dimension.get("strategy") in strategies]
+            keys = [k for k in keys if _strategy_of(k.keys_by_dimension) in strategies]
         steps += [(key, partition) for partition in keys]
     if start is not None:
         names = [key.to_user_string() for key, _ in steps]
@@ -57,6 +57,11 @@ def demo_steps(
             )
         steps = steps[names.index(start) :]
     return steps
+
+
+def _strategy_of(dimensions: dict[str, str]) -> str:
+    """The strategy of a partition: its `strategy` dimension, or the strategy of a budget `point`."""
+    return dimensions.get("strategy") or dimensions.get("point", "").split("@")[0]
 
 
 def materialize(

@@ -38,7 +38,7 @@ PRESETS = {
             "n_prompts": 30,
             "seeds": 3,
             "strategies": STUDY_STRATEGIES,
-            "skip": ("budget_sweep",),
+            "skip": ("budget_point", "budget_sweep"),
         },
         {"raw_responses": {"max_responses_per_prompt": 4}, **_lora_study(128, 8, 8)},
     ),
@@ -46,7 +46,7 @@ PRESETS = {
         "SmolLM2-135M-Instruct + LoRA (r 16) for one GPU: the source given with --source/--path (the HH "
         "harmless test file), 3 seeds, strategies easy, hard, random, all, margin, ches, aepo; "
         "max_length 512",
-        {"seeds": 3, "strategies": STUDY_STRATEGIES, "skip": ("budget_sweep",)},
+        {"seeds": 3, "strategies": STUDY_STRATEGIES, "skip": ("budget_point", "budget_sweep")},
         _lora_study(512, 16, 32),
     ),
 }

@@ -39,7 +39,8 @@ def test_definitions_resolve_with_automation():
         "dpo_checkpoint": training,
         "eval_scores": training,
         "strategy_comparison": "eager",
-        "budget_sweep": training,
+        "budget_point": training,
+        "budget_sweep": "eager",
     }
     assert {name: labels.get(name, "missing") for name in expected} == expected
     sensor = repo.get_sensor_def("real_assets_automation")

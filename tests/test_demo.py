@@ -37,9 +37,9 @@ def test_demo_from_an_asset_starts_at_its_first_step_and_rejects_unknown_names()
     ("args", "message"),
     [
         (["--config", "sweep={}"], "--config: 'sweep={}': no asset 'sweep'; the assets are: "),
-        (["--config", "budget_sweep=[0.5]"], "the value must be a JSON object of config fields"),
-        (["--config", "budget_sweep={keep: 1}"], "the value is not JSON"),
-        (["--config", 'budget_sweep={"nope": 1}'], 'unexpected config entry "nope"'),
+        (["--config", "selected_pairs=[0.5]"], "the value must be a JSON object of config fields"),
+        (["--config", "selected_pairs={keep: 1}"], "the value is not JSON"),
+        (["--config", 'selected_pairs={"nope": 1}'], 'unexpected config entry "nope"'),
         (["--config", 'dpo_checkpoint={"beta": "high"}'], "dpo_checkpoint"),
         (["--from", "dpo"], "--from: no step materializes 'dpo'"),
     ],

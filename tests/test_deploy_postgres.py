@@ -25,7 +25,7 @@ pytestmark = [
 ]
 TINY = [
     *shlex.split("--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1"),
-    *("--config", SMALL_SWEEP, "--config", SHORT_EVAL),
+    *(*SMALL_SWEEP, "--config", SHORT_EVAL),
 ]
 
 

@@ -174,26 +174,37 @@ def test_comparison_shows_mean_interval_and_paired_difference_for_every_strategy
 def test_budget_sweep_trains_at_each_budget_and_reads_against_all(demo_home):
     with _instance(demo_home) as instance:
         mat = _latest(instance, "budget_sweep").asset_materialization
+        point = (
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("budget_point"), asset_partitions=["easy@0.1|0"]),
+                1,
+            )
+            .records[0]
+            .asset_materialization
+        )
     with Warehouse(path=str(demo_home / "warehouse.duckdb")).connect(read_only=True) as con:
         sweep = con.execute(
-            "select strategy, keep_fraction, pairs, label_error_rate, preference_accuracy, source "
-            "from eval.budget_sweep order by strategy, keep_fraction"
+            "select strategy, keep_fraction, seed, pairs, label_error_rate, preference_accuracy, source "
+            "from eval.budget_sweep order by strategy, keep_fraction, seed"
         ).fetchall()
         train_pairs = con.execute(
             "select count(*) from selection.pair_candidates where split = 'train'"
         ).fetchone()[0]
-    expected = [(s, f) for s in ("easy", "random") for f in (0.1, 0.25, 0.5, 1.0)]
-    assert [(s, f) for s, f, *_ in sweep] == expected
-    for _strategy, fraction, pairs, error, accuracy, source in sweep:
+    expected = [
+        (s, f, seed) for s in ("easy", "random") for f in (0.1, 0.25, 0.5, 1.0) for seed in range(DEMO_SEEDS)
+    ]
+    assert [(s, f, seed) for s, f, seed, *_ in sweep] == expected
+    for _strategy, fraction, _seed, pairs, error, accuracy, source in sweep:
         assert pairs == max(1, round(train_pairs * fraction))
         assert 0 <= error <= 1 and 0 <= accuracy <= 1
         assert source == ("eval_scores[all]" if fraction == 1.0 else "trained")
     assert mat.metadata["all_interval_low"].value <= mat.metadata["all_preference_accuracy"].value
     assert "easy" in mat.metadata["easy_smallest_budget_reading"].value
     assert mat.metadata["plot"].value.startswith("![budget sweep](data:image/png;base64,")
+    # each point is a step of its own, with its own MLflow run
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_home / 'mlflow.db'}")
-    metrics = client.get_run(mat.metadata["mlflow_run_id"].value).data.metrics
-    assert "easy/keep_0.1/seed_0/preference_accuracy" in metrics
+    metrics = client.get_run(point.metadata["mlflow_run_id"].value).data.metrics
+    assert metrics["preference_accuracy"] == point.metadata["preference_accuracy"].value
 
 
 def test_every_blocking_asset_check_passed(demo_home):
@@ -236,8 +247,7 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
                 *FAKE_MODELS,
                 "--seeds",
                 "1",
-                "--config",
-                SMALL_SWEEP,
+                *SMALL_SWEEP,
                 "--config",
                 SHORT_EVAL,
             ]
@@ -292,8 +302,7 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
         "easy",  # the source shapes ingest, SQL and selection; training one strategy is enough here
         "--seeds",
         "1",
-        "--config",
-        SMALL_SWEEP,
+        *SMALL_SWEEP,
         "--config",
         SHORT_EVAL,
     ]

@@ -55,7 +55,6 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
         "raw_responses": {"config": {"source": "synthetic", "n_prompts": 24}},
         "reference_policy": {"config": {"epochs": 1}},
         "dpo_checkpoint": {"config": {"epochs": 1}},
-        "budget_sweep": {"config": {"keep_fractions": [0.5, 1.0], "strategies": ["easy"]}},
     }
     instance = dg.DagsterInstance.ephemeral()
     assert run_steps(ray_defs, instance, ops, only="all", seeds=1)

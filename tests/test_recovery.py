@@ -21,7 +21,7 @@ from real_assets.recovery import WORKER_PID_TAG, recover
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     *("--n-prompts", "12", *FAKE_MODELS),
-    *("--config", SMALL_SWEEP, "--config", SHORT_EVAL),
+    *(*SMALL_SWEEP, "--config", SHORT_EVAL),
 ]
 HANG_GUARD_S = 900
 """Bounds a command that would otherwise hang (the failure these tests catch), never a timing claim."""

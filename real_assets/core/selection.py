@@ -10,7 +10,7 @@ the responses, or `reference_scores`: `ref_margin` and `ches` columns from `core
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,17 +26,6 @@ class SelectionConfig:
 
     mode: str = "auto"
     keep_fraction: float = 0.5
-
-
-@dataclass(frozen=True)
-class BudgetSweepConfig:
-    """The budget sweep: each strategy ranks every candidate pair globally and keeps each fraction; DPO
-    (with the settings the `all` checkpoints were trained with) and eval run at each budget and seed.
-    Fraction 1.0 is the `all` strategy itself (its eval rows are reused, not retrained)."""
-
-    keep_fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
-    strategies: list[str] = field(default_factory=lambda: ["easy", "random"])
-    seeds: list[int] = field(default_factory=lambda: [0])
 
 
 def resolve_mode(candidates: pd.DataFrame, mode: str) -> str:

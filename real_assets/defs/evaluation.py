@@ -2,13 +2,11 @@
 intervals, paired differences vs random) and the annotation-budget sweep."""
 
 import base64
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from real_assets.core.device import OnDevice
@@ -19,24 +17,19 @@ from real_assets.core.evaluation import (
     evaluate_policy,
     gold_scorer,
     reward_model_scorer,
-    train_and_score,
 )
 from real_assets.core.report import (
-    budget_plot,
     comparison_plot,
     display_table,
     markdown_table,
-    smallest_budget_within,
     summarize_strategies,
 )
-from real_assets.core.selection import STRATEGIES, BudgetSweepConfig, SelectionConfig, select_pairs
-from real_assets.core.stats import paired_bootstrap
-from real_assets.core.train_config import DpoConfig
+from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.partitions import strategy_seed_partitions
-from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
-from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
+from real_assets.defs.selection import drop_if_unseeded
+from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
 from real_assets.resources import Compute, Home, Warehouse, replace_rows
 
@@ -44,7 +37,6 @@ EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy", "seed"))
 EVAL_OUTCOMES = WarehouseTable("eval.eval_outcomes", ("strategy", "seed", "metric", "item"))
 COMPARISON = WarehouseTable("eval.strategy_comparison", ("strategy",))
 DIFFERENCES = WarehouseTable("eval.strategy_differences", ("strategy", "metric"))
-SWEEP = WarehouseTable("eval.budget_sweep", ("strategy", "keep_fraction", "seed"))
 POLICY_NOT_WORSE = "policy_not_worse_than_reference"
 
 _DDL = """
@@ -84,7 +76,6 @@ EVAL_COLUMNS = [
 OUTCOME_COLUMNS = ["strategy", "seed", "metric", "prompt_id", "item", "value"]
 
 EvalStepConfig = step_config(EvalConfig, "EvalStepConfig")
-BudgetSweepStepConfig = step_config(BudgetSweepConfig, "BudgetSweepStepConfig")
 
 
 def held_out(
@@ -224,7 +215,7 @@ def eval_scores(
     )
 
 
-def _png_markdown(path: Path, title: str) -> dg.MetadataValue:
+def png_markdown(path: Path, title: str) -> dg.MetadataValue:
     image = base64.b64encode(path.read_bytes()).decode()
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{image})")
 
@@ -276,142 +267,12 @@ def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.Mate
         )
     metadata = {
         "comparison": dg.MetadataValue.md(markdown_table(display_table(table, diffs))),
-        "plot": _png_markdown(png, "strategy comparison"),
+        "plot": png_markdown(png, "strategy comparison"),
         "plot_path": dg.MetadataValue.path(str(png)),
         "rows": content.rows,
         **content.metadata(),
         "seeds": int(table["seeds"].max()) if len(table) else 0,
         "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
         "differences_json": dg.MetadataValue.json(json.loads(diffs.to_json(orient="records"))),
-    }
-    return step.finish(content.version, metadata)
-
-
-def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The `all` strategy's eval rows and per-item preference outcomes."""
-    with warehouse.connect(read_only=True) as con:
-        rows = con.execute(
-            "select seed, checkpoint_version, preference_accuracy from eval.eval_scores "
-            "where strategy = 'all' order by seed"
-        ).df()
-        outcomes = con.execute(
-            "select seed, prompt_id, value from eval.eval_outcomes where strategy = 'all' "
-            "and metric = 'preference'"
-        ).df()
-    return rows, outcomes
-
-
-@step_asset(
-    config=BudgetSweepStepConfig,
-    kinds={"pytorch", "duckdb"},
-    deps=[eval_scores, reference_policy],
-    automation_condition=on_new_training_data(),
-    metadata=table_metadata(SWEEP),
-)
-def budget_sweep(step: Step, home: Home, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
-    """The annotation-budget sweep (eval.budget_sweep): for easy and random, label-error rate and held-out
-    preference accuracy of a real DPO run at each keep fraction, against the full budget (`all`); reports
-    the smallest budget at which easy is within the interval of `all`."""
-    cfg: BudgetSweepConfig = step.config
-    all_rows, all_outcomes = _all_reference(warehouse)
-    if all_rows.empty:
-        # No `all` partition evaluated (e.g. a demo of one strategy): train the full budget here too.
-        step.log.warning("no eval_scores[<seed>|all]: the sweep trains the full budget itself")
-        training = {"reference_version": step.upstream.get("reference_policy")}
-        dpo = DpoConfig()
-    else:
-        # The `all` checkpoints' own training record: the sweep trains with exactly those settings.
-        _, training = recorded_checkpoint(
-            warehouse,
-            "dpo_checkpoint",
-            all_rows["checkpoint_version"].iloc[0],
-            f"{all_rows['seed'].iloc[0]}|all",
-        )
-        dpo = DpoConfig(**{f.name: training[f.name] for f in dataclasses.fields(DpoConfig)})
-    reference, _ = recorded_checkpoint(warehouse, "reference_policy", training["reference_version"])
-    candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
-    pairs, _, _ = held_out(warehouse, EvalConfig())
-    all_by_seed = dict(zip(all_rows["seed"], all_rows["preference_accuracy"]))
-    trained: dict[tuple[int, float], tuple[float, pd.DataFrame]] = {}
-    rows = []
-    for seed in cfg.seeds:
-        for strategy in cfg.strategies:
-            for fraction in sorted(cfg.keep_fractions):
-                picked = select_pairs(
-                    candidates, strategy, SelectionConfig(mode="global", keep_fraction=fraction), seed
-                )
-                label_error = float(picked["label_error"].astype(float).mean())
-                step.log.info(f"budget sweep: {strategy} keep {fraction} seed {seed}: {len(picked)} pairs")
-                # At 1.0 every strategy keeps every pair: that is `all` (evaluated, or trained once).
-                key = (seed, fraction) if fraction == 1.0 else (seed, fraction, strategy)
-                if fraction == 1.0 and seed in all_by_seed:
-                    accuracy, source = all_by_seed[seed], "eval_scores[all]"
-                else:
-                    if key not in trained:
-                        (metrics, outcomes, _), _ = compute.run(
-                            train_and_score,
-                            reference,
-                            list(zip(picked["prompt"], picked["chosen"], picked["rejected"])),
-                            dpo,
-                            seed,
-                            pairs,
-                            report=step.log.info,
-                        )
-                        trained[key] = (metrics["preference_accuracy"], outcomes.assign(seed=seed))
-                    accuracy, source = trained[key][0], "trained"
-                rows.append(
-                    {
-                        "strategy": strategy,
-                        "keep_fraction": fraction,
-                        "seed": seed,
-                        "pairs": len(picked),
-                        "label_error_rate": label_error,
-                        "preference_accuracy": accuracy,
-                        "source": source,
-                    }
-                )
-    if all_outcomes.empty:
-        full = [o for k, (_, o) in trained.items() if len(k) == 2]
-        all_outcomes = pd.concat(full)[lambda o: o["metric"] == "preference"] if full else all_outcomes
-    sweep = pd.DataFrame(rows)
-    grid = np.zeros((0, 0))
-    if not all_outcomes.empty:
-        means = all_outcomes.groupby(["seed", "prompt_id"])["value"].mean().unstack("prompt_id")
-        grid = means.to_numpy(dtype=float)
-    band = paired_bootstrap(grid, grid * 0)  # the interval of `all`'s mean over seeds and prompts
-    smallest = smallest_budget_within(sweep, "easy", band.low, band.high)
-    with warehouse.connect() as con:
-        con.register("sweep_frame", sweep)
-        con.execute("create or replace table eval.budget_sweep as select * from sweep_frame")
-        content = content_version(con, [SWEEP])
-    png = budget_plot(
-        sweep, (band.diff, band.low, band.high), home.reports / f"budget_sweep-{content.version}.png"
-    )
-    step.log_table(sweep, "budget_sweep.json")
-    step.log_artifact(png)
-    for record in sweep.to_dict("records"):
-        prefix = f"{record['strategy']}/keep_{record['keep_fraction']}/seed_{record['seed']}"
-        step.log_metrics(
-            {
-                f"{prefix}/label_error_rate": record["label_error_rate"],
-                f"{prefix}/preference_accuracy": record["preference_accuracy"],
-            }
-        )
-    metadata = {
-        "sweep": dg.MetadataValue.md(markdown_table(sweep)),
-        "plot": _png_markdown(png, "budget sweep"),
-        "plot_path": dg.MetadataValue.path(str(png)),
-        "all_preference_accuracy": band.diff,
-        "all_interval_low": band.low,
-        "all_interval_high": band.high,
-        "easy_smallest_budget_within_all": smallest if smallest is not None else float("nan"),
-        "easy_smallest_budget_reading": (
-            f"easy reaches the interval of `all` at keep fraction {smallest} "
-            f"(saves {1 - smallest:.0%} of the annotation budget)"
-            if smallest is not None
-            else "easy is within the interval of `all` at no budget below 1.0 in this sweep"
-        ),
-        "rows": content.rows,
-        **content.metadata(),
     }
     return step.finish(content.version, metadata)
