@@ -124,6 +124,7 @@ def convert_gguf(gguf: Path, models_dir: Path, name: str) -> Path:
     truncated or unsupported file raises `ModelError` naming it, and nothing is left behind."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     if not gguf.is_file():
         raise ModelError(f"{gguf}: GGUF file not found")
@@ -133,6 +134,8 @@ def convert_gguf(gguf: Path, models_dir: Path, name: str) -> Path:
         return final
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f"_staging-{uuid.uuid4().hex[:12]}"
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one bar per tensor: noise in a step's log
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -160,6 +163,8 @@ def convert_gguf(gguf: Path, models_dir: Path, name: str) -> Path:
         staging.rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if bars:
+            hf_logging.enable_progress_bar()
     return final
 
 
