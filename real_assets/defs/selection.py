@@ -6,7 +6,16 @@ import pandas as pd
 
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
-from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
+from real_assets.core.selection import (
+    KEY_COLUMNS,
+    SelectionConfig,
+    n_keep,
+    resolve_mode,
+    select_pairs,
+    selection_sql,
+    selection_summary,
+    strategy_entry,
+)
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
@@ -19,7 +28,7 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
+from real_assets.resources import Compute, Warehouse, table_exists
 
 SELECTED_PAIRS = WarehouseTable(
     "selection.selected_pairs", ("strategy", "seed", "prompt_id", "chosen_id", "rejected_id")
@@ -121,16 +130,106 @@ def _reference_scores(warehouse, candidates, reference_version, compute, report)
     return scores
 
 
-def write_selection(
-    warehouse: Warehouse, strategy: str, seed: int, selected: pd.DataFrame, partition: dict
-) -> Content:
-    """Replace one strategy and seed's rows; returns the partition's content."""
-    frame = selected[PAIR_COLUMNS].assign(strategy=strategy, seed=seed)[["strategy", "seed", *PAIR_COLUMNS]]
+TRAIN_CANDIDATES = "(select * from selection.pair_candidates where split = 'train')"
+SIMILARITY = "features.response_similarity"
+CENTROID_PROMPTS_PER_CHUNK = 20_000
+"""Prompts whose candidates and response vectors `centroid` holds at once (per-prompt mode)."""
+
+
+def _partition_rows(strategy: str, seed: int) -> str:
+    return f"(select * from {SELECTED_PAIRS.name} where strategy = '{strategy}' and seed = {int(seed)})"
+
+
+def _insert_sql(strategy: str, seed: int, select: str) -> str:
+    columns = ", ".join(PAIR_COLUMNS)
+    return (
+        f"insert into {SELECTED_PAIRS.name} (strategy, seed, {columns}) "
+        f"select '{strategy}', {int(seed)}, {columns} from ({select})"
+    )
+
+
+def select_in_warehouse(
+    warehouse: Warehouse,
+    strategy: str,
+    seed: int,
+    config: SelectionConfig,
+    partition: dict,
+    picks: pd.DataFrame | None = None,
+) -> tuple[Content, dict]:
+    """Replace one strategy and seed's rows in one transaction: selected by SQL over the warehouse (no
+    pair passes through Python), or, for a strategy that picks in Python, the `picks` (key columns)
+    joined back to the candidates. Returns the partition's content and summary."""
+    entry = strategy_entry(strategy)
     with warehouse.connect() as con:
+        if picks is not None:
+            con.register("picks_frame", picks)
         drop_if_unseeded(con, SELECTED_PAIRS.name)
         con.execute(_DDL)
-        replace_rows(con, SELECTED_PAIRS.name, frame, partition=partition)
-        return content_version(con, [SELECTED_PAIRS], partition)
+        pairs = con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]
+        if not pairs:
+            raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
+        mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
+        if picks is not None:
+            select = (
+                f"select c.* from {TRAIN_CANDIDATES} as c semi join picks_frame as k "
+                "on k.prompt_id = c.prompt_id and k.chosen_id = c.chosen_id and k.rejected_id = c.rejected_id"
+            )
+        else:
+            keep = n_keep(pairs, config.keep_fraction) if mode == "global" and entry.order else None
+            select = selection_sql(strategy, mode, config, seed, TRAIN_CANDIDATES, SIMILARITY, keep)
+        con.execute("begin transaction")
+        try:
+            con.execute(
+                f"delete from {SELECTED_PAIRS.name} where strategy = ? and seed = ?", [strategy, seed]
+            )
+            con.execute(_insert_sql(strategy, seed, select))
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        content = content_version(con, [SELECTED_PAIRS], partition)
+        summary = selection_summary(con, _partition_rows(strategy, seed), TRAIN_CANDIDATES)
+    return content, {**summary, "mode": mode}
+
+
+def centroid_picks(warehouse: Warehouse, config: SelectionConfig, seed: int, report) -> pd.DataFrame:
+    """`centroid`'s picks (key columns). Per prompt: a range of `CENTROID_PROMPTS_PER_CHUNK` prompts at a
+    time, so memory holds one range's candidates and vectors (prompts x responses x dimensions x 4 B).
+    Globally (one pair per prompt): k-means over every train pair's mean vector at once, pairs x
+    dimensions x 4 B, plus as many centres as pairs kept."""
+    with warehouse.connect(read_only=True) as con:
+        mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
+    if mode == "global":
+        candidates, embeddings = read_train_candidates(warehouse, with_embeddings=True)
+        picked = select_pairs(candidates, "centroid", config, seed, embeddings)
+        return picked[KEY_COLUMNS]
+    picks, after = [], ""
+    while True:
+        with warehouse.connect(read_only=True) as con:
+            last = con.execute(
+                f"select max(prompt_id) from (select distinct prompt_id from {TRAIN_CANDIDATES} "
+                f"where prompt_id > ? order by prompt_id limit {CENTROID_PROMPTS_PER_CHUNK})",
+                [after],
+            ).fetchone()[0]
+            if last is None:
+                break
+            window = [after, last]
+            columns = ", ".join(f"k.{c}" for c in PAIR_COLUMNS)
+            candidates = con.execute(
+                f"select {columns} from {TRAIN_CANDIDATES} as k where k.prompt_id > ? and k.prompt_id <= ?",
+                window,
+            ).df()
+            rows = con.execute(
+                "select response_id, embedding from features.response_embeddings "
+                "where prompt_id > ? and prompt_id <= ?",
+                window,
+            ).fetchall()
+        embeddings = {rid: np.asarray(vec, dtype=np.float32) for rid, vec in rows}
+        picked = select_pairs(candidates, "centroid", SelectionConfig(mode="per_prompt"), seed, embeddings)
+        picks.append(picked[KEY_COLUMNS])
+        report(f"centroid: prompts up to {last}: {len(picked)} pairs")
+        after = last
+    return pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=KEY_COLUMNS)
 
 
 @step_asset(
@@ -144,23 +243,25 @@ def write_selection(
 def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
     """The preference pairs each strategy keeps from the train split (selection.selected_pairs), per seed:
     easy = least similar (REAL), hard = most similar, random (varies with the seed), centroid (k-means k=2
-    per prompt), all (every pair), margin and ches (scores under the reference policy)."""
+    per prompt), all (every pair), margin and ches (scores under the reference policy), aepo (central yet
+    unlike each other). SQL strategies rank in the warehouse; no pair passes through Python."""
     cfg: SelectionConfig = step.config
-    strategy, seed, upstream = step.strategy, step.seed, step.upstream
-    needs = STRATEGY_REGISTRY[strategy].needs
-    candidates, embeddings = read_train_candidates(
-        warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
-    )
-    if candidates.empty:
-        raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
-    extra = {}
+    strategy, seed = step.strategy, step.seed
+    needs = strategy_entry(strategy).needs
+    partition = context_partition(step.context)
+    extra, picks = {}, None
     if needs == "reference_scores":
-        reference_version = upstream.get("reference_policy")
-        candidates = with_reference_scores(warehouse, candidates, reference_version, compute, step.log.info)
+        # The reference model scores every train pair (their texts in memory), then the pick is SQL.
+        candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
+        if candidates.empty:
+            raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
+        reference_version = step.upstream.get("reference_policy")
+        scored = with_reference_scores(warehouse, candidates, reference_version, compute, step.log.info)
+        picks = select_pairs(scored, strategy, cfg, seed)[KEY_COLUMNS]
         extra["reference_version"] = reference_version
-    selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
-    content = write_selection(warehouse, strategy, seed, selected, context_partition(step.context))
-    summary = selection_summary(selected, candidates)
+    elif needs == "embeddings":
+        picks = centroid_picks(warehouse, cfg, seed, step.log.info)
+    content, summary = select_in_warehouse(warehouse, strategy, seed, cfg, partition, picks)
     metadata = {
         **{k: v for k, v in summary.items() if v is not None},
         **extra,
