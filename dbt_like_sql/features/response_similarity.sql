@@ -1,4 +1,5 @@
 -- key: prompt_id, response_id_a, response_id_b
+-- incremental: prompt_id
 -- Cosine similarity of every unordered pair of responses to one prompt (embeddings are L2-normalised).
 -- Clamped to [-1, 1] against float rounding; a zero vector (no direction: list_cosine_similarity gives -1
 -- for it) or a NaN is kept as null so that the range check fails loudly instead of the clamp hiding it.

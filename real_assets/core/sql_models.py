@@ -1,5 +1,8 @@
 """The SQL models in `dbt_like_sql/`: one `select` per file, `<schema>/<table>.sql`, whose first line
-names its key columns (`-- key: a, b`), in the order its content is digested.
+names its key columns (`-- key: a, b`), in the order its content is digested. A model may declare an
+incremental key (`-- incremental: prompt_id`): a column of its output and of every table it reads, such
+that the output rows of one key value are computed from the upstream rows of that value alone. The runner
+(`run_sql_model`) then recomputes only the key values whose upstream rows changed since its last run.
 
 They ship as package data (`real_assets/dbt_like_sql`, a link to the top-level folder in a checkout), so an
 installed wheel finds them beside the package, never through the source tree.
@@ -14,9 +17,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.lineage import lineage
+
+from real_assets.core import table_digests
 
 DIALECT = "duckdb"
 SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
@@ -24,6 +30,7 @@ SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 checkout)."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_LINE = re.compile(r"^--\s*key:(.*)$", re.MULTILINE)
+_INCREMENTAL_LINE = re.compile(r"^--\s*incremental:(.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class SqlModel:
     upstream_tables: tuple[str, ...]
     columns: tuple[str, ...]
     keys: tuple[str, ...]
+    incremental_key: str | None = None
+    """The column by whose values the model recomputes only what changed (None: always in full)."""
 
     @property
     def table(self) -> str:
@@ -73,6 +82,10 @@ def parse_sql_model(path: Path) -> SqlModel:
     keys = tuple(k.strip() for k in key_line.group(1).split(",")) if key_line else ()
     if not keys or not set(keys) <= set(columns):
         raise ValueError(f"{path}: start with `-- key: <output columns that identify a row>`")
+    incremental = _INCREMENTAL_LINE.search(sql)
+    incremental_key = incremental.group(1).strip() if incremental else None
+    if incremental_key is not None and incremental_key not in keys:
+        raise ValueError(f"{path}: the incremental key {incremental_key!r} must be one of the key columns")
     return SqlModel(
         schema=validate_identifier(path.parent.name, "schema"),
         name=validate_identifier(path.stem, "table name"),
@@ -81,6 +94,7 @@ def parse_sql_model(path: Path) -> SqlModel:
         upstream_tables=tuple(upstream),
         columns=columns,
         keys=keys,
+        incremental_key=incremental_key,
     )
 
 
@@ -108,3 +122,150 @@ def column_lineage(
             sources.add((f"{leaf.source.db}.{leaf.source.name}", leaf.name.split(".")[-1]))
         out[column] = sorted(sources)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ runner
+
+MODEL_STATE = "models.sql_model_state"
+MODEL_INPUTS = "models.sql_model_inputs"
+_STATE_DDL = f"""
+create table if not exists {MODEL_STATE} (model varchar not null, code_version varchar not null);
+create table if not exists {MODEL_INPUTS} (model varchar not null, key varchar not null, fingerprint varchar);
+"""
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What one run of a SQL model did: `full` or `incremental`, why, how many key values (prompts) it
+    recomputed (None for a model without an incremental key), and the table's rows and digest after."""
+
+    mode: str
+    reason: str
+    recomputed_keys: int | None
+    rows_removed: int
+    rows_added: int
+    rows: int
+    digest: str
+
+
+def restricted_sql(model: SqlModel, keys_relation: str) -> str:
+    """The model's select with every upstream table narrowed to the rows whose incremental key is in
+    `keys_relation` (a relation with a `key` column): the output rows of exactly those key values."""
+    if model.incremental_key is None:
+        raise ValueError(f"{model.path}: declares no incremental key")
+    key = validate_identifier(model.incremental_key, "column")
+    tree = sqlglot.parse_one(model.sql, dialect=DIALECT)
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+
+    def narrow(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.db and node.name not in cte_names:
+            inner = sqlglot.parse_one(
+                f"select * from {node.db}.{node.name} where {key} in (select key from {keys_relation})",
+                dialect=DIALECT,
+            )
+            return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name)))
+        return node
+
+    return tree.transform(narrow).sql(dialect=DIALECT)
+
+
+def run_sql_model(
+    con: duckdb.DuckDBPyConnection, model: SqlModel, code_version: str, full_refresh: bool = False
+) -> ModelRun:
+    """Build `model.table` in one transaction. A model with an incremental key recomputes only the key
+    values whose upstream rows changed since its last run (found from the upstream tables' per-key
+    digests, `core.table_digests`, without reading them): delete and insert, and the table's digest updated
+    from the rows removed and added. It rebuilds in full on request, on its first run, when its code
+    version changed, or when its table was changed by something else."""
+    con.execute("begin transaction")
+    try:
+        con.execute(_STATE_DDL)
+        table_digests.ensure_table(con)
+        run = _run(con, model, code_version, full_refresh)
+        con.execute("delete from models.sql_model_state where model = ?", [model.table])
+        con.execute("insert into models.sql_model_state values (?, ?)", [model.table, code_version])
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return run
+
+
+def _full_reason(con, model: SqlModel, code_version: str, full_refresh: bool) -> str | None:
+    if full_refresh:
+        return "full refresh requested"
+    if model.incremental_key is None:
+        return "no incremental key"
+    state = con.execute("select code_version from models.sql_model_state where model = ?", [model.table])
+    row = state.fetchone()
+    if row is None:
+        return "first run"
+    if row[0] != code_version:
+        return f"code version changed ({row[0]} -> {code_version})"
+    if not table_digests.is_tracked(con, model.table, model.incremental_key):
+        return f"{model.table} changed outside its runs"
+    return None
+
+
+def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRun:
+    key = model.incremental_key
+    if key is not None:
+        for upstream in model.upstream_tables:
+            table_digests.ensure_tracked(con, upstream, key)
+        con.execute(
+            "create or replace temp table _fingerprints as "
+            + table_digests.upstream_fingerprints_sql(model.upstream_tables)
+        )
+    reason = _full_reason(con, model, code_version, full_refresh)
+    if reason is not None:
+        existed = con.execute(
+            "select count(*) from information_schema.tables where table_catalog = current_database() "
+            "and table_schema = ? and table_name = ?",
+            [model.schema, model.name],
+        ).fetchone()[0]
+        removed = con.execute(f"select count(*) from {model.table}").fetchone()[0] if existed else 0
+        con.execute(f"create or replace table {model.table} as {model.sql}")
+        table_digests.record_full(con, model.table, key)
+        recomputed = None
+        if key is not None:
+            con.execute("delete from models.sql_model_inputs where model = ?", [model.table])
+            con.execute(
+                "insert into models.sql_model_inputs select ?, key, fingerprint from _fingerprints",
+                [model.table],
+            )
+            recomputed = con.execute(f"select count(distinct {key}) from {model.table}").fetchone()[0]
+        digest, rows = table_digests.tracked_digest(con, model.table)
+        return ModelRun("full", reason, recomputed, removed, rows, rows, digest)
+
+    con.execute(
+        """create or replace temp table _changed_keys as
+           select coalesce(now.key, was.key) as key
+           from _fingerprints as now
+           full outer join (select key, fingerprint from models.sql_model_inputs where model = ?) as was
+               on was.key = now.key
+           where now.fingerprint is distinct from was.fingerprint""",
+        [model.table],
+    )
+    changed = con.execute("select count(*) from _changed_keys").fetchone()[0]
+    removed = added = 0
+    if changed:
+        old_rows = f"(select * from {model.table} where {key} in (select key from _changed_keys))"
+        removed = con.execute(f"select count(*) from {old_rows}").fetchone()[0]
+        table_digests.apply_delta(con, model.table, key, old_rows, -1)
+        con.execute(f"delete from {model.table} where {key} in (select key from _changed_keys)")
+        con.execute(f"create or replace temp table _new_rows as {restricted_sql(model, '_changed_keys')}")
+        con.execute(f"insert into {model.table} by name select * from _new_rows")
+        added = con.execute("select count(*) from _new_rows").fetchone()[0]
+        table_digests.apply_delta(con, model.table, key, "_new_rows", 1)
+        con.execute("drop table _new_rows")
+        con.execute(
+            "delete from models.sql_model_inputs where model = ? and key in (select key from _changed_keys)",
+            [model.table],
+        )
+        con.execute(
+            "insert into models.sql_model_inputs select ?, key, fingerprint from _fingerprints "
+            "where key in (select key from _changed_keys)",
+            [model.table],
+        )
+    digest, rows = table_digests.tracked_digest(con, model.table)
+    return ModelRun("incremental", "upstream rows changed", changed, removed, added, rows, digest)
