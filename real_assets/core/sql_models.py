@@ -23,12 +23,12 @@ from sqlglot import exp
 from sqlglot.lineage import lineage
 
 from real_assets.core import table_digests
+from real_assets.core.identifiers import validate_identifier
 
 DIALECT = "duckdb"
 SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 """Package data: `real_assets/dbt_like_sql`, installed with the package (a link to the top-level folder in a
 checkout)."""
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_LINE = re.compile(r"^--\s*key:(.*)$", re.MULTILINE)
 _INCREMENTAL_LINE = re.compile(r"^--\s*incremental:(.*)$", re.MULTILINE)
 
@@ -50,13 +50,6 @@ class SqlModel:
     @property
     def table(self) -> str:
         return f"{self.schema}.{self.name}"
-
-
-def validate_identifier(name: str, what: str = "identifier") -> str:
-    """A lower-case SQL identifier, or ValueError: every user-facing name that reaches SQL text goes here."""
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"invalid {what} {name!r}: use lower-case letters, digits and underscores")
-    return name
 
 
 def parse_sql_model(path: Path) -> SqlModel:

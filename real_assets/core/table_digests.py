@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import duckdb
 
-from real_assets.core import sql_models
+from real_assets.core.identifiers import validate_identifier
 
 KEY_DIGESTS = "models.key_digests"
 _HALF = "18446744073709551615"  # 2**64 - 1
@@ -35,7 +35,7 @@ create table if not exists {KEY_DIGESTS} (
 
 def _table(table: str) -> str:
     schema, _, name = table.partition(".")
-    check = sql_models.validate_identifier
+    check = validate_identifier
     return f"{check(schema, 'schema')}.{check(name, 'table')}"
 
 
@@ -43,7 +43,7 @@ def key_parts_sql(relation: str, key_column: str | None) -> str:
     """(key, rows, hi, lo) per key value of `relation`'s rows: the digest parts of `table_digest_sql`.
     The rows' JSON must have the table's columns in its order (a `select *` of it, or a table created
     from the same select)."""
-    key = f"t.{sql_models.validate_identifier(key_column, 'column')}" if key_column else "''"
+    key = f"t.{validate_identifier(key_column, 'column')}" if key_column else "''"
     return (
         f"select key, count(*) as rows, coalesce(sum((h >> 64)::ubigint), 0)::hugeint as hi, "
         f"coalesce(sum((h & {_HALF})::ubigint), 0)::hugeint as lo "
