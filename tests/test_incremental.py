@@ -173,7 +173,7 @@ def rows_before(run) -> int:
 
 def test_a_new_code_version_a_request_or_an_outside_edit_rebuilds_in_full(built):
     assert run_models(built, code_version="v2")["response_similarity"].reason.startswith(
-        "code version changed"
+        "code or config changed"
     )
     assert (
         run_models(built, code_version="v2", full_refresh=True)["pair_candidates"].reason
@@ -189,22 +189,51 @@ def test_a_new_code_version_a_request_or_an_outside_edit_rebuilds_in_full(built)
     assert (run.mode, run.reason) == ("full", "selection.pair_candidates changed outside its runs")
 
 
-@pytest.mark.parametrize("strategy", ["easy", "hard", "random", "all", "aepo"])
-def test_selection_in_the_warehouse_equals_the_dataframe_path(built, strategy):
-    config = SelectionConfig()
-    content, summary = select_in_warehouse(built, strategy, 3, config, {"strategy": strategy, "seed": "3"})
-    with built.connect(read_only=True) as con:
-        stored = con.execute(
-            "select prompt_id, chosen_id, rejected_id from selection.selected_pairs "
-            "where strategy = ? and seed = 3 order by all",
-            [strategy],
-        ).fetchall()
+def expected_selection(warehouse: Warehouse, strategy: str, config: SelectionConfig, seed: int) -> list:
+    """The DataFrame path over every train candidate: what the warehouse partition must hold."""
+    with warehouse.connect(read_only=True) as con:
         similarity = con.execute("select * from features.response_similarity").df()
+    candidates, _ = read_train_candidates(warehouse, with_embeddings=False)
+    picked = select_pairs(candidates, strategy, config, seed, similarity=similarity)
+    return list(picked[["prompt_id", "chosen_id", "rejected_id"]].itertuples(index=False, name=None))
+
+
+def stored_selection(warehouse: Warehouse, strategy: str, seed: int) -> list:
+    with warehouse.connect(read_only=True) as con:
+        return con.execute(
+            "select prompt_id, chosen_id, rejected_id from selection.selected_pairs "
+            "where strategy = ? and seed = ? order by all",
+            [strategy, seed],
+        ).fetchall()
+
+
+@pytest.mark.parametrize("strategy", ["easy", "hard", "random", "all", "aepo"])
+def test_selection_in_the_warehouse_equals_the_dataframe_path_and_refreshes_per_prompt(
+    built, strategy, tmp_path
+):
+    config = SelectionConfig()
+    partition = {"strategy": strategy, "seed": "3"}
+    content, summary = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    expected = expected_selection(built, strategy, config, 3)
+    assert stored_selection(built, strategy, 3) == expected
+    with built.connect(read_only=True) as con:
         train_prompts = con.execute(f"select count(distinct prompt_id) from {TRAIN_CANDIDATES}").fetchone()[0]
-    candidates, _ = read_train_candidates(built, with_embeddings=False)
-    expected = select_pairs(candidates, strategy, config, 3, similarity=similarity)
-    assert stored == list(
-        expected[["prompt_id", "chosen_id", "rejected_id"]].itertuples(index=False, name=None)
-    )
     assert content.rows == summary["pairs"] == len(expected)
     assert summary["prompts"] == train_prompts and summary["mode"] == "per_prompt"
+    assert (summary["refresh"], summary["refresh_reason"]) == ("full", "first run")
+
+    ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / "more.csv", 3, 2))))
+    embed_new_responses(built, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    run_models(built)
+    content, summary = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    assert (summary["refresh"], summary["prompts_recomputed"]) == ("incremental", 3 + 2)
+    assert stored_selection(built, strategy, 3) == expected_selection(built, strategy, config, 3)
+    with built.connect(read_only=True) as con:
+        assert (
+            content.digests["selection.selected_pairs"]
+            == table_digest(con, "selection.selected_pairs", {"strategy": strategy, "seed": 3})[0]
+        )
+    _, again = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    assert (again["refresh"], again["prompts_recomputed"]) == ("incremental", 0)
+    _, other = select_in_warehouse(built, strategy, 3, SelectionConfig(aepo_lambda=0.5), partition, "v2")
+    assert other["refresh_reason"].startswith("code or config changed")

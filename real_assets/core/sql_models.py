@@ -119,13 +119,6 @@ def column_lineage(
 
 # ------------------------------------------------------------------------------------------------ runner
 
-MODEL_STATE = "models.sql_model_state"
-MODEL_INPUTS = "models.sql_model_inputs"
-_STATE_DDL = f"""
-create table if not exists {MODEL_STATE} (model varchar not null, code_version varchar not null);
-create table if not exists {MODEL_INPUTS} (model varchar not null, key varchar not null, fingerprint varchar);
-"""
-
 
 @dataclass(frozen=True)
 class ModelRun:
@@ -172,11 +165,8 @@ def run_sql_model(
     version changed, or when its table was changed by something else."""
     con.execute("begin transaction")
     try:
-        con.execute(_STATE_DDL)
         table_digests.ensure_table(con)
         run = _run(con, model, code_version, full_refresh)
-        con.execute("delete from models.sql_model_state where model = ?", [model.table])
-        con.execute("insert into models.sql_model_state values (?, ?)", [model.table, code_version])
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -184,32 +174,15 @@ def run_sql_model(
     return run
 
 
-def _full_reason(con, model: SqlModel, code_version: str, full_refresh: bool) -> str | None:
-    if full_refresh:
-        return "full refresh requested"
-    if model.incremental_key is None:
-        return "no incremental key"
-    state = con.execute("select code_version from models.sql_model_state where model = ?", [model.table])
-    row = state.fetchone()
-    if row is None:
-        return "first run"
-    if row[0] != code_version:
-        return f"code version changed ({row[0]} -> {code_version})"
-    if not table_digests.is_tracked(con, model.table, model.incremental_key):
-        return f"{model.table} changed outside its runs"
-    return None
-
-
 def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRun:
     key = model.incremental_key
+    reason = "no incremental key"
     if key is not None:
-        for upstream in model.upstream_tables:
-            table_digests.ensure_tracked(con, upstream, key)
-        con.execute(
-            "create or replace temp table _fingerprints as "
-            + table_digests.upstream_fingerprints_sql(model.upstream_tables)
+        reason = table_digests.plan_refresh(
+            con, model.table, model.upstream_tables, key, code_version, full_refresh
         )
-    reason = _full_reason(con, model, code_version, full_refresh)
+        if reason is None and not table_digests.is_tracked(con, model.table, key):
+            reason = f"{model.table} changed outside its runs"
     if reason is not None:
         existed = con.execute(
             "select count(*) from information_schema.tables where table_catalog = current_database() "
@@ -221,24 +194,11 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         table_digests.record_full(con, model.table, key)
         recomputed = None
         if key is not None:
-            con.execute("delete from models.sql_model_inputs where model = ?", [model.table])
-            con.execute(
-                "insert into models.sql_model_inputs select ?, key, fingerprint from _fingerprints",
-                [model.table],
-            )
+            table_digests.record_inputs(con, model.table, code_version, full=True)
             recomputed = con.execute(f"select count(distinct {key}) from {model.table}").fetchone()[0]
         digest, rows = table_digests.tracked_digest(con, model.table)
         return ModelRun("full", reason, recomputed, removed, rows, rows, digest)
 
-    con.execute(
-        """create or replace temp table _changed_keys as
-           select coalesce(now.key, was.key) as key
-           from _fingerprints as now
-           full outer join (select key, fingerprint from models.sql_model_inputs where model = ?) as was
-               on was.key = now.key
-           where now.fingerprint is distinct from was.fingerprint""",
-        [model.table],
-    )
     changed = con.execute("select count(*) from _changed_keys").fetchone()[0]
     removed = added = 0
     if changed:
@@ -251,14 +211,6 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         added = con.execute("select count(*) from _new_rows").fetchone()[0]
         table_digests.apply_delta(con, model.table, key, "_new_rows", 1)
         con.execute("drop table _new_rows")
-        con.execute(
-            "delete from models.sql_model_inputs where model = ? and key in (select key from _changed_keys)",
-            [model.table],
-        )
-        con.execute(
-            "insert into models.sql_model_inputs select ?, key, fingerprint from _fingerprints "
-            "where key in (select key from _changed_keys)",
-            [model.table],
-        )
+        table_digests.record_inputs(con, model.table, code_version, full=False)
     digest, rows = table_digests.tracked_digest(con, model.table)
     return ModelRun("incremental", "upstream rows changed", changed, removed, added, rows, digest)

@@ -141,3 +141,68 @@ def upstream_fingerprints_sql(tables: Sequence[str]) -> str:
         f"order by table_name)) as fingerprint from {KEY_DIGESTS} "
         f"where table_name in ({names}) and key is not null group by key"
     )
+
+
+# ------------------------------------------------------------------------------------ incremental steps
+
+STEP_STATE = "models.incremental_state"
+STEP_INPUTS = "models.incremental_inputs"
+_STEP_DDL = f"""
+create table if not exists {STEP_STATE} (step varchar not null, version varchar not null);
+create table if not exists {STEP_INPUTS} (step varchar not null, key varchar not null, fingerprint varchar);
+"""
+
+
+def plan_refresh(
+    con: duckdb.DuckDBPyConnection,
+    step: str,
+    upstream_tables: Sequence[str],
+    key_column: str,
+    version: str,
+    full_refresh: bool = False,
+) -> str | None:
+    """Prepare a refresh of `step` (a SQL model, a selection partition) from the per-key digests of the
+    tables it reads: temp table `_changed_keys` (key) holds the key values whose upstream rows changed (or
+    went) since the step last recorded its inputs. Returns why the step must rebuild in full instead
+    (requested, first run, new `version`: its code and config), or None. Call in the step's transaction."""
+    ensure_table(con)
+    con.execute(_STEP_DDL)
+    for upstream in upstream_tables:
+        ensure_tracked(con, upstream, key_column)
+    con.execute("create or replace temp table _fingerprints as " + upstream_fingerprints_sql(upstream_tables))
+    con.execute(
+        f"""create or replace temp table _changed_keys as
+            select coalesce(now.key, was.key) as key
+            from _fingerprints as now
+            full outer join (select key, fingerprint from {STEP_INPUTS} where step = ?) as was
+                on was.key = now.key
+            where now.fingerprint is distinct from was.fingerprint""",
+        [step],
+    )
+    if full_refresh:
+        return "full refresh requested"
+    row = con.execute(f"select version from {STEP_STATE} where step = ?", [step]).fetchone()
+    if row is None:
+        return "first run"
+    if row[0] != version:
+        return f"code or config changed ({row[0]} -> {version})"
+    return None
+
+
+def record_inputs(con: duckdb.DuckDBPyConnection, step: str, version: str, full: bool) -> None:
+    """After the step's rows are written: record the fingerprints it was computed from (all of them after a
+    full rebuild, else those of `_changed_keys`) and its version."""
+    if full:
+        con.execute(f"delete from {STEP_INPUTS} where step = ?", [step])
+        con.execute(f"insert into {STEP_INPUTS} select ?, key, fingerprint from _fingerprints", [step])
+    else:
+        con.execute(
+            f"delete from {STEP_INPUTS} where step = ? and key in (select key from _changed_keys)", [step]
+        )
+        con.execute(
+            f"insert into {STEP_INPUTS} select ?, key, fingerprint from _fingerprints "
+            "where key in (select key from _changed_keys)",
+            [step],
+        )
+    con.execute(f"delete from {STEP_STATE} where step = ?", [step])
+    con.execute(f"insert into {STEP_STATE} values (?, ?)", [step, version])

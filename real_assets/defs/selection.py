@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from real_assets.core import table_digests
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import (
@@ -130,8 +131,10 @@ def _reference_scores(warehouse, candidates, reference_version, compute, report)
     return scores
 
 
-TRAIN_CANDIDATES = "(select * from selection.pair_candidates where split = 'train')"
+CANDIDATES_TABLE = "selection.pair_candidates"
+TRAIN_CANDIDATES = f"(select * from {CANDIDATES_TABLE} where split = 'train')"
 SIMILARITY = "features.response_similarity"
+PROMPT_KEY = "prompt_id"
 CENTROID_PROMPTS_PER_CHUNK = 20_000
 """Prompts whose candidates and response vectors `centroid` holds at once (per-prompt mode)."""
 
@@ -154,12 +157,17 @@ def select_in_warehouse(
     seed: int,
     config: SelectionConfig,
     partition: dict,
+    version: str,
     picks: pd.DataFrame | None = None,
 ) -> tuple[Content, dict]:
-    """Replace one strategy and seed's rows in one transaction: selected by SQL over the warehouse (no
-    pair passes through Python), or, for a strategy that picks in Python, the `picks` (key columns)
-    joined back to the candidates. Returns the partition's content and summary."""
+    """Write one strategy and seed's rows in one transaction: selected by SQL over the warehouse (no pair
+    passes through Python), or, for a strategy that picks in Python, the `picks` (key columns) joined back
+    to the candidates. One pair per prompt (per-prompt mode) is recomputed only for the prompts whose
+    candidates or similarities changed since this partition's last run at this `version` (code and
+    config); a global ranking, a Python pick or a new version recompute every prompt. Returns the
+    partition's content and summary (with `refresh`, and `prompts_recomputed`)."""
     entry = strategy_entry(strategy)
+    step = f"{SELECTED_PAIRS.name}/{strategy}/{int(seed)}"
     with warehouse.connect() as con:
         if picks is not None:
             con.register("picks_frame", picks)
@@ -169,27 +177,57 @@ def select_in_warehouse(
         if not pairs:
             raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
         mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
-        if picks is not None:
-            select = (
-                f"select c.* from {TRAIN_CANDIDATES} as c semi join picks_frame as k "
-                "on k.prompt_id = c.prompt_id and k.chosen_id = c.chosen_id and k.rejected_id = c.rejected_id"
-            )
-        else:
-            keep = n_keep(pairs, config.keep_fraction) if mode == "global" and entry.order else None
-            select = selection_sql(strategy, mode, config, seed, TRAIN_CANDIDATES, SIMILARITY, keep)
         con.execute("begin transaction")
         try:
+            reason = table_digests.plan_refresh(
+                con, step, (CANDIDATES_TABLE, SIMILARITY), PROMPT_KEY, f"{version}/{mode}"
+            )
+            if picks is not None:
+                reason = "picked in Python"
+            elif mode == "global":
+                reason = "global ranking"
+            elif (
+                reason is None
+                and not con.execute(f"select count(*) from {_partition_rows(strategy, seed)}").fetchone()[0]
+            ):
+                reason = "no rows yet"
+            changed = "(select key from _changed_keys)"
+            candidates, similarity = TRAIN_CANDIDATES, SIMILARITY
+            if reason is None:
+                candidates = f"(select * from {TRAIN_CANDIDATES} where prompt_id in {changed})"
+                similarity = f"(select * from {SIMILARITY} where prompt_id in {changed})"
+            if picks is not None:
+                select = (
+                    f"select c.* from {TRAIN_CANDIDATES} as c semi join picks_frame as k on k.prompt_id = "
+                    "c.prompt_id and k.chosen_id = c.chosen_id and k.rejected_id = c.rejected_id"
+                )
+            else:
+                keep = n_keep(pairs, config.keep_fraction) if mode == "global" and entry.order else None
+                select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
+            only_changed = f" and prompt_id in {changed}" if reason is None else ""
             con.execute(
-                f"delete from {SELECTED_PAIRS.name} where strategy = ? and seed = ?", [strategy, seed]
+                f"delete from {SELECTED_PAIRS.name} where strategy = ? and seed = ?{only_changed}",
+                [strategy, seed],
             )
             con.execute(_insert_sql(strategy, seed, select))
+            recomputed = con.execute(
+                f"select count(*) from {changed}"
+                if reason is None
+                else f"select count(distinct prompt_id) from {TRAIN_CANDIDATES}"
+            ).fetchone()[0]
+            table_digests.record_inputs(con, step, f"{version}/{mode}", full=reason is not None)
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
             raise
         content = content_version(con, [SELECTED_PAIRS], partition)
         summary = selection_summary(con, _partition_rows(strategy, seed), TRAIN_CANDIDATES)
-    return content, {**summary, "mode": mode}
+    refresh = {
+        "refresh": "incremental" if reason is None else "full",
+        "refresh_reason": reason or "candidates or similarities changed",
+        "prompts_recomputed": int(recomputed),
+    }
+    return content, {**summary, "mode": mode, **refresh}
 
 
 def centroid_picks(warehouse: Warehouse, config: SelectionConfig, seed: int, report) -> pd.DataFrame:
@@ -261,7 +299,9 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         extra["reference_version"] = reference_version
     elif needs == "embeddings":
         picks = centroid_picks(warehouse, cfg, seed, step.log.info)
-    content, summary = select_in_warehouse(warehouse, strategy, seed, cfg, partition, picks)
+    version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
+    config_version = digest(version or "", repr(cfg))[:16]
+    content, summary = select_in_warehouse(warehouse, strategy, seed, cfg, partition, config_version, picks)
     metadata = {
         **{k: v for k, v in summary.items() if v is not None},
         **extra,
