@@ -194,7 +194,7 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         table_digests.record_full(con, model.table, key)
         recomputed = None
         if key is not None:
-            table_digests.record_inputs(con, model.table, code_version, full=True)
+            table_digests.record_inputs(con, model.table, code_version)
             recomputed = con.execute(f"select count(distinct {key}) from {model.table}").fetchone()[0]
         digest, rows = table_digests.tracked_digest(con, model.table)
         return ModelRun("full", reason, recomputed, removed, rows, rows, digest)
@@ -211,6 +211,6 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         added = con.execute("select count(*) from _new_rows").fetchone()[0]
         table_digests.apply_delta(con, model.table, key, "_new_rows", 1)
         con.execute("drop table _new_rows")
-        table_digests.record_inputs(con, model.table, code_version, full=False)
+    table_digests.record_inputs(con, model.table, code_version)
     digest, rows = table_digests.tracked_digest(con, model.table)
     return ModelRun("incremental", "upstream rows changed", changed, removed, added, rows, digest)

@@ -6,8 +6,9 @@ table and per value of a key column (the prompt; one row under `''` for a table 
 
 - a writer that removes and adds rows updates the numbers from those rows alone (`apply_delta`), and the
   table's digest is their total (`tracked_digest`), equal to a full recomputation;
-- an incremental SQL model finds which prompts changed upstream by comparing the per-prompt numbers of its
-  upstream tables with those it recorded at its last run, without reading the tables (`core.sql_models`).
+- a step downstream (an incremental SQL model, a selection partition) finds which prompts changed upstream
+  without reading the tables: every change stamps the keys it touched with a new sequence number, and the
+  step remembers the last number it saw of each upstream table (`plan_refresh`).
 
 A table is tracked once `record_full` has run on it; a tracked table whose row count no longer matches
 (written by something that kept no account) is recounted in full.
@@ -27,10 +28,12 @@ _HALF = "18446744073709551615"  # 2**64 - 1
 _DDL = f"""
 create table if not exists {KEY_DIGESTS} (
     table_name varchar not null, key_column varchar, key varchar,
-    rows bigint not null, hi hugeint not null, lo hugeint not null
+    rows bigint not null, hi hugeint not null, lo hugeint not null, seq bigint not null
 )
 """
-# The row with a null key marks a tracked table and names its key column.
+# The row with a null key marks a tracked table, names its key column, and its `seq` is the table's epoch:
+# the stamp of its last full count. A key whose rows are all gone stays, with 0 rows, so that the change
+# is seen downstream.
 
 
 def _table(table: str) -> str:
@@ -59,37 +62,47 @@ def record_full(con: duckdb.DuckDBPyConnection, table: str, key_column: str | No
     """Count every row of `table` afresh (one pass) and start tracking it."""
     table = _table(table)
     ensure_table(con)
+    seq = _next_seq(con)
     con.execute(f"delete from {KEY_DIGESTS} where table_name = ?", [table])
-    con.execute(f"insert into {KEY_DIGESTS} values (?, ?, null, 0, 0, 0)", [table, key_column])
+    con.execute(f"insert into {KEY_DIGESTS} values (?, ?, null, 0, 0, 0, ?)", [table, key_column, seq])
     con.execute(
-        f"insert into {KEY_DIGESTS} select ?, ?, key, rows, hi, lo from ({key_parts_sql(table, key_column)})",
-        [table, key_column],
+        f"insert into {KEY_DIGESTS} select ?, ?, key, rows, hi, lo, ? "
+        f"from ({key_parts_sql(table, key_column)})",
+        [table, key_column, seq],
     )
+
+
+def _next_seq(con: duckdb.DuckDBPyConnection) -> int:
+    # Not a sequence object: DuckLake has none. Writers of the warehouse take turns (one writing process
+    # per DuckDB file; a commit conflict on DuckLake retries the whole transaction).
+    return con.execute(f"select coalesce(max(seq), 0) + 1 from {KEY_DIGESTS}").fetchone()[0]
 
 
 def apply_delta(
     con: duckdb.DuckDBPyConnection, table: str, key_column: str | None, relation: str, sign: int
 ) -> None:
     """Add (`sign` 1) or subtract (-1) the rows of `relation` to the tracked numbers of `table`: call it
-    with the rows about to be deleted (before the delete) and with the rows inserted. Keys left with no
-    rows are dropped."""
+    with the rows about to be deleted (before the delete) and with the rows inserted. The keys touched are
+    stamped with a new sequence number."""
     if sign not in (1, -1):
         raise ValueError("sign is 1 (rows added) or -1 (rows removed)")
     table = _table(table)
     con.execute(f"create or replace temp table _key_delta as {key_parts_sql(relation, key_column)}")
-    con.execute(
-        f"""update {KEY_DIGESTS} as k set rows = k.rows + {sign} * d.rows, hi = k.hi + {sign} * d.hi,
-               lo = k.lo + {sign} * d.lo
-            from _key_delta as d where k.table_name = ? and k.key = d.key""",
-        [table],
-    )
-    con.execute(
-        f"""insert into {KEY_DIGESTS}
-            select ?, ?, d.key, {sign} * d.rows, {sign} * d.hi, {sign} * d.lo from _key_delta as d
-            where not exists (select 1 from {KEY_DIGESTS} as k where k.table_name = ? and k.key = d.key)""",
-        [table, key_column, table],
-    )
-    con.execute(f"delete from {KEY_DIGESTS} where table_name = ? and key is not null and rows = 0", [table])
+    if con.execute("select count(*) from _key_delta").fetchone()[0]:
+        seq = _next_seq(con)
+        con.execute(
+            f"""update {KEY_DIGESTS} as k set rows = k.rows + {sign} * d.rows, hi = k.hi + {sign} * d.hi,
+                   lo = k.lo + {sign} * d.lo, seq = ?
+                from _key_delta as d where k.table_name = ? and k.key = d.key""",
+            [seq, table],
+        )
+        con.execute(
+            f"""insert into {KEY_DIGESTS}
+                select ?, ?, d.key, {sign} * d.rows, {sign} * d.hi, {sign} * d.lo, ? from _key_delta as d
+                where not exists
+                    (select 1 from {KEY_DIGESTS} as k where k.table_name = ? and k.key = d.key)""",
+            [table, key_column, seq, table],
+        )
     con.execute("drop table _key_delta")
 
 
@@ -132,24 +145,15 @@ def tracked_digest(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int
     return digest_from_parts(int(rows), int(hi), int(lo)), int(rows)
 
 
-def upstream_fingerprints_sql(tables: Sequence[str]) -> str:
-    """(key, fingerprint) per key value over the tracked numbers of `tables`: the fingerprint moves when
-    any of the key's rows in any of the tables changes."""
-    names = ", ".join(f"'{_table(t)}'" for t in tables)
-    return (
-        "select key, md5(string_agg(table_name || ':' || rows || ':' || hi || ':' || lo, ',' "
-        f"order by table_name)) as fingerprint from {KEY_DIGESTS} "
-        f"where table_name in ({names}) and key is not null group by key"
-    )
-
-
 # ------------------------------------------------------------------------------------ incremental steps
 
 STEP_STATE = "models.incremental_state"
 STEP_INPUTS = "models.incremental_inputs"
 _STEP_DDL = f"""
 create table if not exists {STEP_STATE} (step varchar not null, version varchar not null);
-create table if not exists {STEP_INPUTS} (step varchar not null, key varchar not null, fingerprint varchar);
+create table if not exists {STEP_INPUTS} (
+    step varchar not null, table_name varchar not null, epoch bigint not null, seen bigint not null
+);
 """
 
 
@@ -161,22 +165,28 @@ def plan_refresh(
     version: str,
     full_refresh: bool = False,
 ) -> str | None:
-    """Prepare a refresh of `step` (a SQL model, a selection partition) from the per-key digests of the
+    """Prepare a refresh of `step` (a SQL model, a selection partition) from the tracked digests of the
     tables it reads: temp table `_changed_keys` (key) holds the key values whose upstream rows changed (or
-    went) since the step last recorded its inputs. Returns why the step must rebuild in full instead
-    (requested, first run, new `version`: its code and config), or None. Call in the step's transaction."""
+    went) since the step last recorded its inputs (`record_inputs`), found from the sequence numbers of
+    the changes, without reading the tables. Returns why the step must rebuild in full instead (requested,
+    first run, a new `version` of its code and config, an upstream table counted afresh), or None. Call in
+    the step's transaction."""
     ensure_table(con)
     con.execute(_STEP_DDL)
     for upstream in upstream_tables:
         ensure_tracked(con, upstream, key_column)
-    con.execute("create or replace temp table _fingerprints as " + upstream_fingerprints_sql(upstream_tables))
+    names = [_table(t) for t in upstream_tables]
+    con.execute(
+        f"""create or replace temp table _upstream_now as
+            select table_name, max(seq) filter (where key is null) as epoch, max(seq) as seen
+            from {KEY_DIGESTS} where table_name in (select unnest(?::varchar[])) group by table_name""",
+        [names],
+    )
     con.execute(
         f"""create or replace temp table _changed_keys as
-            select coalesce(now.key, was.key) as key
-            from _fingerprints as now
-            full outer join (select key, fingerprint from {STEP_INPUTS} where step = ?) as was
-                on was.key = now.key
-            where now.fingerprint is distinct from was.fingerprint""",
+            select distinct k.key from {KEY_DIGESTS} as k
+            join {STEP_INPUTS} as i on i.step = ? and i.table_name = k.table_name
+            where k.key is not null and k.seq > i.seen""",
         [step],
     )
     if full_refresh:
@@ -186,23 +196,21 @@ def plan_refresh(
         return "first run"
     if row[0] != version:
         return f"code or config changed ({row[0]} -> {version})"
+    recounted = con.execute(
+        f"""select min(n.table_name) from _upstream_now as n
+            left join {STEP_INPUTS} as i on i.step = ? and i.table_name = n.table_name
+            where i.epoch is distinct from n.epoch""",
+        [step],
+    ).fetchone()[0]
+    if recounted is not None:
+        return f"{recounted} was counted afresh"
     return None
 
 
-def record_inputs(con: duckdb.DuckDBPyConnection, step: str, version: str, full: bool) -> None:
-    """After the step's rows are written: record the fingerprints it was computed from (all of them after a
-    full rebuild, else those of `_changed_keys`) and its version."""
-    if full:
-        con.execute(f"delete from {STEP_INPUTS} where step = ?", [step])
-        con.execute(f"insert into {STEP_INPUTS} select ?, key, fingerprint from _fingerprints", [step])
-    else:
-        con.execute(
-            f"delete from {STEP_INPUTS} where step = ? and key in (select key from _changed_keys)", [step]
-        )
-        con.execute(
-            f"insert into {STEP_INPUTS} select ?, key, fingerprint from _fingerprints "
-            "where key in (select key from _changed_keys)",
-            [step],
-        )
+def record_inputs(con: duckdb.DuckDBPyConnection, step: str, version: str) -> None:
+    """After the step's rows are written: record the sequence numbers of the upstream tables it has now
+    seen (from `plan_refresh`), and its version."""
+    con.execute(f"delete from {STEP_INPUTS} where step = ?", [step])
+    con.execute(f"insert into {STEP_INPUTS} select ?, table_name, epoch, seen from _upstream_now", [step])
     con.execute(f"delete from {STEP_STATE} where step = ?", [step])
     con.execute(f"insert into {STEP_STATE} values (?, ?)", [step, version])

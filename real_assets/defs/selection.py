@@ -99,23 +99,58 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_text
     return candidates, embeddings
 
 
-_SCORES_CACHE: dict[tuple[str | None, str], pd.DataFrame] = {}
-"""The last reference scores computed in this process: `margin` and `ches` on every seed share them."""
+REFERENCE_SCORES = "selection.reference_pair_scores"
+"""`ref_margin` and `ches` of the train pairs under one reference version: computed once per pair and
+reference, a range of prompts at a time, and shared by `margin` and `ches` on every seed."""
+SCORE_PROMPTS_PER_CHUNK = 20_000
+"""Prompts whose pairs (with their texts) the reference model scores per call."""
+_SCORES_DDL = f"""
+create table if not exists {REFERENCE_SCORES} (
+    reference_version varchar not null, prompt_id varchar not null, chosen_id varchar not null,
+    rejected_id varchar not null, ref_margin double, ches double
+)
+"""
 
 
-def with_reference_scores(
-    warehouse: Warehouse, candidates: pd.DataFrame, reference_version: str | None, compute: Compute, report
-) -> pd.DataFrame:
-    """The candidates (with texts) plus `ref_margin` and `ches` under the reference version the input
-    names, fitted to the max_length the reference was trained with."""
-    key = (
-        reference_version,
-        digest(*candidates["prompt_id"], *candidates["chosen_id"], *candidates["rejected_id"]),
+def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: Compute, report) -> int:
+    """Score the train pairs that have no score under `reference_version` yet, one range of prompts at a
+    time (memory: one range's pair texts), and drop the scores of other versions. Returns the pairs scored."""
+    with warehouse.connect() as con:
+        con.execute(_SCORES_DDL)
+        con.execute(f"delete from {REFERENCE_SCORES} where reference_version <> ?", [reference_version])
+    pending = (
+        f"select k.prompt_id, k.chosen_id, k.rejected_id from {TRAIN_CANDIDATES} as k "
+        f"where not exists (select 1 from {REFERENCE_SCORES} as s where s.reference_version = ? "
+        "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id)"
     )
-    if key not in _SCORES_CACHE:
-        _SCORES_CACHE.clear()
-        _SCORES_CACHE[key] = _reference_scores(warehouse, candidates, reference_version, compute, report)
-    return pd.concat([candidates.reset_index(drop=True), _SCORES_CACHE[key]], axis=1)
+    scored, after = 0, ""
+    while True:
+        with warehouse.connect(read_only=True) as con:
+            last = con.execute(
+                f"select max(prompt_id) from (select distinct prompt_id from ({pending}) "
+                f"where prompt_id > ? order by prompt_id limit {SCORE_PROMPTS_PER_CHUNK})",
+                [reference_version, after],
+            ).fetchone()[0]
+            if last is None:
+                return scored
+            pairs = con.execute(
+                f"""select p.prompt_id, p.chosen_id, p.rejected_id, t.prompt, c.response as chosen,
+                           r.response as rejected
+                    from ({pending}) as p join raw.prompts as t using (prompt_id)
+                    join raw.responses as c on c.response_id = p.chosen_id
+                    join raw.responses as r on r.response_id = p.rejected_id
+                    where p.prompt_id > ? and p.prompt_id <= ?
+                    order by p.prompt_id, p.chosen_id, p.rejected_id""",
+                [reference_version, after, last],
+            ).df()
+        scores = _reference_scores(warehouse, pairs, reference_version, compute, report)
+        frame = pd.concat([pairs[KEY_COLUMNS].reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
+        frame = frame.assign(reference_version=reference_version)
+        with warehouse.connect() as con:
+            con.register("scores_frame", frame)
+            con.execute(f"insert into {REFERENCE_SCORES} by name select * from scores_frame")
+        scored += len(frame)
+        after = last
 
 
 def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
@@ -151,6 +186,43 @@ def _insert_sql(strategy: str, seed: int, select: str) -> str:
     )
 
 
+def _step(strategy: str, seed: int) -> str:
+    return f"{SELECTED_PAIRS.name}/{strategy}/{int(seed)}"
+
+
+def _plan(con, strategy: str, seed: int, config: SelectionConfig, version: str) -> tuple[str, str | None]:
+    """(mode, why every prompt is recomputed, or None: only those in `_changed_keys`), in a transaction."""
+    drop_if_unseeded(con, SELECTED_PAIRS.name)
+    con.execute(_DDL)
+    if not con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]:
+        raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
+    mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
+    reason = table_digests.plan_refresh(
+        con, _step(strategy, seed), (CANDIDATES_TABLE, SIMILARITY), PROMPT_KEY, f"{version}/{mode}"
+    )
+    if mode == "global":
+        reason = "global ranking"
+    elif reason is None:
+        held = con.execute(f"select count(*) from {_partition_rows(strategy, seed)}").fetchone()[0]
+        reason = None if held else "no rows yet"
+    return mode, reason
+
+
+def plan_selection(
+    warehouse: Warehouse, strategy: str, seed: int, config: SelectionConfig, version: str
+) -> tuple[str, list[str] | None]:
+    """For a strategy that picks in Python: the mode, and the prompts to pick for (None: every prompt),
+    planned as `select_in_warehouse` will write them."""
+    with warehouse.connect() as con:
+        con.execute("begin transaction")
+        try:
+            mode, reason = _plan(con, strategy, seed, config, version)
+            changed = [k for (k,) in con.execute("select key from _changed_keys").fetchall()]
+        finally:
+            con.execute("rollback")
+    return mode, (changed if reason is None else None)
+
+
 def select_in_warehouse(
     warehouse: Warehouse,
     strategy: str,
@@ -159,42 +231,42 @@ def select_in_warehouse(
     partition: dict,
     version: str,
     picks: pd.DataFrame | None = None,
+    picked_for: list[str] | None = None,
+    reference_version: str | None = None,
 ) -> tuple[Content, dict]:
     """Write one strategy and seed's rows in one transaction: selected by SQL over the warehouse (no pair
-    passes through Python), or, for a strategy that picks in Python, the `picks` (key columns) joined back
-    to the candidates. One pair per prompt (per-prompt mode) is recomputed only for the prompts whose
-    candidates or similarities changed since this partition's last run at this `version` (code and
-    config); a global ranking, a Python pick or a new version recompute every prompt. Returns the
-    partition's content and summary (with `refresh`, and `prompts_recomputed`)."""
+    passes through Python; `margin` and `ches` read the scores of `reference_version`), or, for a strategy
+    that picks in Python, the `picks` (key columns) made for `plan_selection`'s prompts (`picked_for`;
+    None: every prompt) joined back to the candidates. One pair per prompt (per-prompt mode) is
+    recomputed only for the prompts whose candidates or similarities changed since this partition's last
+    run at this `version` (code, config, reference); a global ranking or a new version recomputes every
+    prompt. Returns the partition's content and summary (with `refresh`, its reason, and
+    `prompts_recomputed`)."""
     entry = strategy_entry(strategy)
-    step = f"{SELECTED_PAIRS.name}/{strategy}/{int(seed)}"
+    candidates = TRAIN_CANDIDATES
+    if entry.needs == "reference_scores":
+        candidates = (
+            f"(select c.*, s.ref_margin, s.ches from {TRAIN_CANDIDATES} as c "
+            f"left join (select * from {REFERENCE_SCORES} where reference_version = '{reference_version}') "
+            "as s using (prompt_id, chosen_id, rejected_id))"
+        )
     with warehouse.connect() as con:
         if picks is not None:
             con.register("picks_frame", picks)
-        drop_if_unseeded(con, SELECTED_PAIRS.name)
-        con.execute(_DDL)
-        pairs = con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]
-        if not pairs:
-            raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
-        mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
+        if entry.needs == "reference_scores":
+            con.execute(_SCORES_DDL)
         con.execute("begin transaction")
         try:
-            reason = table_digests.plan_refresh(
-                con, step, (CANDIDATES_TABLE, SIMILARITY), PROMPT_KEY, f"{version}/{mode}"
-            )
-            if picks is not None:
-                reason = "picked in Python"
-            elif mode == "global":
-                reason = "global ranking"
-            elif (
-                reason is None
-                and not con.execute(f"select count(*) from {_partition_rows(strategy, seed)}").fetchone()[0]
-            ):
-                reason = "no rows yet"
+            mode, reason = _plan(con, strategy, seed, config, version)
             changed = "(select key from _changed_keys)"
-            candidates, similarity = TRAIN_CANDIDATES, SIMILARITY
+            if picks is not None:
+                keys = con.execute(f"select * from {changed}").fetchall()
+                now = None if reason else sorted(k for (k,) in keys)
+                if now != (sorted(picked_for) if picked_for is not None else None):
+                    raise dg.Failure(f"the candidates changed while {strategy} picked: materialize it again")
+            similarity = SIMILARITY
             if reason is None:
-                candidates = f"(select * from {TRAIN_CANDIDATES} where prompt_id in {changed})"
+                candidates = f"(select * from {candidates} where prompt_id in {changed})"
                 similarity = f"(select * from {SIMILARITY} where prompt_id in {changed})"
             if picks is not None:
                 select = (
@@ -202,6 +274,7 @@ def select_in_warehouse(
                     "c.prompt_id and k.chosen_id = c.chosen_id and k.rejected_id = c.rejected_id"
                 )
             else:
+                pairs = con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]
                 keep = n_keep(pairs, config.keep_fraction) if mode == "global" and entry.order else None
                 select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
             only_changed = f" and prompt_id in {changed}" if reason is None else ""
@@ -215,7 +288,8 @@ def select_in_warehouse(
                 if reason is None
                 else f"select count(distinct prompt_id) from {TRAIN_CANDIDATES}"
             ).fetchone()[0]
-            table_digests.record_inputs(con, step, f"{version}/{mode}", full=reason is not None)
+            step = _step(strategy, seed)
+            table_digests.record_inputs(con, step, f"{version}/{mode}")
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
@@ -230,37 +304,38 @@ def select_in_warehouse(
     return content, {**summary, "mode": mode, **refresh}
 
 
-def centroid_picks(warehouse: Warehouse, config: SelectionConfig, seed: int, report) -> pd.DataFrame:
-    """`centroid`'s picks (key columns). Per prompt: a range of `CENTROID_PROMPTS_PER_CHUNK` prompts at a
-    time, so memory holds one range's candidates and vectors (prompts x responses x dimensions x 4 B).
-    Globally (one pair per prompt): k-means over every train pair's mean vector at once, pairs x
-    dimensions x 4 B, plus as many centres as pairs kept."""
-    with warehouse.connect(read_only=True) as con:
-        mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
+def centroid_picks(
+    warehouse: Warehouse, config: SelectionConfig, seed: int, mode: str, prompts: list[str] | None, report
+) -> pd.DataFrame:
+    """`centroid`'s picks (key columns), for every prompt or only `prompts`. Per prompt: a range of
+    `CENTROID_PROMPTS_PER_CHUNK` prompts at a time, so memory holds one range's candidates and vectors
+    (prompts x responses x dimensions x 4 B). Globally (one pair per prompt): k-means over every train
+    pair's mean vector at once, pairs x dimensions x 4 B, plus as many centres as pairs kept."""
     if mode == "global":
         candidates, embeddings = read_train_candidates(warehouse, with_embeddings=True)
         picked = select_pairs(candidates, "centroid", config, seed, embeddings)
         return picked[KEY_COLUMNS]
     picks, after = [], ""
+    only = "and prompt_id in (select unnest(?::varchar[]))" if prompts is not None else ""
+    where = f"{only} and k.prompt_id > ? and k.prompt_id <= ?"
+    given = [prompts] if prompts is not None else []
     while True:
         with warehouse.connect(read_only=True) as con:
             last = con.execute(
                 f"select max(prompt_id) from (select distinct prompt_id from {TRAIN_CANDIDATES} "
-                f"where prompt_id > ? order by prompt_id limit {CENTROID_PROMPTS_PER_CHUNK})",
-                [after],
+                f"where prompt_id > ? {only} order by prompt_id limit {CENTROID_PROMPTS_PER_CHUNK})",
+                [after, *given],
             ).fetchone()[0]
             if last is None:
                 break
             window = [after, last]
             columns = ", ".join(f"k.{c}" for c in PAIR_COLUMNS)
             candidates = con.execute(
-                f"select {columns} from {TRAIN_CANDIDATES} as k where k.prompt_id > ? and k.prompt_id <= ?",
-                window,
+                f"select {columns} from {TRAIN_CANDIDATES} as k where true {where}", [*given, *window]
             ).df()
             rows = con.execute(
-                "select response_id, embedding from features.response_embeddings "
-                "where prompt_id > ? and prompt_id <= ?",
-                window,
+                f"select response_id, embedding from features.response_embeddings as k where true {where}",
+                [*given, *window],
             ).fetchall()
         embeddings = {rid: np.asarray(vec, dtype=np.float32) for rid, vec in rows}
         picked = select_pairs(candidates, "centroid", SelectionConfig(mode="per_prompt"), seed, embeddings)
@@ -287,21 +362,30 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     strategy, seed = step.strategy, step.seed
     needs = strategy_entry(strategy).needs
     partition = context_partition(step.context)
-    extra, picks = {}, None
+    code_version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
+    version = digest(code_version or "", repr(cfg))[:16]
+    extra, picks, prompts = {}, None, None
     if needs == "reference_scores":
-        # The reference model scores every train pair (their texts in memory), then the pick is SQL.
-        candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
-        if candidates.empty:
-            raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
         reference_version = step.upstream.get("reference_policy")
-        scored = with_reference_scores(warehouse, candidates, reference_version, compute, step.log.info)
-        picks = select_pairs(scored, strategy, cfg, seed)[KEY_COLUMNS]
+        if reference_version is None:
+            raise dg.Failure("margin and ches need a materialized reference_policy")
+        extra["pairs_scored_now"] = score_pending_pairs(warehouse, reference_version, compute, step.log.info)
         extra["reference_version"] = reference_version
+        version = digest(version, reference_version)[:16]
     elif needs == "embeddings":
-        picks = centroid_picks(warehouse, cfg, seed, step.log.info)
-    version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
-    config_version = digest(version or "", repr(cfg))[:16]
-    content, summary = select_in_warehouse(warehouse, strategy, seed, cfg, partition, config_version, picks)
+        mode, prompts = plan_selection(warehouse, strategy, seed, cfg, version)
+        picks = centroid_picks(warehouse, cfg, seed, mode, prompts, step.log.info)
+    content, summary = select_in_warehouse(
+        warehouse,
+        strategy,
+        seed,
+        cfg,
+        partition,
+        version,
+        picks,
+        picked_for=prompts if picks is not None else None,
+        reference_version=extra.get("reference_version"),
+    )
     metadata = {
         **{k: v for k, v in summary.items() if v is not None},
         **extra,
