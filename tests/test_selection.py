@@ -6,6 +6,7 @@ import pytest
 from real_assets.core.selection import (
     STRATEGY_REGISTRY,
     SelectionConfig,
+    candidate_stats,
     resolve_mode,
     select_pairs,
     selection_summary,
@@ -105,7 +106,7 @@ def test_summary_reports_pairs_similarity_and_label_error():
     with duckdb.connect() as con:
         con.register("easy", easy)
         con.register("candidates", MULTI)
-        summary = selection_summary(con, "easy", "candidates")
+        summary = selection_summary(con, "easy", candidate_stats(con, "candidates"))
     assert summary["pairs"] == 2 and summary["prompts"] == 2
     assert summary["mean_cosine"] == pytest.approx(0.15)
     assert summary["label_error_rate"] == pytest.approx(0.5)

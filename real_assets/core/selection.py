@@ -46,21 +46,39 @@ class BudgetSweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
 
 
-def resolve_mode(con: duckdb.DuckDBPyConnection, candidates: str, mode: str) -> str:
+def candidate_stats(con: duckdb.DuckDBPyConnection, candidates: str) -> dict:
+    """One pass over the `candidates` relation (a table name or parenthesised select): pairs, prompts, the
+    most pairs of one prompt, whether every pair is a labelled comparison, and the share of prompts with
+    three or more responses."""
+    columns = {d[0] for d in con.execute(f"select * from {candidates} as c limit 0").description}
+    labelled = "bool_and(labelled_pair)" if "labelled_pair" in columns else "false"
+    responses = "first(n_responses)" if "n_responses" in columns else "null::bigint"
+    pairs, prompts, most, all_labelled, share = con.execute(
+        f"""select coalesce(sum(n), 0), count(*), max(n), bool_and(labelled), avg((responses >= 3)::double)
+            from (select prompt_id, count(*) as n, {labelled} as labelled, {responses} as responses
+                  from {candidates} as c group by prompt_id)"""
+    ).fetchone()
+    return {
+        "pairs": int(pairs),
+        "prompts": int(prompts),
+        "most_per_prompt": most,
+        "all_labelled": bool(all_labelled),
+        "share_3plus": share,
+    }
+
+
+def resolve_mode(
+    con: duckdb.DuckDBPyConnection, candidates: str, mode: str, stats: dict | None = None
+) -> str:
     """`auto` becomes `global` for one-pair-per-prompt data (every prompt has one candidate pair, or every
     candidate is a labelled comparison, as in HH-RLHF where a prompt may recur in several rows), else
-    `per_prompt`. `candidates` is a relation (table name or parenthesised select) DuckDB can read."""
+    `per_prompt`. `candidates` is a relation DuckDB can read; `stats`, its `candidate_stats` if known."""
     if mode not in ("auto", "per_prompt", "global"):
         raise ValueError(f"selection mode must be auto, per_prompt or global, not {mode!r}")
     if mode != "auto":
         return mode
-    columns = {d[0] for d in con.execute(f"select * from {candidates} as c limit 0").description}
-    labelled = "bool_and(labelled_pair)" if "labelled_pair" in columns else "false"
-    all_labelled, most = con.execute(
-        f"select {labelled}, (select max(n) from (select count(*) as n from {candidates} as c "
-        f"group by prompt_id)) from {candidates} as c"
-    ).fetchone()
-    return "global" if all_labelled or most == 1 else "per_prompt"
+    stats = stats or candidate_stats(con, candidates)
+    return "global" if stats["all_labelled"] or stats["most_per_prompt"] == 1 else "per_prompt"
 
 
 def n_keep(pairs: int, fraction: float) -> int:
@@ -290,22 +308,17 @@ def strategy_entry(strategy: str) -> Strategy:
     return STRATEGY_REGISTRY[strategy]
 
 
-def selection_summary(con: duckdb.DuckDBPyConnection, selected: str, candidates: str) -> dict:
+def selection_summary(con: duckdb.DuckDBPyConnection, selected: str, candidates: dict) -> dict:
     """Pairs kept, prompts covered, mean similarity and label-error rate against gold (where known), of
-    the `selected` relation among the `candidates` relation."""
+    the `selected` relation, among candidates with these `candidate_stats`."""
     pairs, prompts, mean_cosine, label_error_rate = con.execute(
         f"select count(*), count(distinct prompt_id), avg(cosine), avg(label_error::double) from {selected}"
-    ).fetchone()
-    candidate_pairs, share = con.execute(
-        f"""select count(*), (select avg((n >= 3)::double) from
-                (select prompt_id, first(n_responses) as n from {candidates} group by prompt_id))
-            from {candidates}"""
     ).fetchone()
     return {
         "pairs": int(pairs),
         "prompts": int(prompts),
-        "candidate_pairs": int(candidate_pairs),
+        "candidate_pairs": candidates["pairs"],
         "mean_cosine": mean_cosine,
         "label_error_rate": label_error_rate,
-        "share_prompts_3plus_responses": share,
+        "share_prompts_3plus_responses": candidates["share_3plus"],
     }

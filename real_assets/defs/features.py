@@ -69,16 +69,17 @@ def embed_new_responses(
             con.execute("drop table features.response_embeddings")
         con.execute(_DDL)
         table_digests.ensure_tracked(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY)
-        gone = (
-            "(select * from features.response_embeddings as e where not exists "
-            "(select 1 from raw.responses as r where r.response_id = e.response_id))"
-        )
-        con.execute("begin transaction")
-        table_digests.apply_delta(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY, gone, -1)
+        # Found by id first: reading the vectors of the whole table to find none would cost a full scan.
         con.execute(
-            f"delete from features.response_embeddings where response_id in (select response_id from {gone})"
+            "create or replace temp table _gone as select e.response_id from features.response_embeddings "
+            "as e anti join raw.responses as r on r.response_id = e.response_id"
         )
-        con.execute("commit")
+        if con.execute("select count(*) from _gone").fetchone()[0]:
+            gone = "(select * from features.response_embeddings where response_id in (select * from _gone))"
+            con.execute("begin transaction")
+            table_digests.apply_delta(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY, gone, -1)
+            con.execute("delete from features.response_embeddings where response_id in (select * from _gone)")
+            con.execute("commit")
         pending = con.execute(
             "select count(*) from raw.responses as r where not exists "
             "(select 1 from features.response_embeddings as e where e.response_id = r.response_id)"
@@ -169,16 +170,20 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
                 "select * from features.response_embeddings limit 0"
             )
             con.execute("insert into _new_embeddings by name select * from _staged_embeddings")
-            # A response embedded meanwhile by another run is replaced, not doubled.
+            # A response embedded meanwhile by another run is replaced, not doubled (found by id first).
             stale = (
                 "(select * from features.response_embeddings "
                 "where response_id in (select response_id from _new_embeddings))"
             )
-            table_digests.apply_delta(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY, stale, -1)
-            con.execute(
-                "delete from features.response_embeddings "
+            if con.execute(
+                "select count(*) from features.response_embeddings "
                 "where response_id in (select response_id from _new_embeddings)"
-            )
+            ).fetchone()[0]:
+                table_digests.apply_delta(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY, stale, -1)
+                con.execute(
+                    "delete from features.response_embeddings "
+                    "where response_id in (select response_id from _new_embeddings)"
+                )
             con.execute("insert into features.response_embeddings select * from _new_embeddings")
             table_digests.apply_delta(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY, "_new_embeddings", 1)
             con.execute("commit")

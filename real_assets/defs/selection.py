@@ -10,6 +10,7 @@ from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import (
     KEY_COLUMNS,
     SelectionConfig,
+    candidate_stats,
     n_keep,
     resolve_mode,
     select_pairs,
@@ -61,15 +62,10 @@ SelectionStepConfig = step_config(SelectionConfig, "SelectionStepConfig")
 def drop_if_unseeded(con, table: str) -> None:
     """A table from before the seed dimension (no `seed` column) is dropped, to be rebuilt per seed."""
     schema, name = table.split(".")
-    if (
-        table_exists(con, table)
-        and not con.execute(
-            "select count(*) from information_schema.columns where table_schema = ? and table_name = ? "
-            "and column_name = 'seed'",
-            [schema, name],
-        ).fetchone()[0]
-    ):
-        con.execute(f"drop table {schema}.{name}")
+    if table_exists(con, table):
+        columns = {d[0] for d in con.execute(f"select * from {schema}.{name} limit 0").description}
+        if "seed" not in columns:
+            con.execute(f"drop table {schema}.{name}")
 
 
 def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_texts: bool = False):
@@ -190,13 +186,17 @@ def _step(strategy: str, seed: int) -> str:
     return f"{SELECTED_PAIRS.name}/{strategy}/{int(seed)}"
 
 
-def _plan(con, strategy: str, seed: int, config: SelectionConfig, version: str) -> tuple[str, str | None]:
-    """(mode, why every prompt is recomputed, or None: only those in `_changed_keys`), in a transaction."""
+def _plan(
+    con, strategy: str, seed: int, config: SelectionConfig, version: str
+) -> tuple[str, str | None, dict]:
+    """(mode, why every prompt is recomputed or None: only those in `_changed_keys`, the train candidates'
+    `candidate_stats`), in a transaction."""
     drop_if_unseeded(con, SELECTED_PAIRS.name)
     con.execute(_DDL)
-    if not con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]:
+    stats = candidate_stats(con, TRAIN_CANDIDATES)
+    if not stats["pairs"]:
         raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
-    mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode)
+    mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode, stats)
     reason = table_digests.plan_refresh(
         con, _step(strategy, seed), (CANDIDATES_TABLE, SIMILARITY), PROMPT_KEY, f"{version}/{mode}"
     )
@@ -205,7 +205,7 @@ def _plan(con, strategy: str, seed: int, config: SelectionConfig, version: str) 
     elif reason is None:
         held = con.execute(f"select count(*) from {_partition_rows(strategy, seed)}").fetchone()[0]
         reason = None if held else "no rows yet"
-    return mode, reason
+    return mode, reason, stats
 
 
 def plan_selection(
@@ -216,7 +216,7 @@ def plan_selection(
     with warehouse.connect() as con:
         con.execute("begin transaction")
         try:
-            mode, reason = _plan(con, strategy, seed, config, version)
+            mode, reason, _ = _plan(con, strategy, seed, config, version)
             changed = [k for (k,) in con.execute("select key from _changed_keys").fetchall()]
         finally:
             con.execute("rollback")
@@ -257,7 +257,7 @@ def select_in_warehouse(
             con.execute(_SCORES_DDL)
         con.execute("begin transaction")
         try:
-            mode, reason = _plan(con, strategy, seed, config, version)
+            mode, reason, stats = _plan(con, strategy, seed, config, version)
             changed = "(select key from _changed_keys)"
             if picks is not None:
                 keys = con.execute(f"select * from {changed}").fetchall()
@@ -274,8 +274,8 @@ def select_in_warehouse(
                     "c.prompt_id and k.chosen_id = c.chosen_id and k.rejected_id = c.rejected_id"
                 )
             else:
-                pairs = con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]
-                keep = n_keep(pairs, config.keep_fraction) if mode == "global" and entry.order else None
+                ranked = mode == "global" and entry.order
+                keep = n_keep(stats["pairs"], config.keep_fraction) if ranked else None
                 select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
             only_changed = f" and prompt_id in {changed}" if reason is None else ""
             con.execute(
@@ -283,11 +283,9 @@ def select_in_warehouse(
                 [strategy, seed],
             )
             con.execute(_insert_sql(strategy, seed, select))
-            recomputed = con.execute(
-                f"select count(*) from {changed}"
-                if reason is None
-                else f"select count(distinct prompt_id) from {TRAIN_CANDIDATES}"
-            ).fetchone()[0]
+            recomputed = stats["prompts"]
+            if reason is None:
+                recomputed = con.execute(f"select count(*) from {changed}").fetchone()[0]
             step = _step(strategy, seed)
             table_digests.record_inputs(con, step, f"{version}/{mode}")
             con.execute("commit")
@@ -295,7 +293,7 @@ def select_in_warehouse(
             con.execute("rollback")
             raise
         content = content_version(con, [SELECTED_PAIRS], partition)
-        summary = selection_summary(con, _partition_rows(strategy, seed), TRAIN_CANDIDATES)
+        summary = selection_summary(con, _partition_rows(strategy, seed), stats)
     refresh = {
         "refresh": "incremental" if reason is None else "full",
         "refresh_reason": reason or "candidates or similarities changed",
