@@ -1,5 +1,7 @@
 """Selection domain: `selected_pairs`, one partition per strategy and seed."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -186,6 +188,27 @@ def _step(strategy: str, seed: int) -> str:
     return f"{SELECTED_PAIRS.name}/{strategy}/{int(seed)}"
 
 
+CANDIDATE_STATS = "selection.candidate_stats"
+"""`candidate_stats` of the train candidates, by the digest of `selection.pair_candidates` they were
+counted from: the partitions of one refresh count them once."""
+
+
+def _train_candidate_stats(con) -> dict:
+    if not table_digests.is_tracked(con, CANDIDATES_TABLE, PROMPT_KEY):
+        return candidate_stats(con, TRAIN_CANDIDATES)
+    candidates_digest, _ = table_digests.tracked_digest(con, CANDIDATES_TABLE)
+    con.execute(f"create table if not exists {CANDIDATE_STATS} (candidates_digest varchar, stats json)")
+    row = con.execute(
+        f"select stats from {CANDIDATE_STATS} where candidates_digest = ?", [candidates_digest]
+    ).fetchone()
+    if row is not None:
+        return json.loads(row[0])
+    stats = candidate_stats(con, TRAIN_CANDIDATES)
+    con.execute(f"delete from {CANDIDATE_STATS}")
+    con.execute(f"insert into {CANDIDATE_STATS} values (?, ?)", [candidates_digest, json.dumps(stats)])
+    return stats
+
+
 def _plan(
     con, strategy: str, seed: int, config: SelectionConfig, version: str
 ) -> tuple[str, str | None, dict]:
@@ -193,7 +216,7 @@ def _plan(
     `candidate_stats`), in a transaction."""
     drop_if_unseeded(con, SELECTED_PAIRS.name)
     con.execute(_DDL)
-    stats = candidate_stats(con, TRAIN_CANDIDATES)
+    stats = _train_candidate_stats(con)
     if not stats["pairs"]:
         raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
     mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode, stats)
