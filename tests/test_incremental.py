@@ -237,3 +237,27 @@ def test_selection_in_the_warehouse_equals_the_dataframe_path_and_refreshes_per_
     assert (again["refresh"], again["prompts_recomputed"]) == ("incremental", 0)
     _, other = select_in_warehouse(built, strategy, 3, SelectionConfig(aepo_lambda=0.5), partition, "v2")
     assert other["refresh_reason"].startswith("code or config changed")
+
+
+def test_the_tracked_digests_and_an_incremental_refresh_are_exact_on_ducklake(tmp_path, home):
+    """DuckLake (here with a DuckDB file as its catalog) keeps HUGEINT columns to a double's precision:
+    the tracked sums must survive it, and the incremental path must equal the full one there too."""
+    from postgres_server import lake_unavailable
+
+    if lake_unavailable():
+        pytest.skip(lake_unavailable())
+    lake = Warehouse(path=f"ducklake:{tmp_path / 'meta.ducklake'}", data_path=str(tmp_path / "data"))
+    ingest(lake, SourceSpec(source="synthetic", n_prompts=20))
+    embed_new_responses(lake, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    run_models(lake)
+    ingest(lake, SourceSpec(source="table", path=str(more_rows(lake, tmp_path / "more.csv", 2, 1))))
+    embed_new_responses(lake, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    runs = run_models(lake)
+    assert {r.mode for r in runs.values()} == {"incremental"}
+    with lake.connect() as con:
+        assert tracked_content_version(con, RAW_TABLES) == content_version(con, RAW_TABLES)
+        for name, table in (
+            ("response_similarity", "features.response_similarity"),
+            ("pair_candidates", "selection.pair_candidates"),
+        ):
+            assert table_digest(con, table) == (runs[name].digest, runs[name].rows), name

@@ -28,9 +28,10 @@ _HALF = "18446744073709551615"  # 2**64 - 1
 _DDL = f"""
 create table if not exists {KEY_DIGESTS} (
     table_name varchar not null, key_column varchar, key varchar,
-    rows bigint not null, hi hugeint not null, lo hugeint not null, seq bigint not null
+    rows bigint not null, hi decimal(38, 0) not null, lo decimal(38, 0) not null, seq bigint not null
 )
 """
+# The sums as DECIMAL(38, 0), not HUGEINT: DuckLake keeps a HUGEINT column to a double's precision only.
 # The row with a null key marks a tracked table, names its key column, and its `seq` is the table's epoch:
 # the stamp of its last full count. A key whose rows are all gone stays, with 0 rows, so that the change
 # is seen downstream.
