@@ -82,36 +82,22 @@ def home_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch, home_template):
-    """A fresh REAL_ASSETS_HOME; MLflow defaults to a SQLite store inside it (a copy of the template's,
-    already migrated)."""
+def home(tmp_path, home_template):
+    """A fresh home folder, its MLflow SQLite store a copy of the template's (already migrated). Tests
+    hand it over explicitly (`materialize(..., home=home)`, `definitions(Locations.resolve(home))`,
+    `--home`): nothing reads it from the environment."""
     root = tmp_path / "home"
     root.mkdir()
     shutil.copy2(home_template / "mlflow.db", root / "mlflow.db")
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
 
 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory, home_template) -> Path:
     """One real `real-assets demo` home for the whole session (the full graph, every partition, real
-    training). Tests only read it; use `demo_env` to point the environment at it."""
+    training). Tests only read it."""
     root = tmp_path_factory.mktemp("shared") / "home"
     _cli_in_process(["demo", "--home", str(root), *TINY_DEMO])
-    return root
-
-
-@pytest.fixture
-def demo_env(demo_home, monkeypatch) -> Path:
-    """The environment of the shared demo home (home, Dagster instance, MLflow store) for one test."""
-    return _point_at(demo_home, monkeypatch)
-
-
-def _point_at(root: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(root))
-    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
 
 
@@ -126,9 +112,9 @@ def golden_home(tmp_path_factory, home_template) -> Path:
 
 
 @pytest.fixture
-def golden_copy(golden_home, tmp_path, monkeypatch) -> Path:
-    """A copy of the golden home for one test to change, with the environment pointed at it."""
-    return _point_at(copy_home(golden_home, tmp_path / "home"), monkeypatch)
+def golden_copy(golden_home, tmp_path) -> Path:
+    """A copy of the golden home for one test to change."""
+    return copy_home(golden_home, tmp_path / "home")
 
 
 def copy_home(source: Path, target: Path) -> Path:

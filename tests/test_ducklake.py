@@ -43,6 +43,7 @@ def _materialize(warehouse: Warehouse, home) -> dict[str, str]:
         LAKE_ASSETS,
         ops={"raw_responses": {"n_prompts": 12, "test_fraction": 0.25}},
         resources={"warehouse": warehouse, "tracking": tracking},
+        home=home / "home",
     )
     assert result.success
     versions = {}
@@ -53,10 +54,7 @@ def _materialize(warehouse: Warehouse, home) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_same_assets_and_sql_give_the_same_content_on_a_file_and_on_ducklake(
-    postgres, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
+def test_the_same_assets_and_sql_give_the_same_content_on_a_file_and_on_ducklake(postgres, tmp_path):
     on_file = _materialize(Warehouse(path=str(tmp_path / "warehouse.duckdb")), tmp_path)
     lake = _lake(postgres, tmp_path, "lake_same")
     on_lake = _materialize(lake, tmp_path)

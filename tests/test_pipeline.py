@@ -216,12 +216,14 @@ def test_every_blocking_asset_check_passed(demo_home):
                     assert record.status.value == "SUCCEEDED", check
 
 
-def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_env):
+def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_home):
     keys = [dg.AssetKey(k) for k in ("raw_responses", "response_embeddings", "response_similarity")]
     keys.append(dg.AssetKey("pair_candidates"))
-    with _instance(demo_env) as instance:
+    with _instance(demo_home) as instance:
         before = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
-        result = materialize(keys, instance, ops={"raw_responses": {"n_prompts": DEMO_PROMPTS}})
+        result = materialize(
+            keys, instance, ops={"raw_responses": {"n_prompts": DEMO_PROMPTS}}, home=demo_home
+        )
         assert result.success
         after = {k: _latest(instance, k).asset_materialization.tags["dagster/data_version"] for k in keys}
     assert after == before

@@ -1,13 +1,22 @@
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from real_assets.core.selection import (
+    STRATEGY_REGISTRY,
     SelectionConfig,
+    candidate_stats,
     resolve_mode,
     select_pairs,
     selection_summary,
 )
+
+
+def _mode(frame: pd.DataFrame, mode: str = "auto") -> str:
+    with duckdb.connect() as con:
+        con.register("frame", frame)
+        return resolve_mode(con, "frame", mode)
 
 
 def _candidates(rows):
@@ -37,8 +46,8 @@ def test_easy_and_hard_pick_the_least_and_most_similar_pair_per_prompt():
 
 
 def test_global_mode_keeps_a_fraction_from_the_chosen_end():
-    assert resolve_mode(SINGLE, "auto") == "global"
-    assert resolve_mode(MULTI, "auto") == "per_prompt"
+    assert _mode(SINGLE) == "global"
+    assert _mode(MULTI) == "per_prompt"
     easy = select_pairs(SINGLE, "easy", SelectionConfig(keep_fraction=0.3))
     hard = select_pairs(SINGLE, "hard", SelectionConfig(keep_fraction=0.3))
     assert sorted(easy.cosine) == [0.0, 0.1, 0.2]
@@ -94,7 +103,10 @@ def test_unknown_strategy_and_bad_fraction_fail_clearly():
 
 def test_summary_reports_pairs_similarity_and_label_error():
     easy = select_pairs(MULTI, "easy")
-    summary = selection_summary(easy, MULTI)
+    with duckdb.connect() as con:
+        con.register("easy", easy)
+        con.register("candidates", MULTI)
+        summary = selection_summary(con, "easy", candidate_stats(con, "candidates"))
     assert summary["pairs"] == 2 and summary["prompts"] == 2
     assert summary["mean_cosine"] == pytest.approx(0.15)
     assert summary["label_error_rate"] == pytest.approx(0.5)
@@ -115,8 +127,8 @@ def test_centroid_in_global_mode_keeps_exactly_the_fraction():
 def test_labelled_comparisons_use_global_ranking_even_when_a_prompt_recurs():
     recurring = SINGLE.assign(labelled_pair=True)
     recurring.loc[1, "prompt_id"] = "p0"  # the same prompt in two HH rows: two compared pairs
-    assert resolve_mode(recurring, "auto") == "global"
-    assert resolve_mode(recurring.assign(labelled_pair=False), "auto") == "per_prompt"
+    assert _mode(recurring) == "global"
+    assert _mode(recurring.assign(labelled_pair=False)) == "per_prompt"
     assert len(select_pairs(recurring, "easy", SelectionConfig(keep_fraction=0.5))) == 5
 
 
@@ -151,3 +163,82 @@ def test_random_varies_with_the_seed_in_global_mode_too():
         for s in range(5)
     }
     assert len(picks) > 1
+
+
+# AEPO, by hand (lambda = 1). Prompt q has four responses a, b, c, d with these cosines:
+#   s_ab 0.1, s_ac 0.9, s_bc 0.9, s_ad -0.05, s_bd 0.0, s_cd 0.0
+# Centrality (sum over the N - 1 = 3 others): C_a 0.95, C_b 1.0, C_c 1.8, C_d -0.05. Score of {x, y}:
+# (C_x + C_y) / (2 * 3) - s_xy:
+#   ab 0.225, ac -0.4417, ad 0.2, bc -0.4333, bd 0.1583, cd 0.2917  -> AEPO keeps c-d
+# (easy keeps a-d, the least similar; hard keeps a-c). With lambda = 0 (centrality alone) it keeps b-c
+# (0.4667 against a-c's 0.4583). Prompt r has two responses: its one pair is kept whatever the score.
+AEPO_SIMILARITY = pd.DataFrame(
+    [
+        ("q", "a", "b", 0.1),
+        ("q", "a", "c", 0.9),
+        ("q", "b", "c", 0.9),
+        ("q", "a", "d", -0.05),
+        ("q", "b", "d", 0.0),
+        ("q", "c", "d", 0.0),
+        ("r", "e", "f", 0.7),
+    ],
+    columns=["prompt_id", "response_id_a", "response_id_b", "cosine"],
+)
+
+
+def _aepo_candidates(pairs):
+    cosine = {(a, b): s for _, a, b, s in AEPO_SIMILARITY.itertuples(index=False)}
+    return _candidates([(p, c, r, cosine[tuple(sorted((c, r)))], False) for p, c, r in pairs]).assign(
+        n_responses=lambda f: f["prompt_id"].map({"q": 4, "r": 2})
+    )
+
+
+AEPO_ALL = [("q", "a", "b"), ("q", "c", "a"), ("q", "a", "d"), ("q", "b", "c"), ("q", "d", "b")]
+AEPO_ALL += [("q", "d", "c"), ("r", "f", "e")]
+
+
+def _pairs(frame):
+    return [(p, frozenset((c, r))) for p, c, r in zip(frame.prompt_id, frame.chosen_id, frame.rejected_id)]
+
+
+def test_aepo_keeps_the_central_yet_unlike_pair_computed_by_hand():
+    candidates = _aepo_candidates(AEPO_ALL)
+    picked = select_pairs(candidates, "aepo", similarity=AEPO_SIMILARITY)
+    assert _pairs(picked) == [("q", frozenset("cd")), ("r", frozenset("ef"))]
+    # the direction is the candidate's (chosen d, rejected c), decided by label score before selection
+    assert (picked.chosen_id[0], picked.rejected_id[0]) == ("d", "c")
+    assert _pairs(select_pairs(candidates, "easy")) == [("q", frozenset("ad")), ("r", frozenset("ef"))]
+    centrality_only = select_pairs(
+        candidates, "aepo", SelectionConfig(aepo_lambda=0.0), similarity=AEPO_SIMILARITY
+    )
+    assert _pairs(centrality_only)[0] == ("q", frozenset("bc"))
+
+
+def test_aepo_counts_the_whole_group_even_pairs_without_a_direction():
+    # c-d has tied labels (no candidate): the next best candidate, a-b (0.225), is kept, and the centrality
+    # of every response still counts its similarity to c and d.
+    without_cd = _aepo_candidates([p for p in AEPO_ALL if set(p[1:]) != {"c", "d"}])
+    picked = select_pairs(without_cd, "aepo", similarity=AEPO_SIMILARITY)
+    assert _pairs(picked) == [("q", frozenset("ab")), ("r", frozenset("ef"))]
+    with pytest.raises(ValueError, match="similarity"):
+        select_pairs(without_cd, "aepo")
+
+
+def test_aepo_with_one_pair_per_prompt_ranks_by_one_minus_lambda_times_similarity():
+    # N = 2 everywhere: each response's mean similarity to the others is s_ab, the score (1 - lambda) s_ab.
+    similarity = SINGLE.rename(columns={"chosen_id": "response_id_a", "rejected_id": "response_id_b"})[
+        ["prompt_id", "response_id_a", "response_id_b", "cosine"]
+    ]
+    keep = SelectionConfig(keep_fraction=0.3, aepo_lambda=2.0)  # 1 - lambda < 0: the least similar first
+    assert sorted(select_pairs(SINGLE, "aepo", keep, similarity=similarity).cosine) == [0.0, 0.1, 0.2]
+    assert len(select_pairs(SINGLE, "aepo", SelectionConfig(keep_fraction=0.3), similarity=similarity)) == 3
+
+
+def test_every_registered_strategy_is_documented_and_runs():
+    scored = MULTI.assign(ref_margin=0.0, ches=0.0)
+    emb = {r: np.array([float(i), 1.0]) for i, r in enumerate("abcdef")}
+    similarity = MULTI.rename(columns={"chosen_id": "response_id_a", "rejected_id": "response_id_b"})
+    for name, entry in STRATEGY_REGISTRY.items():
+        assert entry.description, name
+        picked = select_pairs(scored, name, embeddings=emb, similarity=similarity)
+        assert len(picked) == (len(MULTI) if name == "all" else 2), name

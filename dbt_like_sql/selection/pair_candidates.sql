@@ -1,4 +1,5 @@
 -- key: prompt_id, chosen_id, rejected_id
+-- incremental: prompt_id
 -- Every directed candidate pair: chosen/rejected by label score (pairs with tied labels have no direction
 -- and are left out), the score and gold gaps and the pair's similarity.
 -- Where a prompt's labels are chosen/rejected comparisons without scores (raw.comparisons, HH-RLHF), only

@@ -1,4 +1,4 @@
-"""The heavy steps on a Ray cluster: embeddings through a Ray Data actor pool, and a model step (SFT, DPO,
+"""The heavy steps on a Ray cluster: embeddings through a pool of Ray actors, and a model step (SFT, DPO,
 eval) as one Ray task with the CPUs and GPUs it asks for, its progress lines and curve streamed back to
 the caller as they happen. Ray is imported only here and only when the `ray` engine is chosen.
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from real_assets.core.progress import Progress
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
 """Set on the workers as on the driver when this process starts the connection."""
 BLOCK_ROWS = 2048
-"""Texts per Ray Data block: the unit that travels to an embedding actor and back."""
+"""Texts per block: the unit that travels to an embedding actor and back."""
 POLL_S = 0.2
 """How often the driver forwards a running step's messages (progress lines, curve points)."""
 
@@ -160,7 +160,7 @@ def _on_worker(fn, args, kwargs, callback_names, queue, device: str, half_precis
 
 
 class _EmbeddingActor:
-    """One model per actor, loaded when the actor starts; a batch of texts in, normalised vectors out."""
+    """One model per actor, loaded when the actor starts; a block of texts in, normalised vectors out."""
 
     def __init__(self, model_id: str, device: str, half_precision: bool, batch_size: int, trust: bool):
         from real_assets.core.embedding import load_encoder
@@ -187,7 +187,7 @@ def embedding_pool(actors: int, resources: dict[str, float]) -> tuple[int, float
 
 
 def embed_chunks_on_ray(
-    chunks: Sequence[Sequence[str]],
+    chunks: Iterable[Sequence[str]],
     model_id: str,
     *,
     device: str,
@@ -199,69 +199,50 @@ def embed_chunks_on_ray(
     progress: Progress | None = None,
 ) -> tuple[Iterator[np.ndarray], str]:
     """The embeddings of each chunk in turn (as `core.embedding.embed_chunks` gives them), computed by a
-    Ray Data actor pool that loads the model once per actor; and a description of the pool. The texts go
-    to the cluster in blocks of `BLOCK_ROWS`; vectors come back block by block in input order, so the
-    caller writes a chunk while later blocks are still being embedded. `resources`: the cluster's, as
-    `connect` gives them."""
-    import pyarrow as pa
-    import ray
-
+    pool of Ray actors that load the model once each; and a description of the pool. A chunk is taken
+    from `chunks` only when the previous one's vectors have been handed back, and goes to the actors in
+    blocks of `BLOCK_ROWS`, so the driver and the object store hold one chunk at a time, whatever the
+    number of chunks. `resources`: the cluster's, as `connect` gives them."""
     count, cpus, gpus = embedding_pool(actors, resources)
     label = f"ray:{'cuda' if gpus else 'cpu'} ({count} actors x {cpus:g} CPU, {gpus:g} GPU)"
-    flat = [text for chunk in chunks for text in chunk]
-    block_rows = BLOCK_ROWS
-    if not flat:
-        return _nothing(), label
-    blocks = [
-        pa.table({"row": np.arange(start, start + len(texts)), "text": texts})
-        for start in range(0, len(flat), block_rows)
-        for texts in [flat[start : start + block_rows]]
-    ]
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    dataset = ray.data.from_arrow(blocks).map_batches(
-        _EmbeddingActor,
-        batch_size=block_rows,
-        batch_format="numpy",
-        concurrency=count,
-        num_cpus=cpus,
-        num_gpus=gpus,
-        fn_constructor_kwargs={
-            "model_id": model_id,
-            "device": device if gpus else "cpu",
-            "half_precision": half_precision,
-            "batch_size": batch_size,
-            "trust": trust_remote_code,
-        },
-    )
-    return _in_chunks(dataset, [len(chunk) for chunk in chunks], progress), label
+    options = {
+        "model_id": model_id,
+        "device": device if gpus else "cpu",
+        "half_precision": half_precision,
+        "batch_size": batch_size,
+        "trust": trust_remote_code,
+    }
+    return _embed_on_pool(chunks, count, cpus, gpus, options, progress), label
 
 
-def _nothing() -> Iterator[np.ndarray]:
-    yield from ()
+def _embed_on_pool(
+    chunks, count: int, cpus: float, gpus: float, options: dict, progress
+) -> Iterator[np.ndarray]:
+    import ray
+    from ray.util import ActorPool
 
-
-def _in_chunks(dataset, sizes: list[int], progress: Progress | None) -> Iterator[np.ndarray]:
-    rows: list[np.ndarray] = []
-    vectors: list[np.ndarray] = []
-    have, start = 0, 0
-    sizes = [size for size in sizes if size]
-    if progress is not None:
-        progress.update(0)
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        rows.append(batch["row"])
-        vectors.append(np.asarray(batch["embedding"], dtype=np.float32))
-        have += len(batch["row"])
-        if progress is not None:
-            progress.update(len(batch["row"]))
-        while sizes and have >= sizes[0]:
-            size = sizes.pop(0)
-            all_rows, all_vectors = np.concatenate(rows), np.concatenate(vectors)
-            if not np.array_equal(all_rows[:size], np.arange(start, start + size)):
-                raise RuntimeError("Ray Data returned embeddings out of input order")
-            yield all_vectors[:size]
-            rows, vectors = [all_rows[size:]], [all_vectors[size:]]
-            have, start = have - size, start + size
-    if sizes:
-        raise RuntimeError(f"Ray Data returned {start + have} embeddings for {start + sum(sizes)} texts")
+    pool = None
+    try:
+        for chunk in chunks:
+            texts = [str(t) for t in chunk]
+            if not texts:
+                continue
+            if pool is None:  # the actors start (and load the model) with the first chunk
+                actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_EmbeddingActor)
+                pool = ActorPool([actor.remote(**options) for _ in range(count)])
+                if progress is not None:
+                    progress.update(0)
+            blocks = [
+                {"row": np.arange(start, start + len(block)), "text": np.asarray(block, dtype=object)}
+                for start in range(0, len(texts), BLOCK_ROWS)
+                for block in [texts[start : start + BLOCK_ROWS]]
+            ]
+            vectors = []
+            for batch in pool.map(lambda a, block: a.__call__.remote(block), blocks):
+                vectors.append(np.asarray(batch["embedding"], dtype=np.float32))
+                if progress is not None:
+                    progress.update(len(batch["row"]))
+            yield np.concatenate(vectors)
+    finally:
+        while pool is not None and (handle := pool.pop_idle()) is not None:
+            ray.kill(handle)

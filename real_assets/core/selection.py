@@ -3,8 +3,12 @@
 Semantics (docs/design.md): with several responses per prompt, each strategy picks one pair per prompt; with
 exactly one candidate pair per prompt (HH-RLHF), pairs are ranked globally and a fraction is kept.
 Direction is decided before selection in SQL (chosen = higher label score), so a strategy only picks.
-A strategy is one `STRATEGY_REGISTRY` entry: its pick function and the inputs it needs (`embeddings` of
-the responses, or `reference_scores`: `ref_margin` and `ches` columns from `core.reference_scores`).
+
+A strategy is one `STRATEGY_REGISTRY` entry. Most are an ordering in SQL (`selection_sql`): a window
+function keeps the first pair of each prompt, or one global order keeps a fraction, so DuckDB ranks the
+warehouse table itself (spilling past its memory limit) and the same SQL ranks a DataFrame
+(`select_pairs`). Only `centroid` picks in Python (k-means over response vectors): the asset feeds it a range
+of prompts at a time, or, in global mode, every pair's mean vector at once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -21,24 +26,92 @@ KEY_COLUMNS = ["prompt_id", "chosen_id", "rejected_id"]
 @dataclass(frozen=True)
 class SelectionConfig:
     """The selection step. `mode`: `per_prompt`, `global` or `auto` (global when every prompt has exactly
-    one candidate pair); `keep_fraction` applies to global ranking only. The strategy and the seed are the
-    partition's."""
+    one candidate pair); `keep_fraction` applies to global ranking only, `aepo_lambda` to `aepo` only. The
+    strategy and the seed are the partition's."""
 
     mode: str = "auto"
     keep_fraction: float = 0.5
+    aepo_lambda: float = 1.0
+    """AEPO's weight of a pair's own similarity (diversity) against its centrality (representativeness)."""
 
 
-def resolve_mode(candidates: pd.DataFrame, mode: str) -> str:
+def candidate_stats(con: duckdb.DuckDBPyConnection, candidates: str) -> dict:
+    """One pass over the `candidates` relation (a table name or parenthesised select): pairs, prompts, the
+    most pairs of one prompt, whether every pair is a labelled comparison, and the share of prompts with
+    three or more responses."""
+    columns = {d[0] for d in con.execute(f"select * from {candidates} as c limit 0").description}
+    labelled = "bool_and(labelled_pair)" if "labelled_pair" in columns else "false"
+    responses = "first(n_responses)" if "n_responses" in columns else "null::bigint"
+    pairs, prompts, most, all_labelled, share = con.execute(
+        f"""select coalesce(sum(n), 0), count(*), max(n), bool_and(labelled), avg((responses >= 3)::double)
+            from (select prompt_id, count(*) as n, {labelled} as labelled, {responses} as responses
+                  from {candidates} as c group by prompt_id)"""
+    ).fetchone()
+    return {
+        "pairs": int(pairs),
+        "prompts": int(prompts),
+        "most_per_prompt": most,
+        "all_labelled": bool(all_labelled),
+        "share_3plus": share,
+    }
+
+
+def resolve_mode(
+    con: duckdb.DuckDBPyConnection, candidates: str, mode: str, stats: dict | None = None
+) -> str:
     """`auto` becomes `global` for one-pair-per-prompt data (every prompt has one candidate pair, or every
     candidate is a labelled comparison, as in HH-RLHF where a prompt may recur in several rows), else
-    `per_prompt`."""
+    `per_prompt`. `candidates` is a relation DuckDB can read; `stats`, its `candidate_stats` if known."""
     if mode not in ("auto", "per_prompt", "global"):
         raise ValueError(f"selection mode must be auto, per_prompt or global, not {mode!r}")
     if mode != "auto":
         return mode
-    if "labelled_pair" in candidates and candidates["labelled_pair"].all():
-        return "global"
-    return "global" if candidates.groupby("prompt_id").size().max() == 1 else "per_prompt"
+    stats = stats or candidate_stats(con, candidates)
+    return "global" if stats["all_labelled"] or stats["most_per_prompt"] == 1 else "per_prompt"
+
+
+def n_keep(pairs: int, fraction: float) -> int:
+    """How many pairs a global ranking keeps: the fraction of `pairs`, at least one."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], not {fraction}")
+    return max(1, round(pairs * fraction))
+
+
+def selection_sql(
+    strategy: str,
+    mode: str,
+    config: SelectionConfig,
+    seed: int,
+    candidates: str,
+    similarity: str | None = None,
+    keep: int | None = None,
+) -> str:
+    """The select that keeps a SQL strategy's pairs (every column of `candidates`): the first pair of
+    each prompt in the strategy's order (`per_prompt`), or the first `keep` pairs of one global order.
+    Ties go to the smaller (prompt, chosen, rejected) ids. `similarity` is the relation of
+    `features.response_similarity` (strategies that need the whole group of responses)."""
+    entry = strategy_entry(strategy)
+    if entry.pick is not None:
+        raise ValueError(f"strategy {strategy!r} picks in Python, not in SQL")
+    if entry.needs == "similarity" and similarity is None:
+        raise ValueError(f"strategy {strategy!r} needs the similarity table")
+    ctes = [f"c as (select * from {candidates})"]
+    join = ""
+    if entry.scores is not None:
+        ctes.append(f"x as ({entry.scores(config, similarity)})")
+        join = (
+            " left join x on x.prompt_id = c.prompt_id and x.chosen_id = c.chosen_id"
+            " and x.rejected_id = c.rejected_id"
+        )
+    select = "with " + ", ".join(ctes) + f" select c.* from c{join}"
+    if entry.order is None:
+        return select
+    order = f"{entry.order(config, seed)}, c.prompt_id, c.chosen_id, c.rejected_id"
+    if mode == "global":
+        if keep is None:
+            raise ValueError("global selection needs the number of pairs to keep")
+        return f"{select} order by {order} limit {int(keep)}"
+    return f"{select} qualify row_number() over (partition by c.prompt_id order by {order}) = 1"
 
 
 def select_pairs(
@@ -47,56 +120,74 @@ def select_pairs(
     config: SelectionConfig = SelectionConfig(),
     seed: int = 0,
     embeddings: Mapping[str, np.ndarray] | None = None,
+    similarity: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The selected pairs (rows of `candidates`) for one strategy; deterministic for a seed."""
-    if strategy not in STRATEGY_REGISTRY:
-        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    """The selected pairs (rows of `candidates`) for one strategy, in key order; deterministic for a
+    seed. The same SQL as the warehouse runs (`selection_sql`), here over DataFrames; `similarity` holds
+    the rows of `features.response_similarity` for the candidates' prompts (`aepo`)."""
+    entry = strategy_entry(strategy)
     if candidates.empty:
         return candidates.copy()
-    entry = STRATEGY_REGISTRY[strategy]
     missing = [c for c in entry.columns if c not in candidates]
     if missing:
         raise ValueError(f"strategy {strategy!r} needs candidate columns {missing} ({entry.needs})")
+    if entry.needs == "similarity" and similarity is None:
+        raise ValueError(f"strategy {strategy!r} needs the similarity rows of the candidates' prompts")
     ordered = candidates.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    mode = resolve_mode(ordered, config.mode)
-    picked = entry.pick(ordered, mode, config, seed, embeddings or {})
+    with duckdb.connect() as con:
+        con.register("candidates_frame", ordered)
+        if similarity is not None:
+            con.register("similarity_frame", similarity)
+        mode = resolve_mode(con, "candidates_frame", config.mode)
+        keep = n_keep(len(ordered), config.keep_fraction) if mode == "global" else None
+        if entry.pick is not None:
+            picked = entry.pick(ordered, mode, config, seed, embeddings or {})
+        else:
+            sql = selection_sql(strategy, mode, config, seed, "candidates_frame", "similarity_frame", keep)
+            picked = con.execute(sql).df()
     return picked.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
-def _n_keep(candidates: pd.DataFrame, fraction: float) -> int:
-    if not 0 < fraction <= 1:
-        raise ValueError(f"keep_fraction must be in (0, 1], not {fraction}")
-    return max(1, round(len(candidates) * fraction))
+def _order(sql: str) -> Callable[[SelectionConfig, int], str]:
+    return lambda _config, _seed: sql
 
 
-def _lowest(column: str, ascending: bool = True, absolute: bool = False):
-    """Keep the pairs lowest (or highest) in `column`: a fraction globally, one per prompt otherwise."""
+def _random_order(_config: SelectionConfig, seed: int) -> str:
+    # A seeded hash of the pair's ids: the same pick for a seed whatever the row order, others per seed.
+    return f"md5_number(concat_ws(':', '{int(seed)}', c.prompt_id, c.chosen_id, c.rejected_id))"
 
-    def pick(candidates: pd.DataFrame, mode: str, config: SelectionConfig, _seed, _emb) -> pd.DataFrame:
-        key = candidates[column].abs() if absolute else candidates[column]
-        ranked = (
-            candidates.assign(_key=key.fillna(np.inf if ascending else -np.inf))
-            .sort_values(["_key", *KEY_COLUMNS], ascending=[ascending, True, True, True], kind="stable")
-            .drop(columns="_key")
+
+def _aepo_scores(config: SelectionConfig, similarity: str | None) -> str:
+    """AEPO's score of every candidate pair {a, b} of a prompt with N responses (arXiv 2405.13541):
+    (sum over m != a of s_ma + sum over m != b of s_mb) / (2 (N - 1)) - lambda * s_ab, the mean similarity
+    of a and of b to the rest of the group (each over its N - 1 others, the partner included) minus the
+    pair's own similarity. The group is every response of the prompt in `similarity`, pairs with tied
+    labels (no candidate) included. With N = 2 each mean is s_ab itself: the score is (1 - lambda) s_ab
+    (0 at lambda = 1), and the one pair is kept."""
+    lam = float(config.aepo_lambda)
+    return f"""
+        with group_pairs as (
+            select prompt_id, response_id_a, response_id_b, cosine from {similarity}
+            where prompt_id in (select prompt_id from c)
+        ),
+        ends as (
+            select prompt_id, response_id_a as response_id, cosine from group_pairs
+            union all
+            select prompt_id, response_id_b as response_id, cosine from group_pairs
+        ),
+        centrality as (
+            select prompt_id, response_id, sum(cosine) as total, count(*) as others
+            from ends group by prompt_id, response_id
         )
-        if mode == "global":
-            return ranked.head(_n_keep(candidates, config.keep_fraction))
-        return ranked.groupby("prompt_id", sort=False).head(1)
-
-    return pick
-
-
-def _all(candidates: pd.DataFrame, _mode, _config, _seed, _emb) -> pd.DataFrame:
-    return candidates
-
-
-def _random(candidates: pd.DataFrame, mode: str, config: SelectionConfig, seed: int, _emb) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    if mode == "global":
-        n = _n_keep(candidates, config.keep_fraction)
-        return candidates.iloc[np.sort(rng.choice(len(candidates), size=n, replace=False))]
-    keys = rng.random(len(candidates))
-    return candidates.assign(_key=keys).sort_values("_key").groupby("prompt_id").head(1).drop(columns="_key")
+        select c.prompt_id, c.chosen_id, c.rejected_id,
+               (ca.total + cb.total) / (2 * ca.others) - {lam!r} * s.cosine as score
+        from c
+        join group_pairs as s
+            on s.prompt_id = c.prompt_id
+            and s.response_id_a = least(c.chosen_id, c.rejected_id)
+            and s.response_id_b = greatest(c.chosen_id, c.rejected_id)
+        join centrality as ca on ca.prompt_id = c.prompt_id and ca.response_id = s.response_id_a
+        join centrality as cb on cb.prompt_id = c.prompt_id and cb.response_id = s.response_id_b"""
 
 
 def _centroid(
@@ -110,7 +201,7 @@ def _centroid(
     if mode == "global":
         # One pair per prompt: cluster the pairs' mean embeddings into as many clusters as pairs to keep
         # and take the pair nearest each centre (representative, mutually distinct pairs).
-        n = _n_keep(candidates, config.keep_fraction)
+        n = n_keep(len(candidates), config.keep_fraction)
         means = np.stack(
             [
                 (embeddings[c] + embeddings[r]) / 2
@@ -152,11 +243,19 @@ def _centroid(
 
 @dataclass(frozen=True)
 class Strategy:
-    pick: Callable[..., pd.DataFrame]
-    """(candidates, mode, config, seed, embeddings) -> the kept rows."""
+    """One selection strategy: an SQL `order` of a prompt's candidate pairs `c` (first kept; `scores`
+    adds a `score` column as `x.score`), or a Python `pick`; neither keeps every pair."""
+
     description: str
+    order: Callable[[SelectionConfig, int], str] | None = None
+    """(config, seed) -> an SQL order by expression over `c` (and `x`); the first pair is kept."""
+    scores: Callable[[SelectionConfig, str | None], str] | None = None
+    """(config, similarity relation) -> a select over `c` of (prompt_id, chosen_id, rejected_id, score)."""
+    pick: Callable[..., pd.DataFrame] | None = None
+    """(candidates, mode, config, seed, embeddings) -> the kept rows, for strategies SQL cannot rank."""
     needs: str | None = None
-    """None, `embeddings` (response vectors) or `reference_scores` (`ref_margin`, `ches` columns)."""
+    """None, `embeddings` (response vectors), `similarity` (the whole group of a prompt's responses) or
+    `reference_scores` (`ref_margin`, `ches` columns)."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -164,36 +263,51 @@ class Strategy:
 
 
 STRATEGY_REGISTRY: dict[str, Strategy] = {
-    "easy": Strategy(_lowest("cosine"), "least similar pairs (REAL, arXiv 2409.17169)"),
-    "hard": Strategy(_lowest("cosine", ascending=False), "most similar pairs"),
-    "random": Strategy(_random, "a seeded random pick"),
+    "easy": Strategy("least similar pairs (REAL, arXiv 2409.17169)", _order("c.cosine asc nulls last")),
+    "hard": Strategy("most similar pairs", _order("c.cosine desc nulls last")),
+    "random": Strategy("a seeded random pick", _random_order),
     "centroid": Strategy(
-        _centroid, "k-means k=2 per prompt, the responses nearest each centre", "embeddings"
+        "k-means k=2 per prompt, the responses nearest each centre", pick=_centroid, needs="embeddings"
     ),
-    "all": Strategy(_all, "every candidate pair: the full annotation budget"),
+    "all": Strategy("every candidate pair: the full annotation budget"),
     "margin": Strategy(
-        _lowest("ref_margin", absolute=True),
         "smallest |reference implicit-reward margin| (arXiv 2406.17312)",
-        "reference_scores",
+        _order("abs(c.ref_margin) asc nulls last"),
+        needs="reference_scores",
     ),
     "ches": Strategy(
-        _lowest("ches"), "lowest CHES in the reference's hidden states (arXiv 2410.08847)", "reference_scores"
+        "lowest CHES in the reference's hidden states (arXiv 2410.08847)",
+        _order("c.ches asc nulls last"),
+        needs="reference_scores",
+    ),
+    "aepo": Strategy(
+        "responses central to the group yet unlike each other (AEPO, arXiv 2405.13541)",
+        _order("x.score desc nulls last"),
+        scores=_aepo_scores,
+        needs="similarity",
     ),
 }
 STRATEGIES = tuple(STRATEGY_REGISTRY)
 
 
-def selection_summary(selected: pd.DataFrame, candidates: pd.DataFrame) -> dict[str, float | int | None]:
-    """Pairs kept, prompts covered, mean similarity and label-error rate against gold (where known)."""
-    gold_known = selected["label_error"].notna() if "label_error" in selected else pd.Series(dtype=bool)
-    per_prompt = candidates.groupby("prompt_id")["n_responses"].first() if len(candidates) else pd.Series()
+def strategy_entry(strategy: str) -> Strategy:
+    """The registry entry of a strategy, or ValueError naming the known ones."""
+    if strategy not in STRATEGY_REGISTRY:
+        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGY_REGISTRY[strategy]
+
+
+def selection_summary(con: duckdb.DuckDBPyConnection, selected: str, candidates: dict) -> dict:
+    """Pairs kept, prompts covered, mean similarity and label-error rate against gold (where known), of
+    the `selected` relation, among candidates with these `candidate_stats`."""
+    pairs, prompts, mean_cosine, label_error_rate = con.execute(
+        f"select count(*), count(distinct prompt_id), avg(cosine), avg(label_error::double) from {selected}"
+    ).fetchone()
     return {
-        "pairs": len(selected),
-        "prompts": int(selected["prompt_id"].nunique()) if len(selected) else 0,
-        "candidate_pairs": len(candidates),
-        "mean_cosine": float(selected["cosine"].mean()) if len(selected) else None,
-        "label_error_rate": float(selected.loc[gold_known, "label_error"].astype(float).mean())
-        if gold_known.any()
-        else None,
-        "share_prompts_3plus_responses": float((per_prompt >= 3).mean()) if len(per_prompt) else None,
+        "pairs": int(pairs),
+        "prompts": int(prompts),
+        "candidate_pairs": candidates["pairs"],
+        "mean_cosine": mean_cosine,
+        "label_error_rate": label_error_rate,
+        "share_prompts_3plus_responses": candidates["share_3plus"],
     }

@@ -1,5 +1,8 @@
 """The SQL models in `dbt_like_sql/`: one `select` per file, `<schema>/<table>.sql`, whose first line
-names its key columns (`-- key: a, b`), in the order its content is digested.
+names its key columns (`-- key: a, b`), in the order its content is digested. A model may declare an
+incremental key (`-- incremental: prompt_id`): a column of its output and of every table it reads, such
+that the output rows of one key value are computed from the upstream rows of that value alone. The runner
+(`run_sql_model`) then recomputes only the key values whose upstream rows changed since its last run.
 
 They ship as package data (`real_assets/dbt_like_sql`, a link to the top-level folder in a checkout), so an
 installed wheel finds them beside the package, never through the source tree.
@@ -14,16 +17,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.lineage import lineage
+
+from real_assets.core import table_digests
+from real_assets.core.identifiers import validate_identifier
 
 DIALECT = "duckdb"
 SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 """Package data: `real_assets/dbt_like_sql`, installed with the package (a link to the top-level folder in a
 checkout)."""
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_LINE = re.compile(r"^--\s*key:(.*)$", re.MULTILINE)
+_INCREMENTAL_LINE = re.compile(r"^--\s*incremental:(.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -37,17 +44,12 @@ class SqlModel:
     upstream_tables: tuple[str, ...]
     columns: tuple[str, ...]
     keys: tuple[str, ...]
+    incremental_key: str | None = None
+    """The column by whose values the model recomputes only what changed (None: always in full)."""
 
     @property
     def table(self) -> str:
         return f"{self.schema}.{self.name}"
-
-
-def validate_identifier(name: str, what: str = "identifier") -> str:
-    """A lower-case SQL identifier, or ValueError: every user-facing name that reaches SQL text goes here."""
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"invalid {what} {name!r}: use lower-case letters, digits and underscores")
-    return name
 
 
 def parse_sql_model(path: Path) -> SqlModel:
@@ -73,6 +75,10 @@ def parse_sql_model(path: Path) -> SqlModel:
     keys = tuple(k.strip() for k in key_line.group(1).split(",")) if key_line else ()
     if not keys or not set(keys) <= set(columns):
         raise ValueError(f"{path}: start with `-- key: <output columns that identify a row>`")
+    incremental = _INCREMENTAL_LINE.search(sql)
+    incremental_key = incremental.group(1).strip() if incremental else None
+    if incremental_key is not None and incremental_key not in keys:
+        raise ValueError(f"{path}: the incremental key {incremental_key!r} must be one of the key columns")
     return SqlModel(
         schema=validate_identifier(path.parent.name, "schema"),
         name=validate_identifier(path.stem, "table name"),
@@ -81,6 +87,7 @@ def parse_sql_model(path: Path) -> SqlModel:
         upstream_tables=tuple(upstream),
         columns=columns,
         keys=keys,
+        incremental_key=incremental_key,
     )
 
 
@@ -108,3 +115,102 @@ def column_lineage(
             sources.add((f"{leaf.source.db}.{leaf.source.name}", leaf.name.split(".")[-1]))
         out[column] = sorted(sources)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ runner
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What one run of a SQL model did: `full` or `incremental`, why, how many key values (prompts) it
+    recomputed (None for a model without an incremental key), and the table's rows and digest after."""
+
+    mode: str
+    reason: str
+    recomputed_keys: int | None
+    rows_removed: int
+    rows_added: int
+    rows: int
+    digest: str
+
+
+def restricted_sql(model: SqlModel, keys_relation: str) -> str:
+    """The model's select with every upstream table narrowed to the rows whose incremental key is in
+    `keys_relation` (a relation with a `key` column): the output rows of exactly those key values."""
+    if model.incremental_key is None:
+        raise ValueError(f"{model.path}: declares no incremental key")
+    key = validate_identifier(model.incremental_key, "column")
+    tree = sqlglot.parse_one(model.sql, dialect=DIALECT)
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+
+    def narrow(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.db and node.name not in cte_names:
+            inner = sqlglot.parse_one(
+                f"select * from {node.db}.{node.name} where {key} in (select key from {keys_relation})",
+                dialect=DIALECT,
+            )
+            return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name)))
+        return node
+
+    return tree.transform(narrow).sql(dialect=DIALECT)
+
+
+def run_sql_model(
+    con: duckdb.DuckDBPyConnection, model: SqlModel, code_version: str, full_refresh: bool = False
+) -> ModelRun:
+    """Build `model.table` in one transaction. A model with an incremental key recomputes only the key
+    values whose upstream rows changed since its last run (found from the upstream tables' per-key
+    digests, `core.table_digests`, without reading them): delete and insert, and the table's digest updated
+    from the rows removed and added. It rebuilds in full on request, on its first run, when its code
+    version changed, or when its table was changed by something else."""
+    con.execute("begin transaction")
+    try:
+        table_digests.ensure_table(con)
+        run = _run(con, model, code_version, full_refresh)
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return run
+
+
+def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRun:
+    key = model.incremental_key
+    reason = "no incremental key"
+    if key is not None:
+        reason = table_digests.plan_refresh(
+            con, model.table, model.upstream_tables, key, code_version, full_refresh
+        )
+        if reason is None and not table_digests.is_tracked(con, model.table, key):
+            reason = f"{model.table} changed outside its runs"
+    if reason is not None:
+        existed = con.execute(
+            "select count(*) from information_schema.tables where table_catalog = current_database() "
+            "and table_schema = ? and table_name = ?",
+            [model.schema, model.name],
+        ).fetchone()[0]
+        removed = con.execute(f"select count(*) from {model.table}").fetchone()[0] if existed else 0
+        con.execute(f"create or replace table {model.table} as {model.sql}")
+        table_digests.record_full(con, model.table, key)
+        recomputed = None
+        if key is not None:
+            table_digests.record_inputs(con, model.table, code_version)
+            recomputed = con.execute(f"select count(distinct {key}) from {model.table}").fetchone()[0]
+        digest, rows = table_digests.tracked_digest(con, model.table)
+        return ModelRun("full", reason, recomputed, removed, rows, rows, digest)
+
+    changed = con.execute("select count(*) from _changed_keys").fetchone()[0]
+    removed = added = 0
+    if changed:
+        old_rows = f"(select * from {model.table} where {key} in (select key from _changed_keys))"
+        removed = con.execute(f"select count(*) from {old_rows}").fetchone()[0]
+        table_digests.apply_delta(con, model.table, key, old_rows, -1)
+        con.execute(f"delete from {model.table} where {key} in (select key from _changed_keys)")
+        con.execute(f"create or replace temp table _new_rows as {restricted_sql(model, '_changed_keys')}")
+        con.execute(f"insert into {model.table} by name select * from _new_rows")
+        added = con.execute("select count(*) from _new_rows").fetchone()[0]
+        table_digests.apply_delta(con, model.table, key, "_new_rows", 1)
+        con.execute("drop table _new_rows")
+    table_digests.record_inputs(con, model.table, code_version)
+    digest, rows = table_digests.tracked_digest(con, model.table)
+    return ModelRun("incremental", "upstream rows changed", changed, removed, added, rows, digest)

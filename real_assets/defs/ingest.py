@@ -11,13 +11,19 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from real_assets.core import table_digests
 from real_assets.core.progress import Progress
 from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
 from real_assets.core.sources.staging import FIRST_PER_RESPONSE_ID, later_occurrences
 from real_assets.defs.common import Step, step_asset
-from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
+from real_assets.defs.versions import (
+    WarehouseTable,
+    digest_metadata,
+    table_metadata,
+    tracked_content_version,
+)
 from real_assets.resources import Warehouse
 
 RAW_RESPONSES_JOB = "refresh_raw_responses"
@@ -70,8 +76,11 @@ alter table raw.ingestions add column if not exists responses_over_cap bigint;
 _LATER_OCCURRENCES = "create or replace temp table _later_occurrences as " + later_occurrences(
     "staged_responses", FIRST_PER_RESPONSE_ID
 )
-_MERGE_RESPONSES = """
-insert into raw.responses
+# New rows are staged in temp tables of the raw tables' own types (so that their digest parts are the
+# ones the stored rows will have), then appended.
+_NEW_RESPONSES = """
+create or replace temp table _new_responses as select * from raw.responses limit 0;
+insert into _new_responses
 select response_id, prompt_id, response, score, gold, ? as source, ? as source_file, row_number
 from staged_responses as s
 anti join _later_occurrences as l on l.row_number = s.row_number and l.item = s.item
@@ -79,8 +88,9 @@ anti join raw.responses as r on r.response_id = s.response_id
 """
 # Prompts are a quarter of the responses or fewer, so here a grouped arg_min fits the memory limit (and
 # costs a fifth of the window).
-_MERGE_PROMPTS = """
-insert into raw.prompt_texts
+_NEW_PROMPT_TEXTS = """
+create or replace temp table _new_prompt_texts as select * from raw.prompt_texts limit 0;
+insert into _new_prompt_texts
 select prompt_id, arg_min(prompt, (row_number, item)), arg_min(split, (row_number, item)), ? as source
 from staged_responses as s
 where not exists (select 1 from raw.prompt_texts as p where p.prompt_id = s.prompt_id)
@@ -102,14 +112,25 @@ insert into raw.rejects
 select ? as source, ? as source_file, row_number, field, reason, excerpt, ? as ingestion_id
 from staged_rejects order by row_number
 """
-# `raw.prompts` is derived: one row per prompt with its response count and whether it can form a pair.
-_PROMPTS = """
-create or replace table raw.prompts as
+# `raw.prompts` is derived: one row per prompt with its response count and whether it can form a pair. Only
+# the prompts of this ingestion are recomputed.
+_PROMPT_ROWS = """
 select t.prompt_id, t.prompt, t.split, t.source,
        coalesce(n.n, 0) as n_responses, coalesce(n.n, 0) >= 2 as pairable
 from raw.prompt_texts as t
-left join (select prompt_id, count(*) as n from raw.responses group by prompt_id) as n using (prompt_id)
+left join (select prompt_id, count(*) as n from raw.responses
+           where prompt_id in (select prompt_id from _touched_prompts) group by prompt_id) as n
+    using (prompt_id)
+where t.prompt_id in (select prompt_id from _touched_prompts)
 """
+_PROMPTS_DDL = """
+create table if not exists raw.prompts (
+    prompt_id varchar, prompt varchar, split varchar, source varchar, n_responses bigint, pairable boolean
+)
+"""
+PROMPT_KEY = "prompt_id"
+"""The raw tables' digests are tracked per prompt (`core.table_digests`), so the SQL models downstream find
+the prompts that changed without reading the tables."""
 
 
 class IngestConfig(dg.Config, SourceSpec):
@@ -134,6 +155,30 @@ def _check_stored_prompts(con) -> None:
         )
 
 
+def _key_of(table: WarehouseTable) -> str | None:
+    return None if table.name in ("raw.rejects", "raw.ingestions") else PROMPT_KEY
+
+
+def _append(con, table: str, new_rows: str) -> int:
+    """Append the staged rows to `table` and to its tracked digest; returns how many."""
+    con.execute(f"insert into {table} select * from {new_rows}")
+    table_digests.apply_delta(con, table, PROMPT_KEY, new_rows, 1)
+    count = con.execute(f"select count(*) from {new_rows}").fetchone()[0]
+    con.execute(f"drop table {new_rows}")
+    return count
+
+
+def _refresh_prompts(con) -> None:
+    """Recompute the raw.prompts rows of the prompts this ingestion touched, and their tracked digest."""
+    old = "(select * from raw.prompts where prompt_id in (select prompt_id from _touched_prompts))"
+    table_digests.apply_delta(con, "raw.prompts", PROMPT_KEY, old, -1)
+    con.execute("delete from raw.prompts where prompt_id in (select prompt_id from _touched_prompts)")
+    con.execute("create or replace temp table _new_prompts as select * from raw.prompts limit 0")
+    con.execute(f"insert into _new_prompts {_PROMPT_ROWS}")
+    _append(con, "raw.prompts", "_new_prompts")
+    con.execute("drop table _touched_prompts")
+
+
 def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None] | None = None) -> dict:
     """Read a source into the raw layer in one transaction: a source that fails mid-way changes nothing
     (not even the tables of a first ingestion). Returns the counts; responses and prompt texts already
@@ -151,19 +196,29 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
         con.execute("begin transaction")
         try:
             con.execute(_DDL)
+            con.execute(_PROMPTS_DDL)
+            tracked = {t.name: _key_of(t) for t in RAW_TABLES if t.name != "raw.comparison_pairs"}
+            for table, key in tracked.items():
+                table_digests.ensure_tracked(con, table, key)
             _check_stored_prompts(con)
             over_cap = cap_responses(con, spec.max_responses_per_prompt, stored="raw.responses")
             source_file = plan.source_file
             con.execute(_LATER_OCCURRENCES)
-            new_responses = con.execute(_MERGE_RESPONSES, [spec.source, source_file]).fetchone()[0]
-            con.execute(_MERGE_PROMPTS, [spec.source])
+            con.execute(_NEW_RESPONSES, [spec.source, source_file])
+            con.execute(_NEW_PROMPT_TEXTS, [spec.source])
+            new_responses = _append(con, "raw.responses", "_new_responses")
+            _append(con, "raw.prompt_texts", "_new_prompt_texts")
             comparisons = con.execute(_INSERT_COMPARISONS, [source_file, ingestion_id]).fetchone()[0]
             new_rejects = con.execute(_INSERT_REJECTS, [spec.source, source_file, ingestion_id]).fetchone()[0]
+            con.execute(
+                "create or replace temp table _touched_prompts as "
+                "select distinct prompt_id from staged_responses"
+            )
             con.execute(
                 "drop table staged_responses; drop table staged_rejects; drop table staged_rows; "
                 "drop table _later_occurrences"
             )
-            con.execute(_PROMPTS)
+            _refresh_prompts(con)
             con.execute(
                 "insert into raw.ingestions (ingestion_id, source, source_file, input_rows, accepted_rows, "
                 "rejected_rows, new_responses, new_rejects, comparisons, responses_over_cap) "
@@ -181,16 +236,18 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
                     over_cap,
                 ],
             )
+            for table in ("raw.comparisons", "raw.rejects", "raw.ingestions"):
+                rows = f"(select * from {table} where ingestion_id = '{ingestion_id}')"
+                table_digests.apply_delta(con, table, tracked[table], rows, 1)
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
             raise
         stats = con.execute("""
-            select count(*), count(distinct prompt_id),
-                   (select count(*) from raw.prompts where not pairable),
-                   (select avg((n_responses >= 3)::int) from raw.prompts where pairable)
-            from raw.responses""").fetchone()
-        content = content_version(con, RAW_TABLES)
+            select coalesce(sum(n_responses), 0), count(*) filter (where n_responses > 0),
+                   count(*) filter (where not pairable), avg((n_responses >= 3)::int) filter (where pairable)
+            from raw.prompts""").fetchone()
+        content = tracked_content_version(con, RAW_TABLES)
     seconds = time.perf_counter() - started
     return {
         "input_rows": staged.input_rows,

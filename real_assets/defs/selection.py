@@ -1,12 +1,25 @@
 """Selection domain: `selected_pairs`, one partition per strategy and seed."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
+from real_assets.core import table_digests
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
-from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
+from real_assets.core.selection import (
+    KEY_COLUMNS,
+    SelectionConfig,
+    candidate_stats,
+    n_keep,
+    resolve_mode,
+    select_pairs,
+    selection_sql,
+    selection_summary,
+    strategy_entry,
+)
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
@@ -19,7 +32,7 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
+from real_assets.resources import Compute, Warehouse, table_exists
 
 SELECTED_PAIRS = WarehouseTable(
     "selection.selected_pairs", ("strategy", "seed", "prompt_id", "chosen_id", "rejected_id")
@@ -51,15 +64,10 @@ SelectionStepConfig = step_config(SelectionConfig, "SelectionStepConfig")
 def drop_if_unseeded(con, table: str) -> None:
     """A table from before the seed dimension (no `seed` column) is dropped, to be rebuilt per seed."""
     schema, name = table.split(".")
-    if (
-        table_exists(con, table)
-        and not con.execute(
-            "select count(*) from information_schema.columns where table_schema = ? and table_name = ? "
-            "and column_name = 'seed'",
-            [schema, name],
-        ).fetchone()[0]
-    ):
-        con.execute(f"drop table {schema}.{name}")
+    if table_exists(con, table):
+        columns = {d[0] for d in con.execute(f"select * from {schema}.{name} limit 0").description}
+        if "seed" not in columns:
+            con.execute(f"drop table {schema}.{name}")
 
 
 def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_texts: bool = False):
@@ -89,23 +97,58 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_text
     return candidates, embeddings
 
 
-_SCORES_CACHE: dict[tuple[str | None, str], pd.DataFrame] = {}
-"""The last reference scores computed in this process: `margin` and `ches` on every seed share them."""
+REFERENCE_SCORES = "selection.reference_pair_scores"
+"""`ref_margin` and `ches` of the train pairs under one reference version: computed once per pair and
+reference, a range of prompts at a time, and shared by `margin` and `ches` on every seed."""
+SCORE_PROMPTS_PER_CHUNK = 20_000
+"""Prompts whose pairs (with their texts) the reference model scores per call."""
+_SCORES_DDL = f"""
+create table if not exists {REFERENCE_SCORES} (
+    reference_version varchar not null, prompt_id varchar not null, chosen_id varchar not null,
+    rejected_id varchar not null, ref_margin double, ches double
+)
+"""
 
 
-def with_reference_scores(
-    warehouse: Warehouse, candidates: pd.DataFrame, reference_version: str | None, compute: Compute, report
-) -> pd.DataFrame:
-    """The candidates (with texts) plus `ref_margin` and `ches` under the reference version the input
-    names, fitted to the max_length the reference was trained with."""
-    key = (
-        reference_version,
-        digest(*candidates["prompt_id"], *candidates["chosen_id"], *candidates["rejected_id"]),
+def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: Compute, report) -> int:
+    """Score the train pairs that have no score under `reference_version` yet, one range of prompts at a
+    time (memory: one range's pair texts), and drop the scores of other versions. Returns the pairs scored."""
+    with warehouse.connect() as con:
+        con.execute(_SCORES_DDL)
+        con.execute(f"delete from {REFERENCE_SCORES} where reference_version <> ?", [reference_version])
+    pending = (
+        f"select k.prompt_id, k.chosen_id, k.rejected_id from {TRAIN_CANDIDATES} as k "
+        f"where not exists (select 1 from {REFERENCE_SCORES} as s where s.reference_version = ? "
+        "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id)"
     )
-    if key not in _SCORES_CACHE:
-        _SCORES_CACHE.clear()
-        _SCORES_CACHE[key] = _reference_scores(warehouse, candidates, reference_version, compute, report)
-    return pd.concat([candidates.reset_index(drop=True), _SCORES_CACHE[key]], axis=1)
+    scored, after = 0, ""
+    while True:
+        with warehouse.connect(read_only=True) as con:
+            last = con.execute(
+                f"select max(prompt_id) from (select distinct prompt_id from ({pending}) "
+                f"where prompt_id > ? order by prompt_id limit {SCORE_PROMPTS_PER_CHUNK})",
+                [reference_version, after],
+            ).fetchone()[0]
+            if last is None:
+                return scored
+            pairs = con.execute(
+                f"""select p.prompt_id, p.chosen_id, p.rejected_id, t.prompt, c.response as chosen,
+                           r.response as rejected
+                    from ({pending}) as p join raw.prompts as t using (prompt_id)
+                    join raw.responses as c on c.response_id = p.chosen_id
+                    join raw.responses as r on r.response_id = p.rejected_id
+                    where p.prompt_id > ? and p.prompt_id <= ?
+                    order by p.prompt_id, p.chosen_id, p.rejected_id""",
+                [reference_version, after, last],
+            ).df()
+        scores = _reference_scores(warehouse, pairs, reference_version, compute, report)
+        frame = pd.concat([pairs[KEY_COLUMNS].reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
+        frame = frame.assign(reference_version=reference_version)
+        with warehouse.connect() as con:
+            con.register("scores_frame", frame)
+            con.execute(f"insert into {REFERENCE_SCORES} by name select * from scores_frame")
+        scored += len(frame)
+        after = last
 
 
 def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
@@ -121,16 +164,206 @@ def _reference_scores(warehouse, candidates, reference_version, compute, report)
     return scores
 
 
-def write_selection(
-    warehouse: Warehouse, strategy: str, seed: int, selected: pd.DataFrame, partition: dict
-) -> Content:
-    """Replace one strategy and seed's rows; returns the partition's content."""
-    frame = selected[PAIR_COLUMNS].assign(strategy=strategy, seed=seed)[["strategy", "seed", *PAIR_COLUMNS]]
+CANDIDATES_TABLE = "selection.pair_candidates"
+TRAIN_CANDIDATES = f"(select * from {CANDIDATES_TABLE} where split = 'train')"
+SIMILARITY = "features.response_similarity"
+PROMPT_KEY = "prompt_id"
+CENTROID_PROMPTS_PER_CHUNK = 20_000
+"""Prompts whose candidates and response vectors `centroid` holds at once (per-prompt mode)."""
+
+
+def _partition_rows(strategy: str, seed: int) -> str:
+    return f"(select * from {SELECTED_PAIRS.name} where strategy = '{strategy}' and seed = {int(seed)})"
+
+
+def _insert_sql(strategy: str, seed: int, select: str) -> str:
+    columns = ", ".join(PAIR_COLUMNS)
+    return (
+        f"insert into {SELECTED_PAIRS.name} (strategy, seed, {columns}) "
+        f"select '{strategy}', {int(seed)}, {columns} from ({select})"
+    )
+
+
+def _step(strategy: str, seed: int) -> str:
+    return f"{SELECTED_PAIRS.name}/{strategy}/{int(seed)}"
+
+
+CANDIDATE_STATS = "selection.candidate_stats"
+"""`candidate_stats` of the train candidates, by the digest of `selection.pair_candidates` they were
+counted from: the partitions of one refresh count them once."""
+
+
+def _train_candidate_stats(con) -> dict:
+    if not table_digests.is_tracked(con, CANDIDATES_TABLE, PROMPT_KEY):
+        return candidate_stats(con, TRAIN_CANDIDATES)
+    candidates_digest, _ = table_digests.tracked_digest(con, CANDIDATES_TABLE)
+    con.execute(f"create table if not exists {CANDIDATE_STATS} (candidates_digest varchar, stats json)")
+    row = con.execute(
+        f"select stats from {CANDIDATE_STATS} where candidates_digest = ?", [candidates_digest]
+    ).fetchone()
+    if row is not None:
+        return json.loads(row[0])
+    stats = candidate_stats(con, TRAIN_CANDIDATES)
+    con.execute(f"delete from {CANDIDATE_STATS}")
+    con.execute(f"insert into {CANDIDATE_STATS} values (?, ?)", [candidates_digest, json.dumps(stats)])
+    return stats
+
+
+def _plan(
+    con, strategy: str, seed: int, config: SelectionConfig, version: str
+) -> tuple[str, str | None, dict]:
+    """(mode, why every prompt is recomputed or None: only those in `_changed_keys`, the train candidates'
+    `candidate_stats`), in a transaction."""
+    drop_if_unseeded(con, SELECTED_PAIRS.name)
+    con.execute(_DDL)
+    stats = _train_candidate_stats(con)
+    if not stats["pairs"]:
+        raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
+    mode = resolve_mode(con, TRAIN_CANDIDATES, config.mode, stats)
+    reason = table_digests.plan_refresh(
+        con, _step(strategy, seed), (CANDIDATES_TABLE, SIMILARITY), PROMPT_KEY, f"{version}/{mode}"
+    )
+    if mode == "global":
+        reason = "global ranking"
+    elif reason is None:
+        held = con.execute(f"select count(*) from {_partition_rows(strategy, seed)}").fetchone()[0]
+        reason = None if held else "no rows yet"
+    return mode, reason, stats
+
+
+def plan_selection(
+    warehouse: Warehouse, strategy: str, seed: int, config: SelectionConfig, version: str
+) -> tuple[str, list[str] | None]:
+    """For a strategy that picks in Python: the mode, and the prompts to pick for (None: every prompt),
+    planned as `select_in_warehouse` will write them."""
     with warehouse.connect() as con:
-        drop_if_unseeded(con, SELECTED_PAIRS.name)
-        con.execute(_DDL)
-        replace_rows(con, SELECTED_PAIRS.name, frame, partition=partition)
-        return content_version(con, [SELECTED_PAIRS], partition)
+        con.execute("begin transaction")
+        try:
+            mode, reason, _ = _plan(con, strategy, seed, config, version)
+            changed = [k for (k,) in con.execute("select key from _changed_keys").fetchall()]
+        finally:
+            con.execute("rollback")
+    return mode, (changed if reason is None else None)
+
+
+def select_in_warehouse(
+    warehouse: Warehouse,
+    strategy: str,
+    seed: int,
+    config: SelectionConfig,
+    partition: dict,
+    version: str,
+    picks: pd.DataFrame | None = None,
+    picked_for: list[str] | None = None,
+    reference_version: str | None = None,
+) -> tuple[Content, dict]:
+    """Write one strategy and seed's rows in one transaction: selected by SQL over the warehouse (no pair
+    passes through Python; `margin` and `ches` read the scores of `reference_version`), or, for a strategy
+    that picks in Python, the `picks` (key columns) made for `plan_selection`'s prompts (`picked_for`;
+    None: every prompt) joined back to the candidates. One pair per prompt (per-prompt mode) is
+    recomputed only for the prompts whose candidates or similarities changed since this partition's last
+    run at this `version` (code, config, reference); a global ranking or a new version recomputes every
+    prompt. Returns the partition's content and summary (with `refresh`, its reason, and
+    `prompts_recomputed`)."""
+    entry = strategy_entry(strategy)
+    candidates = TRAIN_CANDIDATES
+    if entry.needs == "reference_scores":
+        candidates = (
+            f"(select c.*, s.ref_margin, s.ches from {TRAIN_CANDIDATES} as c "
+            f"left join (select * from {REFERENCE_SCORES} where reference_version = '{reference_version}') "
+            "as s using (prompt_id, chosen_id, rejected_id))"
+        )
+    with warehouse.connect() as con:
+        if picks is not None:
+            con.register("picks_frame", picks)
+        if entry.needs == "reference_scores":
+            con.execute(_SCORES_DDL)
+        con.execute("begin transaction")
+        try:
+            mode, reason, stats = _plan(con, strategy, seed, config, version)
+            changed = "(select key from _changed_keys)"
+            if picks is not None:
+                keys = con.execute(f"select * from {changed}").fetchall()
+                now = None if reason else sorted(k for (k,) in keys)
+                if now != (sorted(picked_for) if picked_for is not None else None):
+                    raise dg.Failure(f"the candidates changed while {strategy} picked: materialize it again")
+            similarity = SIMILARITY
+            if reason is None:
+                candidates = f"(select * from {candidates} where prompt_id in {changed})"
+                similarity = f"(select * from {SIMILARITY} where prompt_id in {changed})"
+            if picks is not None:
+                select = (
+                    f"select c.* from {TRAIN_CANDIDATES} as c semi join picks_frame as k on k.prompt_id = "
+                    "c.prompt_id and k.chosen_id = c.chosen_id and k.rejected_id = c.rejected_id"
+                )
+            else:
+                ranked = mode == "global" and entry.order
+                keep = n_keep(stats["pairs"], config.keep_fraction) if ranked else None
+                select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
+            only_changed = f" and prompt_id in {changed}" if reason is None else ""
+            con.execute(
+                f"delete from {SELECTED_PAIRS.name} where strategy = ? and seed = ?{only_changed}",
+                [strategy, seed],
+            )
+            con.execute(_insert_sql(strategy, seed, select))
+            recomputed = stats["prompts"]
+            if reason is None:
+                recomputed = con.execute(f"select count(*) from {changed}").fetchone()[0]
+            step = _step(strategy, seed)
+            table_digests.record_inputs(con, step, f"{version}/{mode}")
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        content = content_version(con, [SELECTED_PAIRS], partition)
+        summary = selection_summary(con, _partition_rows(strategy, seed), stats)
+    refresh = {
+        "refresh": "incremental" if reason is None else "full",
+        "refresh_reason": reason or "candidates or similarities changed",
+        "prompts_recomputed": int(recomputed),
+    }
+    return content, {**summary, "mode": mode, **refresh}
+
+
+def centroid_picks(
+    warehouse: Warehouse, config: SelectionConfig, seed: int, mode: str, prompts: list[str] | None, report
+) -> pd.DataFrame:
+    """`centroid`'s picks (key columns), for every prompt or only `prompts`. Per prompt: a range of
+    `CENTROID_PROMPTS_PER_CHUNK` prompts at a time, so memory holds one range's candidates and vectors
+    (prompts x responses x dimensions x 4 B). Globally (one pair per prompt): k-means over every train
+    pair's mean vector at once, pairs x dimensions x 4 B, plus as many centres as pairs kept."""
+    if mode == "global":
+        candidates, embeddings = read_train_candidates(warehouse, with_embeddings=True)
+        picked = select_pairs(candidates, "centroid", config, seed, embeddings)
+        return picked[KEY_COLUMNS]
+    picks, after = [], ""
+    only = "and prompt_id in (select unnest(?::varchar[]))" if prompts is not None else ""
+    where = f"{only} and k.prompt_id > ? and k.prompt_id <= ?"
+    given = [prompts] if prompts is not None else []
+    while True:
+        with warehouse.connect(read_only=True) as con:
+            last = con.execute(
+                f"select max(prompt_id) from (select distinct prompt_id from {TRAIN_CANDIDATES} "
+                f"where prompt_id > ? {only} order by prompt_id limit {CENTROID_PROMPTS_PER_CHUNK})",
+                [after, *given],
+            ).fetchone()[0]
+            if last is None:
+                break
+            window = [after, last]
+            columns = ", ".join(f"k.{c}" for c in PAIR_COLUMNS)
+            candidates = con.execute(
+                f"select {columns} from {TRAIN_CANDIDATES} as k where true {where}", [*given, *window]
+            ).df()
+            rows = con.execute(
+                f"select response_id, embedding from features.response_embeddings as k where true {where}",
+                [*given, *window],
+            ).fetchall()
+        embeddings = {rid: np.asarray(vec, dtype=np.float32) for rid, vec in rows}
+        picked = select_pairs(candidates, "centroid", SelectionConfig(mode="per_prompt"), seed, embeddings)
+        picks.append(picked[KEY_COLUMNS])
+        report(f"centroid: prompts up to {last}: {len(picked)} pairs")
+        after = last
+    return pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=KEY_COLUMNS)
 
 
 @step_asset(
@@ -144,23 +377,36 @@ def write_selection(
 def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
     """The preference pairs each strategy keeps from the train split (selection.selected_pairs), per seed:
     easy = least similar (REAL), hard = most similar, random (varies with the seed), centroid (k-means k=2
-    per prompt), all (every pair), margin and ches (scores under the reference policy)."""
+    per prompt), all (every pair), margin and ches (scores under the reference policy), aepo (central yet
+    unlike each other). SQL strategies rank in the warehouse; no pair passes through Python."""
     cfg: SelectionConfig = step.config
-    strategy, seed, upstream = step.strategy, step.seed, step.upstream
-    needs = STRATEGY_REGISTRY[strategy].needs
-    candidates, embeddings = read_train_candidates(
-        warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
-    )
-    if candidates.empty:
-        raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
-    extra = {}
+    strategy, seed = step.strategy, step.seed
+    needs = strategy_entry(strategy).needs
+    partition = context_partition(step.context)
+    code_version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
+    version = digest(code_version or "", repr(cfg))[:16]
+    extra, picks, prompts = {}, None, None
     if needs == "reference_scores":
-        reference_version = upstream.get("reference_policy")
-        candidates = with_reference_scores(warehouse, candidates, reference_version, compute, step.log.info)
+        reference_version = step.upstream.get("reference_policy")
+        if reference_version is None:
+            raise dg.Failure("margin and ches need a materialized reference_policy")
+        extra["pairs_scored_now"] = score_pending_pairs(warehouse, reference_version, compute, step.log.info)
         extra["reference_version"] = reference_version
-    selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
-    content = write_selection(warehouse, strategy, seed, selected, context_partition(step.context))
-    summary = selection_summary(selected, candidates)
+        version = digest(version, reference_version)[:16]
+    elif needs == "embeddings":
+        mode, prompts = plan_selection(warehouse, strategy, seed, cfg, version)
+        picks = centroid_picks(warehouse, cfg, seed, mode, prompts, step.log.info)
+    content, summary = select_in_warehouse(
+        warehouse,
+        strategy,
+        seed,
+        cfg,
+        partition,
+        version,
+        picks,
+        picked_for=prompts if picks is not None else None,
+        reference_version=extra.get("reference_version"),
+    )
     metadata = {
         **{k: v for k, v in summary.items() if v is not None},
         **extra,

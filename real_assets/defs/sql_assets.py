@@ -5,10 +5,10 @@ from collections.abc import Iterable
 import dagster as dg
 
 from real_assets.core.hashing import code_digest, digest
-from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models
+from real_assets.core.sql_models import SqlModel, column_lineage, load_sql_models, run_sql_model
 from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER
-from real_assets.defs.versions import WarehouseTable, content_version, table_metadata, tables_of
+from real_assets.defs.versions import Content, WarehouseTable, table_metadata, tables_of
 from real_assets.resources import Warehouse
 
 
@@ -39,20 +39,30 @@ def _lineage_metadata(model: SqlModel, warehouse: Warehouse, owners: dict[str, d
     }
 
 
+class SqlModelConfig(dg.Config):
+    """`full_refresh`: rebuild the whole table even where only some prompts changed upstream."""
+
+    full_refresh: bool = False
+
+
 def build_sql_asset(model: SqlModel, owners: dict[str, dg.AssetKey]) -> dg.AssetsDefinition:
-    """An asset that runs `create or replace table <schema>.<name> as <select>`; its code version is the
-    digest of the SQL and of the code that runs it."""
+    """An asset that builds `<schema>.<name>` from its `<select>` with `core.sql_models.run_sql_model`:
+    only the prompts whose upstream rows changed when the model declares an incremental key, else
+    `create or replace table`. Its code version is the digest of the SQL and of the code that runs it; a
+    new code version rebuilds in full."""
     unknown = sorted(set(model.upstream_tables) - set(owners))
     if unknown:
         raise ValueError(f"{model.path}: reads {', '.join(unknown)}, which no asset writes")
     table = WarehouseTable(model.table, model.keys)
+    code_version = digest(model.sql, code_digest(build_sql_asset, "real_assets"))[:12]
 
     @step_asset(
+        config=SqlModelConfig,
         name=model.name,
         group_name=model.schema,
         deps=sorted({owners[t] for t in model.upstream_tables}, key=lambda k: k.to_user_string()),
         kinds={"duckdb", "sql"},
-        code_version=digest(model.sql, code_digest(build_sql_asset, "real_assets"))[:12],
+        code_version=code_version,
         automation_condition=EAGER,
         description=f"`{model.table}`, built by `dbt_like_sql/{model.schema}/{model.path.name}`.",
         metadata={"sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"), **table_metadata(table)},
@@ -60,11 +70,17 @@ def build_sql_asset(model: SqlModel, owners: dict[str, dg.AssetKey]) -> dg.Asset
     def _sql_asset(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
         step.log_params({"sql_file": f"dbt_like_sql/{model.schema}/{model.path.name}"})
         with warehouse.connect() as con:
-            con.execute(f"create or replace table {model.table} as {model.sql}")
-            content = content_version(con, [table])
+            run = run_sql_model(con, model, code_version, step.config.full_refresh)
+        content = Content(digest(run.digest)[:16], run.rows, {table.name: run.digest})
+        step.log.info(f"{model.table}: {run.mode} ({run.reason}), {run.recomputed_keys} prompts recomputed")
         metadata = {
             "rows": content.rows,
             "dagster/row_count": content.rows,
+            "refresh": run.mode,
+            "refresh_reason": run.reason,
+            "rows_removed": run.rows_removed,
+            "rows_added": run.rows_added,
+            **({"prompts_recomputed": run.recomputed_keys} if run.recomputed_keys is not None else {}),
             **content.metadata(),
             **_lineage_metadata(model, warehouse, owners),
         }

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from real_assets.core import table_digests
 from real_assets.core.checkpoints import UNPARTITIONED, verify
 from real_assets.core.hashing import TABLE_DIGEST_FORMAT, digest, digest_manifest
 from real_assets.core.models import ModelError, is_adapter, parent_of
@@ -132,6 +133,27 @@ def content_version(
     digests, versioned, rows = {}, [], None
     for table in tables:
         content, count = table_digest(con, table.name, where=partition or None)
+        digests[table.name] = content
+        if table.versioned:
+            versioned.append(content)
+        rows = count if rows is None else rows
+    return Content(digest(*versioned)[:16], rows or 0, digests)
+
+
+def tracked_content_version(con: duckdb.DuckDBPyConnection, tables: Sequence[WarehouseTable]) -> Content:
+    """`content_version` from the digests its writer keeps up to date (`core.table_digests`) for the
+    tables that are tracked, so no row is read; a table that is not tracked (a view) is read in full.
+    Equal to `content_version` of the same tables."""
+    digests, versioned, rows = {}, [], None
+    for table in tables:
+        marker = con.execute(
+            f"select key_column from {table_digests.KEY_DIGESTS} where table_name = ? and key is null",
+            [table.name],
+        ).fetchone()
+        if marker is not None and table_digests.is_tracked(con, table.name, marker[0]):
+            content, count = table_digests.tracked_digest(con, table.name)
+        else:
+            content, count = table_digest(con, table.name)
         digests[table.name] = content
         if table.versioned:
             versioned.append(content)

@@ -3,7 +3,7 @@ model backend (real training, or the fakes of `core.fake_models` for tests of th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 import dagster as dg
@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 class Compute(dg.ConfigurableResource):
     """Where the torch steps run: in this process (`engine="local"`, the default) on CUDA when present (half
-    precision there), else CPU; or on a Ray cluster (`engine="ray"`): embeddings by a Ray Data actor pool,
+    precision there), else CPU; or on a Ray cluster (`engine="ray"`): embeddings by a pool of Ray actors,
     each model step (SFT, every DPO partition, eval) as a Ray task with the GPUs it asks for, so partitions
     that Dagster runs side by side train on different GPUs. The asset, its MLflow run and its metadata stay
     in the Dagster step either way."""
@@ -85,12 +85,13 @@ class Compute(dg.ConfigurableResource):
 
     def embed_chunks(
         self,
-        chunks: Sequence[Sequence[str]],
+        chunks: Iterable[Sequence[str]],
         model_id: str,
         trust_remote_code: bool = False,
         progress: Progress | None = None,
     ) -> tuple[Iterator[np.ndarray], str]:
-        """The embeddings of each chunk in turn, on this engine, and where they are computed."""
+        """The embeddings of each chunk in turn, on this engine, and where they are computed; a chunk is
+        taken from `chunks` only once the previous one's vectors have been handed back."""
         if self.engine == "local":
             device = self.choice()
             vectors = embed_chunks(

@@ -1,0 +1,263 @@
+"""Refreshes that cost what changed: tracked table digests, incremental SQL models, selection in SQL.
+
+Every incremental path is checked against the full one: the same rows and the same digest."""
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from real_assets.core import table_digests
+from real_assets.core.selection import SelectionConfig, select_pairs
+from real_assets.core.sources import SourceSpec
+from real_assets.core.sql_models import load_sql_models, run_sql_model
+from real_assets.defs.features import EmbeddingConfig, embed_new_responses
+from real_assets.defs.ingest import RAW_TABLES, ingest
+from real_assets.defs.selection import TRAIN_CANDIDATES, read_train_candidates, select_in_warehouse
+from real_assets.defs.versions import content_version, tracked_content_version
+from real_assets.resources import Compute, Warehouse, table_digest
+
+MODELS = {m.name: m for m in load_sql_models()}
+
+
+def unit_vector(text: str, dim: int = 8) -> np.ndarray:
+    """A deterministic random unit vector per text: the tests here are not about the embedding model."""
+    rng = np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:16], 16))
+    v = rng.standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class RandomVectors(Compute):
+    """`Compute` whose embedder gives `unit_vector` of each text, chunk by chunk as the real one."""
+
+    def embed_chunks(self, chunks, model_id, trust_remote_code=False, progress=None):
+        def vectors():
+            for chunk in chunks:
+                yield np.stack([unit_vector(text) for text in chunk])
+
+        return vectors(), "random"
+
+
+def more_rows(warehouse: Warehouse, path: Path, existing_prompts: int, new_prompts: int) -> Path:
+    """A `table` CSV: two new responses to each of the first `existing_prompts` stored prompts, and
+    `new_prompts` new prompts with three responses each."""
+    with warehouse.connect(read_only=True) as con:
+        prompts = [
+            p
+            for (p,) in con.execute(
+                "select prompt from raw.prompts order by prompt_id limit ?", [existing_prompts]
+            ).fetchall()
+        ]
+    rows = [
+        {"prompt": p, "response": f"Another answer, number {k}, to: {p[:20]}", "score": float(k + 1)}
+        for p in prompts
+        for k in range(2)
+    ]
+    rows += [
+        {
+            "prompt": f"A brand new question {i}?",
+            "response": f"Answer {k} to question {i}.",
+            "score": float(k),
+        }
+        for i in range(new_prompts)
+        for k in range(3)
+    ]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["prompt", "response", "score"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_models(warehouse: Warehouse, code_version: str = "v1", full_refresh: bool = False) -> dict:
+    runs = {}
+    with warehouse.connect() as con:
+        for name in ("response_similarity", "pair_candidates"):
+            runs[name] = run_sql_model(con, MODELS[name], code_version, full_refresh)
+    return runs
+
+
+def rows_of(warehouse: Warehouse, table: str) -> pd.DataFrame:
+    with warehouse.connect(read_only=True) as con:
+        frame = con.execute(f"select * from {table}").df()
+    return frame.sort_values(list(frame.columns[:4])).reset_index(drop=True)
+
+
+@pytest.fixture
+def built(tmp_path, home) -> Warehouse:
+    """A warehouse with 30 synthetic prompts ingested, embedded and both SQL models built."""
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    ingest(warehouse, SourceSpec(source="synthetic", n_prompts=30))
+    embed_new_responses(warehouse, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    runs = run_models(warehouse)
+    assert {r.mode for r in runs.values()} == {"full"}
+    return warehouse
+
+
+def test_tracked_digests_of_the_raw_and_embedding_tables_equal_a_full_recomputation(built, tmp_path):
+    ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / "more.csv", 3, 2))))
+    report = embed_new_responses(built, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    assert report["embedded_now"] == 3 * 2 + 2 * 3
+    with built.connect() as con:
+        for table in [t.name for t in RAW_TABLES if t.name != "raw.comparison_pairs"] + [
+            "features.response_embeddings"
+        ]:
+            key = None if table in ("raw.rejects", "raw.ingestions") else "prompt_id"
+            assert table_digests.is_tracked(con, table, key), table  # kept up to date, not recounted
+            assert table_digests.tracked_digest(con, table) == table_digest(con, table), table
+        assert tracked_content_version(con, RAW_TABLES) == content_version(con, RAW_TABLES)
+        full, rows = table_digest(con, "features.response_embeddings")
+        assert report["table_digests"] == {"features.response_embeddings": full} and report["rows"] == rows
+        # Something else edits a tracked table: its row count no longer matches, so it is recounted.
+        con.execute("delete from raw.rejects")
+        con.execute("insert into raw.rejects select 's', 'f', 1, 'x', 'y', null, 'i'")
+        con.execute("insert into raw.rejects select 's', 'f', 2, 'x', 'y', null, 'i'")
+        assert tracked_content_version(con, RAW_TABLES) == content_version(con, RAW_TABLES)
+
+
+def test_an_incremental_refresh_recomputes_only_the_changed_prompts_and_equals_a_full_rebuild(
+    built, tmp_path
+):
+    ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / "more.csv", 3, 2))))
+    embed_new_responses(built, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    with built.connect() as con:  # and one prompt loses a response (its embedding, so its pairs, go)
+        gone = con.execute(
+            "select prompt_id, min(response_id) from features.response_embeddings group by prompt_id "
+            "having count(*) >= 4 order by prompt_id desc limit 1"
+        ).fetchone()
+        table_digests.apply_delta(
+            con,
+            "features.response_embeddings",
+            "prompt_id",
+            f"(select * from features.response_embeddings where response_id = '{gone[1]}')",
+            -1,
+        )
+        con.execute("delete from features.response_embeddings where response_id = ?", [gone[1]])
+    runs = run_models(built)
+    similarity, candidates = runs["response_similarity"], runs["pair_candidates"]
+    assert similarity.mode == candidates.mode == "incremental"
+    assert (
+        similarity.recomputed_keys == 3 + 2 + 1
+    )  # prompts with new responses, new prompts, the one that lost one
+    assert candidates.recomputed_keys == 3 + 2 + 1
+    assert similarity.rows_added - similarity.rows_removed == similarity.rows - rows_before(similarity)
+    incremental = {
+        t: rows_of(built, t) for t in ("features.response_similarity", "selection.pair_candidates")
+    }
+
+    copy = Warehouse(path=str(tmp_path / "copy.duckdb"))
+    shutil.copy(built.database(), copy.database())
+    full = run_models(copy, full_refresh=True)
+    for name, table in (
+        ("response_similarity", "features.response_similarity"),
+        ("pair_candidates", "selection.pair_candidates"),
+    ):
+        assert full[name].mode == "full"
+        pd.testing.assert_frame_equal(incremental[table], rows_of(copy, table))
+        assert runs[name].digest == full[name].digest  # the digest kept from rows removed and added
+        with built.connect(read_only=True) as con:
+            assert table_digest(con, table) == (runs[name].digest, runs[name].rows)  # = a full recomputation
+
+    again = run_models(built)
+    assert {r.recomputed_keys for r in again.values()} == {0}
+    assert again["pair_candidates"].digest == runs["pair_candidates"].digest
+
+
+def rows_before(run) -> int:
+    return run.rows - run.rows_added + run.rows_removed
+
+
+def test_a_new_code_version_a_request_or_an_outside_edit_rebuilds_in_full(built):
+    assert run_models(built, code_version="v2")["response_similarity"].reason.startswith(
+        "code or config changed"
+    )
+    assert (
+        run_models(built, code_version="v2", full_refresh=True)["pair_candidates"].reason
+        == "full refresh requested"
+    )
+    assert run_models(built, code_version="v2")["pair_candidates"].mode == "incremental"
+    with built.connect() as con:
+        con.execute(
+            "delete from selection.pair_candidates "
+            "where prompt_id = (select min(prompt_id) from selection.pair_candidates)"
+        )
+    run = run_models(built, code_version="v2")["pair_candidates"]
+    assert (run.mode, run.reason) == ("full", "selection.pair_candidates changed outside its runs")
+
+
+def expected_selection(warehouse: Warehouse, strategy: str, config: SelectionConfig, seed: int) -> list:
+    """The DataFrame path over every train candidate: what the warehouse partition must hold."""
+    with warehouse.connect(read_only=True) as con:
+        similarity = con.execute("select * from features.response_similarity").df()
+    candidates, _ = read_train_candidates(warehouse, with_embeddings=False)
+    picked = select_pairs(candidates, strategy, config, seed, similarity=similarity)
+    return list(picked[["prompt_id", "chosen_id", "rejected_id"]].itertuples(index=False, name=None))
+
+
+def stored_selection(warehouse: Warehouse, strategy: str, seed: int) -> list:
+    with warehouse.connect(read_only=True) as con:
+        return con.execute(
+            "select prompt_id, chosen_id, rejected_id from selection.selected_pairs "
+            "where strategy = ? and seed = ? order by all",
+            [strategy, seed],
+        ).fetchall()
+
+
+@pytest.mark.parametrize("strategy", ["easy", "hard", "random", "all", "aepo"])
+def test_selection_in_the_warehouse_equals_the_dataframe_path_and_refreshes_per_prompt(
+    built, strategy, tmp_path
+):
+    config = SelectionConfig()
+    partition = {"strategy": strategy, "seed": "3"}
+    content, summary = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    expected = expected_selection(built, strategy, config, 3)
+    assert stored_selection(built, strategy, 3) == expected
+    with built.connect(read_only=True) as con:
+        train_prompts = con.execute(f"select count(distinct prompt_id) from {TRAIN_CANDIDATES}").fetchone()[0]
+    assert content.rows == summary["pairs"] == len(expected)
+    assert summary["prompts"] == train_prompts and summary["mode"] == "per_prompt"
+    assert (summary["refresh"], summary["refresh_reason"]) == ("full", "first run")
+
+    ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / "more.csv", 3, 2))))
+    embed_new_responses(built, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    run_models(built)
+    content, summary = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    assert (summary["refresh"], summary["prompts_recomputed"]) == ("incremental", 3 + 2)
+    assert stored_selection(built, strategy, 3) == expected_selection(built, strategy, config, 3)
+    with built.connect(read_only=True) as con:
+        assert (
+            content.digests["selection.selected_pairs"]
+            == table_digest(con, "selection.selected_pairs", {"strategy": strategy, "seed": 3})[0]
+        )
+    _, again = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    assert (again["refresh"], again["prompts_recomputed"]) == ("incremental", 0)
+    _, other = select_in_warehouse(built, strategy, 3, SelectionConfig(aepo_lambda=0.5), partition, "v2")
+    assert other["refresh_reason"].startswith("code or config changed")
+
+
+def test_the_tracked_digests_and_an_incremental_refresh_are_exact_on_ducklake(tmp_path, home):
+    """DuckLake (here with a DuckDB file as its catalog) keeps HUGEINT columns to a double's precision:
+    the tracked sums must survive it, and the incremental path must equal the full one there too."""
+    from postgres_server import lake_unavailable
+
+    if lake_unavailable():
+        pytest.skip(lake_unavailable())
+    lake = Warehouse(path=f"ducklake:{tmp_path / 'meta.ducklake'}", data_path=str(tmp_path / "data"))
+    ingest(lake, SourceSpec(source="synthetic", n_prompts=20))
+    embed_new_responses(lake, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    run_models(lake)
+    ingest(lake, SourceSpec(source="table", path=str(more_rows(lake, tmp_path / "more.csv", 2, 1))))
+    embed_new_responses(lake, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    runs = run_models(lake)
+    assert {r.mode for r in runs.values()} == {"incremental"}
+    with lake.connect() as con:
+        assert tracked_content_version(con, RAW_TABLES) == content_version(con, RAW_TABLES)
+        for name, table in (
+            ("response_similarity", "features.response_similarity"),
+            ("pair_candidates", "selection.pair_candidates"),
+        ):
+            assert table_digest(con, table) == (runs[name].digest, runs[name].rows), name
