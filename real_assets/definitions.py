@@ -55,18 +55,19 @@ def resources(model_backend: str | None = None) -> dict:
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
 
-code = dg.Definitions.merge(
+CODE_LOCATION = (
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
         jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
     ),
 )
+"""Everything but the resources (a tuple: a module holds one `Definitions`, `defs`)."""
 
 
 def definitions(model_backend: str | None = None) -> dg.Definitions:
     """The code location with its default resources (`resources`)."""
-    return dg.Definitions.merge(code, dg.Definitions(resources=resources(model_backend)))
+    return dg.Definitions.merge(*CODE_LOCATION, dg.Definitions(resources=resources(model_backend)))
 
 
 defs = definitions()
