@@ -283,10 +283,13 @@ def test_asset_graph_shows_every_asset(page, ui, request):
 def test_strategy_comparison_page_shows_the_table_and_the_plot_renders(page, ui, request):
     with artifacts_on_failure(page, ui, request):
         page.goto("/assets/strategy_comparison")
-        table = page.locator("table").filter(has_text="preference_accuracy").first
+        # every strategy's row: the UI shows a table this large behind its metadata row's [Show Markdown]
+        page.get_by_role("row", name=re.compile(r"^comparison ")).get_by_text("[Show Markdown]").click()
+        table = page.get_by_role("dialog").locator("table").filter(has_text="preference_accuracy").first
         expect(table).to_be_visible()
         expect(table).to_contain_text(ui["strategy"])
-        page.get_by_text("[Show Markdown]").first.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("row", name=re.compile(r"^plot ")).get_by_text("[Show Markdown]").click()
         image = page.get_by_role("dialog").locator('img[src^="data:image/png"]')
         expect(image).to_be_visible()
         image.evaluate("img => img.decode()")  # resolves once the image is decoded, rejects if it is broken
