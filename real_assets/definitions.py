@@ -61,21 +61,21 @@ def resources_for(locations: Locations, model_backend: str | None = None) -> dic
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
 
-code = dg.Definitions.merge(
+CODE_LOCATION = (
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
         jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
     ),
 )
+"""Everything but the resources (a tuple: a module holds one `Definitions`, `defs`)."""
 
 
 def definitions(locations: Locations | None = None, model_backend: str | None = None) -> dg.Definitions:
     """The code location with the resources of a home (`resources_for`); by default the home the
     command line and environment name, resolved once (`Locations.resolve`)."""
-    return dg.Definitions.merge(
-        code, dg.Definitions(resources=resources_for(locations or Locations.resolve(), model_backend))
-    )
+    resources = resources_for(locations or Locations.resolve(), model_backend)
+    return dg.Definitions.merge(*CODE_LOCATION, dg.Definitions(resources=resources))
 
 
 defs = definitions()

@@ -14,6 +14,7 @@ from conftest import SHORT_EVAL, SMALL_SWEEP
 from postgres_server import lake_unavailable, running_postgres
 
 from real_assets import cli
+from real_assets.cli import instance_of
 from real_assets.definitions import defs, resources_for
 from real_assets.resources import Warehouse
 from real_assets.settings import Locations
@@ -24,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable())),
 ]
 TINY = [
-    *shlex.split("--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1"),
+    *shlex.split("--n-prompts 16 --seeds 1"),
     *(*SMALL_SWEEP, "--config", SHORT_EVAL),
 ]
 
@@ -43,12 +44,12 @@ def service(tmp_path_factory):
             "REAL_ASSETS_WAREHOUSE": f"ducklake:postgres:{pg.libpq('lake')}",
             "REAL_ASSETS_WAREHOUSE_DATA": str(root / "lake"),
             "REAL_ASSETS_HOME": str(root / "home"),
+            "REAL_ASSETS_MODEL_BACKEND": "fake",  # about the service's stores, not the models
         }
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.items():
                 if name != "REAL_ASSETS_HOME":  # the service's own settings; the home is --home
                     mp.setenv(name, value)
-            mp.setenv("DAGSTER_HOME", str(root / "home" / "dagster"))  # restored afterwards, like the rest
             config = str(ROOT / "deploy" / "dagster.yaml")
             assert cli.main(["demo", "--home", str(root / "home"), "--instance-config", config, *TINY]) == 0
             yield pg, root / "home", env
@@ -71,7 +72,7 @@ def _count(pg, database: str, sql: str) -> int:
 
 def test_every_store_of_the_run_is_the_service(service):
     pg, home, _ = service
-    with dg.DagsterInstance.get() as instance:
+    with instance_of(Locations.resolve(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         runs = instance.get_runs()
@@ -130,7 +131,7 @@ def test_two_runs_writing_two_partitions_at_once_both_land(service):
     with _warehouse(home).connect(read_only=True) as con:
         after = dict(con.execute(PAIRS_PER_PARTITION).fetchall())
     assert after == before and all(after[p] > 0 for p in partitions)
-    with dg.DagsterInstance.get() as instance:
+    with instance_of(Locations.resolve(home)) as instance:
         for partition in partitions:
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey("selected_pairs"), asset_partitions=[partition]),
