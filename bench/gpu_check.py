@@ -288,11 +288,13 @@ def eval_prompts(by_prompt: dict, sizes: Sizes) -> list[str]:
 
 def check_default_reference(device, sizes: Sizes, by_prompt: dict, work: Path) -> dict:
     """The pipeline's default reference step, in the device's dtype: finite weights, or where it diverged."""
-    from real_assets.core.policy import ReferenceConfig, TrainingDiverged, build_base, train_sft
+    from real_assets.core.models import build_base
+    from real_assets.core.train_config import ReferenceConfig
+    from real_assets.core.training import TrainingDiverged, train_sft
 
     rows = sft_rows(by_prompt, sorted(by_prompt)[: sizes.default_sft_examples])
     cfg = ReferenceConfig()
-    model, tokenizer = build_base(cfg, [p + " " + r for p, r in rows])
+    model, tokenizer, _ = build_base(cfg, [p + " " + r for p, r in rows])
     started = time.perf_counter()
     try:
         result = train_sft(model, tokenizer, rows, cfg, work / "default_sft", device)
@@ -308,21 +310,16 @@ def check_default_reference(device, sizes: Sizes, by_prompt: dict, work: Path) -
 
 
 def check_training(device, sizes: Sizes, by_prompt: dict, work: Path) -> tuple[dict, dict, Path, Path, int]:
-    from real_assets.core.policy import (
-        DpoConfig,
-        ReferenceConfig,
-        Reporting,
-        build_base,
-        train_dpo,
-        train_sft,
-    )
+    from real_assets.core.models import build_base
+    from real_assets.core.train_config import DpoConfig, ReferenceConfig
+    from real_assets.core.training import Reporting, train_dpo, train_sft
 
     prompts = sorted(by_prompt)
     sft_data = sft_rows(by_prompt, prompts[: sizes.sft_examples])
     shape = {"n_layer": sizes.n_layer, "n_embd": sizes.n_embd, "n_head": sizes.n_head}
     common = {"epochs": 1.0, "batch_size": sizes.train_batch, "max_length": sizes.max_length}
     sft_cfg = ReferenceConfig(**shape, **common, learning_rate=sizes.sft_learning_rate)
-    model, tokenizer = build_base(sft_cfg, [p + " " + r for p, r in sft_data])
+    model, tokenizer, _ = build_base(sft_cfg, [p + " " + r for p, r in sft_data])
     params = sum(p.numel() for p in model.parameters())
     lines: list[str] = []
 
@@ -374,7 +371,8 @@ def check_finite(device, prompts: list[str], checkpoints: dict[str, Path]) -> di
     import torch
 
     from real_assets.core.device import DeviceChoice
-    from real_assets.core.policy import format_prompt, load_policy
+    from real_assets.core.lengths import format_prompt
+    from real_assets.core.models import load_policy
 
     report = {}
     for name, path in checkpoints.items():
@@ -435,7 +433,7 @@ def run(args) -> dict:
     import transformers
 
     from real_assets.core.device import DeviceChoice, pick_device
-    from real_assets.core.policy import TrainingDiverged
+    from real_assets.core.training import TrainingDiverged
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -23,7 +23,6 @@ and artifacts other than the registered checkpoint files, and files under `<home
 
 import datetime as dt
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,10 +135,6 @@ class AuditReport:
 
 
 # ---------------------------------------------------------------------------------------------- walk
-
-
-def _tracking_uri(home: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
 
 
 def _metadata_value(record: dg.EventLogRecord, key: str) -> Any:
@@ -334,13 +329,14 @@ class _Auditor:
                 step.warnings.append(f"stale: built from {tag} {used}, which is now {version}")
 
 
-def audit(home: Path, defs: dg.Definitions, partition: str | None = None) -> AuditReport:
-    """Audit the lineage of every asset of `defs` in a home: every materialized partition, or only the
-    partitions named by `partition` (a partition key or one dimension's value, e.g. a strategy)."""
-    home = Path(home).resolve()
+def audit(defs: dg.Definitions, partition: str | None = None) -> AuditReport:
+    """Audit the lineage of every asset of `defs` in the home its resources name (`definitions(locations)`:
+    the same warehouse, MLflow store and folders the assets wrote): every materialized partition, or only
+    the partitions named by `partition` (a partition key or one dimension's value, e.g. a strategy)."""
+    home = Path(defs.resources["home"].path).resolve()
     report = AuditReport(str(home), [])
-    # The warehouse the home's assets write: `$REAL_ASSETS_WAREHOUSE` (a DuckLake catalog) or its DuckDB file.
-    warehouse = Warehouse() if Warehouse().is_lake else Warehouse(path=str(home / "warehouse.duckdb"))
+    warehouse: Warehouse = defs.resources["warehouse"]
+    tracking_uri = defs.resources["tracking"].uri()
     dagster_home = home / "dagster"
     for path in [dagster_home] if warehouse.is_lake else [warehouse.database(), dagster_home]:
         if not path.exists():
@@ -355,7 +351,7 @@ def audit(home: Path, defs: dg.Definitions, partition: str | None = None) -> Aud
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
         warehouse.connect(read_only=True) as con,
     ):
-        auditor = _Auditor(graph, instance, con, MlflowClient(tracking_uri=_tracking_uri(home)))
+        auditor = _Auditor(graph, instance, con, MlflowClient(tracking_uri=tracking_uri))
         audited: set[str] = set()
         reads_partitions: set[dg.AssetKey] = set()
         """Unpartitioned assets built from every partition of an upstream: skipped for one partition."""

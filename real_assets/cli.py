@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from real_assets.core.sources.registry import source_names
-from real_assets.settings import HOME_ENV
+from real_assets.presets import preset_names
+from real_assets.settings import HOME_ENV, MODEL_BACKEND_ENV, Locations
 
 DAGSTER_YAML_HEADER = "# Written by real-assets."
 DAGSTER_YAML = f"""\
@@ -36,6 +37,12 @@ telemetry:
 
 INSTANCE_CONFIG_ENV = "REAL_ASSETS_INSTANCE_CONFIG"
 """A Dagster instance config (e.g. deploy/dagster.yaml: Postgres storage, queued runs) for demo and ui."""
+HOME_TEMPLATE_ENV = "REAL_ASSETS_HOME_TEMPLATE"
+"""A prepared, empty home (`prepare_home` ran there) whose embedded stores a new home starts from: its
+Dagster SQLite storage and MLflow SQLite store are copied, already migrated, instead of migrated again (for
+test suites and scripts that make many homes)."""
+EMBEDDED_STORES = ("dagster/history", "dagster/schedules", "mlflow.db")
+"""What `HOME_TEMPLATE_ENV` copies: the embedded Dagster storage and the MLflow SQLite store."""
 
 
 @contextlib.contextmanager
@@ -52,21 +59,21 @@ def init_lock(root: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Path:
-    """Point REAL_ASSETS_HOME and DAGSTER_HOME at the home folder and write the instance config: the given
-    file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its `env:` values are
-    read by Dagster at startup and no secret is written; else the embedded default. With `storage`, create
-    the Dagster and MLflow storage, all under a lock, so that concurrent first runs are safe. Fails fast
-    when a configured MLflow tracking server does not answer."""
-    if home:
-        os.environ[HOME_ENV] = str(Path(home).resolve())
+def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Locations:
+    """The home's `Locations` (`--home`, else `$REAL_ASSETS_HOME`, ...), with its Dagster instance config
+    written: the given file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its
+    `env:` values are read by Dagster at startup and no secret is written; else the embedded default. With
+    `storage`, create the Dagster and MLflow storage, all under a lock, so that concurrent first runs are
+    safe. Fails fast when a configured MLflow tracking server does not answer. The environment is not
+    changed: commands hand the locations on explicitly."""
     from real_assets.resources import check_tracking_server
-    from real_assets.settings import default_tracking_uri, home_dir
 
-    root = home_dir()
-    dagster_home = root / "dagster"
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    check_tracking_server(default_tracking_uri())
+    locations = Locations.resolve(home)
+    root = locations.home
+    root.mkdir(parents=True, exist_ok=True)
+    dagster_home = locations.dagster_home
+    tracking_uri = locations.tracking_uri
+    check_tracking_server(tracking_uri)
     with init_lock(root):
         dagster_home.mkdir(exist_ok=True)
         config = dagster_home / "dagster.yaml"
@@ -76,8 +83,44 @@ def prepare_home(home: str | None, instance_config: str | None = None, storage: 
         elif not config.exists() or config.read_text().startswith(DAGSTER_YAML_HEADER):
             config.write_text(DAGSTER_YAML)
         if storage:
-            _create_storage(dagster_home, default_tracking_uri())
-    return root
+            template = os.environ.get(HOME_TEMPLATE_ENV)
+            if template and not source and not (dagster_home / "history").exists():
+                copy_embedded_stores(Path(template), root, tracking_uri)
+            _create_storage(dagster_home, tracking_uri)
+    return locations
+
+
+def instance_of(locations: Locations):
+    """The home's Dagster instance (its `dagster/dagster.yaml`), without DAGSTER_HOME."""
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(locations.dagster_home))
+
+
+def server_environment(locations: Locations) -> None:
+    """For a command that replaces itself with a server (`dagster dev`, `mlflow server`): the server and
+    the code location it loads find the home through REAL_ASSETS_HOME and DAGSTER_HOME."""
+    os.environ[HOME_ENV] = str(locations.home)
+    os.environ["DAGSTER_HOME"] = str(locations.dagster_home)
+
+
+def copy_embedded_stores(template: Path, root: Path, tracking_uri: str) -> None:
+    """Start the home `root`, which has no Dagster storage yet, from a prepared empty home's migrated
+    stores (`EMBEDDED_STORES`); the MLflow store only when tracking into the home's own SQLite file."""
+    import shutil
+
+    if not (template / "dagster" / "history" / "runs.db").is_file():
+        raise FileNotFoundError(
+            f"{HOME_TEMPLATE_ENV}={template} is not a prepared home: run prepare_home there"
+        )
+    for name in EMBEDDED_STORES:
+        source, target = template / name, root / name
+        if name == "mlflow.db":
+            if tracking_uri != f"sqlite:///{target}" or target.exists() or not source.is_file():
+                continue
+            shutil.copy2(source, target)
+        else:
+            shutil.copytree(source, target)
 
 
 def _create_storage(dagster_home: Path, tracking_uri: str) -> None:
@@ -108,11 +151,15 @@ def _ingest_config(args) -> dict:
 def _step_configs(args, defs) -> dict[str, dict]:
     """Each step's config for this demo: the ingest from the source flags, the epochs flags, then every
     `--config ASSET=JSON` merged over them (`run_steps` checks the fields before any step runs)."""
-    configs: dict[str, dict] = {"raw_responses": _ingest_config(args)}
+    from real_assets.presets import PRESETS
+
+    preset = PRESETS[args.preset].configs if args.preset else {}
+    configs: dict[str, dict] = {name: dict(values) for name, values in preset.items()}
+    configs["raw_responses"] = configs.get("raw_responses", {}) | _ingest_config(args)
     if args.dpo_epochs:
-        configs["dpo_checkpoint"] = {"epochs": args.dpo_epochs}
+        configs["dpo_checkpoint"] = configs.get("dpo_checkpoint", {}) | {"epochs": args.dpo_epochs}
     if args.sft_epochs:
-        configs["reference_policy"] = {"epochs": args.sft_epochs}
+        configs["reference_policy"] = configs.get("reference_policy", {}) | {"epochs": args.sft_epochs}
     assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     for item in args.config or []:
         name, _, text = item.partition("=")
@@ -128,7 +175,7 @@ def _step_configs(args, defs) -> dict[str, dict]:
     return configs
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """The demo prints one line per step: silence the libraries' progress bars and deprecation chatter
     (errors still surface; every step's own log is in the Dagster run)."""
     import warnings
@@ -151,37 +198,65 @@ DEFAULT_SEEDS = 2
 """The default demo's seeds per strategy: enough for an interval, within its time budget."""
 
 
+def apply_preset(args) -> None:
+    """Fill the demo flags the command line left unset from `--preset` (if any), then the defaults."""
+    from real_assets.presets import PRESETS
+
+    flags = PRESETS[args.preset].flags if args.preset else {}
+    for name, value in flags.items():
+        if getattr(args, name, None) in (None, []):
+            setattr(args, name, list(value) if isinstance(value, tuple) else value)
+    args.source = args.source or "synthetic"
+    args.seeds = args.seeds or DEFAULT_SEEDS
+    args.skip = args.skip or []
+
+
 def demo(args) -> int:
-    _quiet_libraries()
-    root = prepare_home(args.home, args.instance_config)
+    apply_preset(args)
+    quiet_libraries()
+    locations = prepare_home(args.home, args.instance_config)
+    root = locations.home
     if not args.path or Path(args.path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
     import dagster as dg
 
     from real_assets.core.report import display_table, markdown_table
     from real_assets.core.selection import STRATEGIES
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import run_steps
     from real_assets.recovery import recover
-    from real_assets.resources import Warehouse
-    from real_assets.settings import default_tracking_uri
 
     if not 1 <= args.seeds <= len(SEEDS):
         print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
         return 2
-    instance = dg.DagsterInstance.get()
-    for line in recover(instance, root, default_tracking_uri()):
+    unknown = sorted(set(args.strategies or []) - set(STRATEGIES))
+    if unknown:
+        print(f"--strategies: unknown {', '.join(unknown)}; known: {', '.join(STRATEGIES)}", file=sys.stderr)
+        return 2
+    defs = definitions(locations, args.model_backend)
+    instance = instance_of(locations)
+    for line in recover(instance, root, locations.tracking_uri):
         print(f"recovered: {line}", flush=True)
     try:
         ops = {name: {"config": config} for name, config in _step_configs(args, defs).items()}
     except ValueError as e:
         print(f"--config: {e}", file=sys.stderr)
         return 2
-    print(f"real-assets demo: home {root}, source {args.source}", flush=True)
+    preset = f", preset {args.preset}" if args.preset else ""
+    print(f"real-assets demo: home {root}, source {args.source}{preset}", flush=True)
     total = time.perf_counter()
     try:
-        done = run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds, start=args.start)
+        done = run_steps(
+            defs,
+            instance,
+            ops,
+            only=args.partition,
+            seeds=args.seeds,
+            start=args.start,
+            strategies=args.strategies,
+            skip=args.skip,
+        )
     except ValueError as e:  # --from names no step
         print(f"--from: {e}", file=sys.stderr)
         return 2
@@ -190,16 +265,19 @@ def demo(args) -> int:
         return 2
     if not done:
         return 1
-    with Warehouse().connect(read_only=True) as con:
-        table = con.execute(
-            "select * from eval.strategy_comparison order by list_position(?, strategy)", [list(STRATEGIES)]
-        ).df()
-        diffs = con.execute("select * from eval.strategy_differences").df()
-        sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
     print(f"\nall steps done in {time.perf_counter() - total:.1f} s\n")
-    print(markdown_table(display_table(table, diffs)))
-    print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
-    print(markdown_table(sweep))
+    with defs.resources["warehouse"].connect(read_only=True) as con:
+        if "strategy_comparison" not in args.skip:
+            table = con.execute(
+                "select * from eval.strategy_comparison order by list_position(?, strategy)",
+                [list(STRATEGIES)],
+            ).df()
+            diffs = con.execute("select * from eval.strategy_differences").df()
+            print(markdown_table(display_table(table, diffs)))
+        if "budget_sweep" not in args.skip:
+            sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
+            print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
+            print(markdown_table(sweep))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")
     return 0
 
@@ -221,7 +299,7 @@ def _exec(cmd: list[str]) -> int:
 def ui(args) -> int:
     """`dagster dev` (webserver and daemon) on the installed code location, bound to 127.0.0.1 by default,
     with the home's instance."""
-    prepare_home(args.home, args.instance_config)
+    server_environment(prepare_home(args.home, args.instance_config))
     return _exec(
         ["-m", "dagster", "dev", "-m", "real_assets.definitions", "-h", args.host, "-p", str(args.port)]
     )
@@ -230,10 +308,9 @@ def ui(args) -> int:
 def mlflow_ui(args) -> int:
     """The MLflow tracking server and UI on the tracking store (`$MLFLOW_TRACKING_URI`, e.g. Postgres, else
     the home's SQLite), bound to 127.0.0.1 by default."""
-    prepare_home(args.home)
-    from real_assets.settings import artifact_root, default_tracking_uri
-
-    uri = default_tracking_uri()
+    locations = prepare_home(args.home)
+    server_environment(locations)
+    uri = locations.tracking_uri
     cmd = [
         "-m",
         "mlflow",
@@ -246,7 +323,7 @@ def mlflow_ui(args) -> int:
         str(args.port),
     ]
     cmd += ["--workers", str(args.workers)]
-    artifacts = artifact_root(uri)
+    artifacts = locations.mlflow_artifacts
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     # MLflow's job runner (huey consumers for GenAI jobs, unused here) outlives a SIGTERM to the server.
@@ -274,10 +351,9 @@ def _server_parser(sub, name: str, help: str, port: int, func) -> argparse.Argum
 
 def run_audit(args: argparse.Namespace) -> int:
     from real_assets.audit import audit
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
 
-    root = prepare_home(args.home)
-    report = audit(root, defs, args.partition)
+    report = audit(definitions(prepare_home(args.home)), args.partition)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0 if report.ok else 1
 
@@ -302,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="materialize every asset and strategy into the home's Dagster instance")
     p.add_argument("--home", help="home folder (default $REAL_ASSETS_HOME or ./.real_assets)")
-    p.add_argument("--source", default="synthetic", help=f"one of {', '.join(source_names())}")
+    p.add_argument("--source", help=f"one of {', '.join(source_names())} (default synthetic)")
     p.add_argument("--path", help="local file or hub dataset id for the source")
     p.add_argument("--limit", type=int, help="read at most this many input rows")
     p.add_argument("--seed", type=int, default=0)
@@ -313,9 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, help="synthetic source: number of prompts (default 120)")
     p.add_argument("--sft-epochs", type=float, help="override the reference SFT epochs")
     p.add_argument("--dpo-epochs", type=float, help="override the DPO epochs")
+    p.add_argument("--seeds", type=int, help=f"seeds per strategy (default {DEFAULT_SEEDS})")
     p.add_argument(
-        "--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per strategy (default %(default)s)"
+        "--strategies",
+        type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        help="only these strategies' partitions, comma-separated (default: every strategy)",
     )
+    p.add_argument(
+        "--skip", action="append", metavar="ASSET", help="leave this asset out of the run (repeatable)"
+    )
+    p.add_argument("--preset", choices=preset_names(), help="a named study set-up (see README)")
     p.add_argument(
         "--partition",
         help="only this partition of partitioned steps (a key, or a dimension's value: a strategy)",
@@ -331,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="start",
         metavar="ASSET",
         help="start at this asset's first step (resume after a crash; the steps before it must have run)",
+    )
+    p.add_argument(
+        "--model-backend",
+        choices=["torch", "fake"],
+        help="`fake`: model steps write small stand-in checkpoints and figures instead of training, to try "
+        f"the orchestration in seconds (default ${MODEL_BACKEND_ENV}, else torch)",
     )
     _instance_argument(p)
     p.set_defaults(func=demo)

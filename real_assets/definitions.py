@@ -8,8 +8,8 @@ import dagster as dg
 from real_assets.core.hashing import code_digest
 from real_assets.defs import automation, evaluation, features, inbox, ingest, selection, training
 from real_assets.defs.sql_assets import sql_definitions
-from real_assets.resources import Compute, Tracking, Warehouse
-from real_assets.settings import ENGINE_ENV
+from real_assets.resources import Compute, Home, Tracking, Warehouse
+from real_assets.settings import ENGINE_ENV, MODEL_BACKEND_ENV, Locations
 
 DOMAINS = [ingest, features, selection, training, evaluation]
 PACKAGE = "real_assets"
@@ -41,20 +41,41 @@ def grouped_assets(module) -> list[dg.AssetsDefinition]:
     return list(dg.map_asset_specs(lambda spec: spec.replace_attributes(group_name=group), own))
 
 
-def resources() -> dict:
-    """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI), the engine
-    from REAL_ASSETS_ENGINE (`local` unless set; `ray` joins the cluster at RAY_ADDRESS)."""
-    compute = Compute(engine=os.environ.get(ENGINE_ENV) or "local")
-    return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": compute}
+def resources_for(locations: Locations, model_backend: str | None = None) -> dict:
+    """The resources of one home: its folder, warehouse and MLflow store (`Locations`), the engine from
+    REAL_ASSETS_ENGINE (`local` unless set; `ray` joins the cluster at RAY_ADDRESS), the model backend given,
+    else from REAL_ASSETS_MODEL_BACKEND (`torch` unless set; `fake` for tests of the orchestration)."""
+    compute = Compute(
+        engine=os.environ.get(ENGINE_ENV) or "local",
+        model_backend=model_backend or os.environ.get(MODEL_BACKEND_ENV) or "torch",
+    )
+    return {
+        "home": Home(path=str(locations.home), inbox_path=str(locations.inbox)),
+        "warehouse": Warehouse(path=locations.warehouse, data_path=locations.warehouse_data),
+        "tracking": Tracking(
+            tracking_uri=locations.tracking_uri, artifact_root=locations.mlflow_artifacts or ""
+        ),
+        "compute": compute,
+    }
 
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
 
-defs = dg.Definitions.merge(
+code = dg.Definitions.merge(
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
         jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
     ),
-    dg.Definitions(resources=resources()),
 )
+
+
+def definitions(locations: Locations | None = None, model_backend: str | None = None) -> dg.Definitions:
+    """The code location with the resources of a home (`resources_for`); by default the home the
+    command line and environment name, resolved once (`Locations.resolve`)."""
+    return dg.Definitions.merge(
+        code, dg.Definitions(resources=resources_for(locations or Locations.resolve(), model_backend))
+    )
+
+
+defs = definitions()

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 import dagster as dg
@@ -25,16 +26,19 @@ def demo_steps(
     only: str | None = None,
     seeds: int | None = None,
     start: str | None = None,
+    strategies: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
 ) -> list[tuple[dg.AssetKey, str | None]]:
     """(asset key, partition key or None) of every materializable asset in topological order of the
     graph; a partitioned asset once per partition key of its own partitions definition (with `only`, just
     the keys equal to it or with it as one dimension's value, e.g. one strategy; with `seeds`, only the
-    keys whose `seed` dimension is below it; with `start`, an asset's name, from its first step on)."""
+    keys whose `seed` dimension is below it; with `strategies`, only the keys of those strategies; assets
+    named in `skip` left out; with `start`, an asset's name, from its first step on)."""
     graph = defs.resolve_asset_graph()
     steps: list[tuple[dg.AssetKey, str | None]] = []
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
-        if not node.is_materializable:
+        if not node.is_materializable or key.to_user_string() in skip:
             continue
         partitions = node.partitions_def
         keys = partitions.get_partition_keys(dynamic_partitions_store=instance) if partitions else [None]
@@ -42,6 +46,8 @@ def demo_steps(
             keys = [k for k in keys if only == k or only in k.split("|")]
         if seeds is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
             keys = [k for k in keys if int(k.keys_by_dimension.get("seed", 0)) < seeds]
+        if strategies is not None and isinstance(partitions, dg.MultiPartitionsDefinition):
+            keys = [k for k in keys if k.keys_by_dimension.get("strategy") in strategies]
         steps += [(key, partition) for partition in keys]
     if start is not None:
         names = [key.to_user_string() for key, _ in steps]
@@ -59,12 +65,17 @@ def materialize(
     partition: str | None = None,
     ops: dict[str, dict] | None = None,
     resources: dict | None = None,
+    home: str | Path | None = None,
     **kwargs,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize these assets of the code location (with their checks) in this process: `ops` maps an
-    asset to its config, `resources` replaces the default resources; other keywords (`tags`,
-    `raise_on_error`, `run_config` entries such as `loggers`) go to `dg.materialize`."""
-    from real_assets.definitions import defs
+    """Materialize these assets of the code location (with their checks) in this process, with the
+    resources of `home` (`Locations.resolve(home)`): `ops` maps an asset to its config, `resources`
+    replaces some of them; other keywords (`tags`, `raise_on_error`, `run_config` entries such as
+    `loggers`) go to `dg.materialize`."""
+    from real_assets.definitions import definitions
+    from real_assets.settings import Locations
+
+    defs = definitions(Locations.resolve(home))
 
     run_config = {"ops": {op: {"config": config} for op, config in (ops or {}).items()}}
     run_config |= kwargs.pop("run_config", {})
@@ -186,6 +197,8 @@ def run_steps(
     only: str | None = None,
     seeds: int | None = None,
     start: str | None = None,
+    strategies: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
     print its error once (to stderr). Returns whether every step succeeded. Raises ValueError for a
@@ -195,7 +208,7 @@ def run_steps(
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
-    steps = demo_steps(defs, instance, only, seeds, start)
+    steps = demo_steps(defs, instance, only, seeds, start, strategies, skip)
     dg.validate_run_config(job, {"ops": ops_config, "loggers": {"progress": {}}})  # before any step runs
     for key, partition in steps:
         name = key.to_user_string()

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from real_assets.core.device import pick_device
-from real_assets.core.policy import DpoConfig, Reporting, TrainResult, train_dpo
+from real_assets.core.train_config import DpoConfig, TrainResult
+from real_assets.core.training import Reporting, train_dpo
 
 CURVE = "curve"
 RESULT = "result"

@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -84,9 +85,10 @@ def budget_sweep(home: Path) -> str:
 def _audit_text(home: Path, keep) -> str:
     """`real-assets audit`'s table of a home, with only the steps `keep` accepts (every problem stays)."""
     from real_assets.audit import audit
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
+    from real_assets.settings import Locations
 
-    report = audit(home, defs)
+    report = audit(definitions(Locations.resolve(home)))
     report.steps = [s for s in report.steps if keep(s)]
     return report.format_table().replace(str(home.resolve()), ".real_assets")
 
@@ -100,15 +102,30 @@ def audit_clean(home: Path) -> str:
     return _audit_text(home, _first_partition)
 
 
+def _copy_home(source: Path, target: Path) -> Path:
+    """A copy of a home whose recorded absolute paths (checkpoint folders, MLflow artifact locations and
+    model sources) point into the copy, as tests/conftest.py's `copy_home` makes for the tests."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
+    old, new = str(source), str(target)
+    with duckdb.connect(str(target / "warehouse.duckdb")) as con:
+        con.execute("update models.checkpoints set path = replace(path, ?, ?)", [old, new])
+    with contextlib.closing(sqlite3.connect(target / "mlflow.db")) as con, con:
+        for table, column in (
+            ("experiments", "artifact_location"),
+            ("runs", "artifact_uri"),
+            ("model_versions", "source"),
+            ("model_versions", "storage_location"),
+        ):
+            con.execute(f"update {table} set {column} = replace({column}, ?, ?)", [old, new])
+    return target
+
+
 @contextlib.contextmanager
 def _tampered_copy(home: Path) -> Iterator[Path]:
-    """A copy of the home with one `raw.responses` score and one byte of a checkpoint file changed (the
-    copy's checkpoint records point into the copy)."""
+    """A copy of the home with one `raw.responses` score and one byte of a checkpoint file changed."""
     with tempfile.TemporaryDirectory(prefix="readme_samples_") as tmp:
-        copy = Path(tmp) / "home"
-        shutil.copytree(home, copy, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
+        copy = _copy_home(home, Path(tmp) / "home")
         with duckdb.connect(str(copy / "warehouse.duckdb")) as con:
-            con.execute("update models.checkpoints set path = replace(path, ?, ?)", [str(home), str(copy)])
             con.execute(
                 "update raw.responses set score = score + 1 "
                 "where rowid = (select min(rowid) from raw.responses)"

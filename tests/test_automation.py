@@ -10,17 +10,9 @@ import pytest
 
 from real_assets import cli
 from real_assets.definitions import defs
-from real_assets.defs import automation, conditions, inbox
+from real_assets.defs import automation, conditions
 
 UTC = dt.UTC
-
-
-@pytest.fixture(autouse=True)
-def _offline_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv(inbox.INBOX_ENV, raising=False)
 
 
 def _label(condition: dg.AutomationCondition | None) -> str | None:
@@ -163,12 +155,11 @@ def test_training_runs_on_data_version_change_after_cron_tick():
         assert result.get_requested_partitions(evals) == {changed}
 
 
-def test_pools_limit_one_step_at_a_time(tmp_path, monkeypatch):
+def test_pools_limit_one_step_at_a_time(tmp_path):
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(cli.DAGSTER_YAML)
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         for pool in ("warehouse", "gpu"):
             instance.event_log_storage.initialize_concurrency_limit_to_default(pool)

@@ -14,8 +14,9 @@ from conftest import SHORT_EVAL, SMALL_SWEEP
 from postgres_server import lake_unavailable, running_postgres
 
 from real_assets import cli
-from real_assets.definitions import defs
+from real_assets.definitions import defs, resources_for
 from real_assets.resources import Warehouse
+from real_assets.settings import Locations
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -45,11 +46,17 @@ def service(tmp_path_factory):
         }
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.items():
-                mp.setenv(name, value)
+                if name != "REAL_ASSETS_HOME":  # the service's own settings; the home is --home
+                    mp.setenv(name, value)
             mp.setenv("DAGSTER_HOME", str(root / "home" / "dagster"))  # restored afterwards, like the rest
             config = str(ROOT / "deploy" / "dagster.yaml")
             assert cli.main(["demo", "--home", str(root / "home"), "--instance-config", config, *TINY]) == 0
             yield pg, root / "home", env
+
+
+def _warehouse(home: Path) -> Warehouse:
+    """The warehouse the code location of this home writes (here the DuckLake catalog on Postgres)."""
+    return resources_for(Locations.resolve(home))["warehouse"]
 
 
 def _count(pg, database: str, sql: str) -> int:
@@ -73,7 +80,7 @@ def test_every_store_of_the_run_is_the_service(service):
     assert _count(pg, "mlflow", "select count(*) from runs where status = 'FINISHED'") >= len(runs)
     assert not (home / "warehouse.duckdb").exists() and not (home / "mlflow.db").exists()
     assert list((home.parent / "lake").rglob("*.parquet")) and list((home.parent / "artifacts").rglob("*"))
-    with Warehouse().connect(read_only=True) as con:
+    with _warehouse(home).connect(read_only=True) as con:
         assert con.execute("select count(*) from eval.strategy_comparison").fetchone()[0] > 0
     assert _count(pg, "lake", "select count(*) from ducklake_snapshot") > len(runs)
 
@@ -92,7 +99,7 @@ select seed::varchar || '|' || strategy, count(*) from selection.selected_pairs 
 def test_two_runs_writing_two_partitions_at_once_both_land(service):
     _, home, env = service
     partitions = defs.resolve_assets_def("selected_pairs").partitions_def.get_partition_keys()[:2]
-    with Warehouse().connect(read_only=True) as con:
+    with _warehouse(home).connect(read_only=True) as con:
         before = dict(con.execute(PAIRS_PER_PARTITION).fetchall())
     runs = [
         subprocess.Popen(
@@ -120,7 +127,7 @@ def test_two_runs_writing_two_partitions_at_once_both_land(service):
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     for run, output in zip(runs, outputs):
         assert run.returncode == 0, output[-4000:]
-    with Warehouse().connect(read_only=True) as con:
+    with _warehouse(home).connect(read_only=True) as con:
         after = dict(con.execute(PAIRS_PER_PARTITION).fetchall())
     assert after == before and all(after[p] > 0 for p in partitions)
     with dg.DagsterInstance.get() as instance:

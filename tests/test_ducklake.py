@@ -106,10 +106,12 @@ WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import pandas as pd
-    from real_assets.resources import Warehouse, replace_rows
+    from real_assets.definitions import resources_for
+    from real_assets.resources import replace_rows
+    from real_assets.settings import Locations
 
     partition, start, rounds = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    warehouse = Warehouse()
+    warehouse = resources_for(Locations.resolve())["warehouse"]  # the lake $REAL_ASSETS_WAREHOUSE names
     with warehouse.connect(read_only=True) as con:  # the lake attached: ready
         pass
     (start.parent / f"ready-{partition}").touch()
@@ -185,7 +187,7 @@ def test_two_processes_writing_at_once_both_land_with_every_row(postgres, tmp_pa
 
 
 def test_object_storage_loads_httpfs_and_takes_the_s3_secret_from_the_environment(monkeypatch):
-    from real_assets.resources import _object_storage
+    from real_assets.resources.warehouse import _object_storage
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")

@@ -5,19 +5,11 @@ import os
 import time
 
 import dagster as dg
-import pytest
 from sample_files import write_shp2, write_table_csv
 
 from real_assets.definitions import defs
 from real_assets.defs import inbox as inbox_module
-
-
-@pytest.fixture(autouse=True)
-def _offline_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv(inbox_module.INBOX_ENV, raising=False)
+from real_assets.resources import Home
 
 
 def _age(path, seconds=60):
@@ -26,22 +18,22 @@ def _age(path, seconds=60):
     return path
 
 
-def _tick(instance, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+def _tick(instance, inbox, cursor=None):
+    home = Home(path=str(inbox.parent / "home"), inbox_path=str(inbox))
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"home": home})
     result = inbox_module.inbox_sensor.evaluate_tick(context)
     return result, result.cursor
 
 
 def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
     inbox = tmp_path / "drop"
-    monkeypatch.setenv(inbox_module.INBOX_ENV, str(inbox))
     inbox.mkdir()
     with dg.instance_for_test() as instance:
-        result, cursor = _tick(instance)
+        result, cursor = _tick(instance, inbox)
         assert result.run_requests == []
 
         _age(write_shp2(inbox / "shp2__batch1.jsonl"))
-        result, cursor = _tick(instance, cursor)
+        result, cursor = _tick(instance, inbox, cursor)
         [request] = result.run_requests
         config = request.run_config["ops"]["raw_responses"]["config"]
         assert config == {"source": "shp2", "path": str(inbox / "shp2__batch1.jsonl")}
@@ -49,7 +41,7 @@ def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
         dg.validate_run_config(defs.get_job_def("refresh_raw_responses"), request.run_config)
 
         # The same file again: nothing.
-        result, cursor = _tick(instance, cursor)
+        result, cursor = _tick(instance, inbox, cursor)
         assert result.run_requests == []
 
         # A file that cannot be read is skipped and recorded; the good file next to it still runs;
@@ -60,7 +52,7 @@ def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
         (inbox / "fresh.csv").write_text((inbox / "labels.csv").read_text())
         (inbox / "pairs.jsonl.source.json").write_text(json.dumps({"source": "shp2"}))
         _age(write_shp2(inbox / "pairs.jsonl"))
-        result, cursor = _tick(instance, cursor)
+        result, cursor = _tick(instance, inbox, cursor)
         by_file = {r.tags["real_assets/inbox_file"]: r for r in result.run_requests}
         assert set(by_file) == {"labels.csv", "pairs.jsonl"}
         assert by_file["labels.csv"].run_config["ops"]["raw_responses"]["config"]["source"] == "table"
@@ -70,23 +62,22 @@ def test_inbox_sensor_once_per_file_and_skips_unreadable(tmp_path, monkeypatch):
 
         # Next tick: the broken file is not retried; the settled fresh file runs once.
         _age(inbox / "fresh.csv")
-        result, cursor = _tick(instance, cursor)
+        result, cursor = _tick(instance, inbox, cursor)
         assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["fresh.csv"]
-        result, cursor = _tick(instance, cursor)
+        result, cursor = _tick(instance, inbox, cursor)
         assert result.run_requests == []
 
         # A changed file is new content: one more run.
         with open(inbox / "shp2__batch1.jsonl", "a") as f:
             f.write("\n")
         _age(inbox / "shp2__batch1.jsonl", 30)
-        result, cursor = _tick(instance, cursor)
+        result, cursor = _tick(instance, inbox, cursor)
         assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["shp2__batch1.jsonl"]
 
 
 def test_inbox_reads_only_regular_files_inside_it(tmp_path, monkeypatch):
     inbox_path = tmp_path / "drop"
     inbox_path.mkdir()
-    monkeypatch.setenv(inbox_module.INBOX_ENV, str(inbox_path))
     private = tmp_path / "private" / "secrets.csv"
     private.parent.mkdir()
     _age(write_table_csv(private))
@@ -100,6 +91,6 @@ def test_inbox_reads_only_regular_files_inside_it(tmp_path, monkeypatch):
     (tmp_path / "private" / "cfg.json").write_text(json.dumps({"source": "shp2"}))
     (inbox_path / "pairs.jsonl.source.json").symlink_to(tmp_path / "private" / "cfg.json")
     with dg.instance_for_test() as instance:
-        result, cursor = _tick(instance)
+        result, cursor = _tick(instance, inbox_path)
     assert [r.tags["real_assets/inbox_file"] for r in result.run_requests] == ["real.csv"]
     assert set(json.loads(cursor)) == {"real.csv", "pairs.jsonl"}

@@ -6,8 +6,9 @@ import pytest
 from safetensors.torch import load_file
 
 from real_assets.core.device import pick_device
-from real_assets.core.policy import DpoConfig, ReferenceConfig, train_reference
 from real_assets.core.synthetic import iter_synthetic
+from real_assets.core.train_config import DpoConfig, ReferenceConfig
+from real_assets.core.training import train_reference
 from real_assets.defs.launcher import launch_dpo
 from real_assets.resources import Compute
 

@@ -7,7 +7,7 @@ import json
 import dagster as dg
 import pytest
 
-from real_assets.cli import prepare_home
+from real_assets.cli import instance_of, prepare_home
 from real_assets.demo import materialize
 from real_assets.resources import Warehouse
 
@@ -17,8 +17,8 @@ PARTITION = "0|easy"
 UPSTREAM = ["raw_responses", "response_embeddings", "response_similarity", "pair_candidates"]
 
 
-def _materialize(instance, names, partition=None, ops=None):
-    result = materialize(names, instance, partition, ops)
+def _materialize(instance, home, names, partition=None, ops=None):
+    result = materialize(names, instance, partition, ops, home=home)
     assert result.success
     return result
 
@@ -31,29 +31,26 @@ def _metadata(result, name):
 @pytest.fixture(scope="module")
 def small_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("lineage")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REAL_ASSETS_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        prepare_home(str(home))
-        instance = dg.DagsterInstance.get()
+    with instance_of(prepare_home(str(home))) as instance:
         tiny_reference = {"epochs": 1.0, "n_layer": 1, "n_embd": 32, "vocab_size": 400}
-        _materialize(instance, UPSTREAM, ops={"raw_responses": {"n_prompts": 24}})
-        _materialize(instance, ["reference_policy"], ops={"reference_policy": tiny_reference})
-        _materialize(instance, ["selected_pairs"], PARTITION)
+        _materialize(instance, home, UPSTREAM, ops={"raw_responses": {"n_prompts": 24}})
+        _materialize(instance, home, ["reference_policy"], ops={"reference_policy": tiny_reference})
+        _materialize(instance, home, ["selected_pairs"], PARTITION)
         dpo = _materialize(
             instance,
+            home,
             ["dpo_checkpoint"],
             PARTITION,
             {"dpo_checkpoint": {"beta": 0.1, "epochs": 1.0}},
         )
         tiny_eval = {"eval_scores": {"samples_per_prompt": 1, "max_new_tokens": 4}}
-        first_eval = _materialize(instance, ["eval_scores"], PARTITION, tiny_eval)
+        first_eval = _materialize(instance, home, ["eval_scores"], PARTITION, tiny_eval)
         # The reference is retrained (another seed: other weights, another data version); the DPO
         # checkpoint is not. Eval must still compare the checkpoint with the reference it was trained from.
         retrained = _materialize(
-            instance, ["reference_policy"], ops={"reference_policy": tiny_reference | {"seed": 7}}
+            instance, home, ["reference_policy"], ops={"reference_policy": tiny_reference | {"seed": 7}}
         )
-        second_eval = _materialize(instance, ["eval_scores"], PARTITION, tiny_eval)
+        second_eval = _materialize(instance, home, ["eval_scores"], PARTITION, tiny_eval)
         yield home, dpo, first_eval, retrained, second_eval
 
 

@@ -11,26 +11,19 @@ import torch
 
 from real_assets.core.device import pick_device
 from real_assets.core.evaluation import EvalConfig, HeldOutPair, Scoring, evaluate_policy, gold_scorer
-from real_assets.core.policy import (
-    DpoConfig,
-    ReferenceConfig,
-    Reporting,
-    TrainingDiverged,
-    build_base,
+from real_assets.core.lengths import (
     choose_max_length,
     derive_max_length,
     encode,
     fit_to_length,
     format_completion,
     format_prompt,
-    load_policy,
-    score_pairs,
-    sequence_logps,
-    train_dpo,
-    train_sft,
-    wilson_interval,
 )
+from real_assets.core.models import build_base, load_policy
 from real_assets.core.reference_scores import ches_score, reference_pair_scores
+from real_assets.core.scoring import score_pairs, sequence_logps, wilson_interval
+from real_assets.core.train_config import DpoConfig, ReferenceConfig
+from real_assets.core.training import Reporting, TrainingDiverged, train_dpo, train_sft
 
 PROMPT = "How do I get better at coffee with espresso?"
 GOOD = "Try this. Use freshly ground beans. Weigh the coffee and water."
@@ -46,7 +39,7 @@ def trained(tmp_path_factory):
     device = pick_device("cpu")
     corpus = [format_prompt(LONG_PROMPT) + format_completion(t) for t in (GOOD, BAD)] * 4
     ref_cfg = ReferenceConfig(vocab_size=300, n_layer=1, n_embd=32, n_positions=128, epochs=2, batch_size=4)
-    model, tokenizer = build_base(ref_cfg, corpus)
+    model, tokenizer, _ = build_base(ref_cfg, corpus)
     sft = train_sft(model, tokenizer, [(PROMPT, GOOD)] * 8, ref_cfg, root / "ref", device)
     curve, lines = [], []
     dpo = train_dpo(
@@ -86,7 +79,7 @@ def test_a_diverged_training_raises_and_saves_no_checkpoint(tmp_path):
     """A NaN in the weights (here from an absurd learning rate) must stop the step, not become a checkpoint
     whose every score is NaN; an H200 run of bench/gpu_check.py once saved one with a normal-looking loss."""
     cfg = ReferenceConfig(vocab_size=300, n_layer=1, n_embd=32, n_positions=128, epochs=2, batch_size=4)
-    model, tokenizer = build_base(cfg, [format_prompt(PROMPT) + format_completion(GOOD)] * 4)
+    model, tokenizer, _ = build_base(cfg, [format_prompt(PROMPT) + format_completion(GOOD)] * 4)
     cfg = dataclasses.replace(cfg, learning_rate=1e6)
     with pytest.raises(TrainingDiverged, match=r"non-finite .*first non-finite at step \d+"):
         train_sft(model, tokenizer, [(PROMPT, GOOD)] * 8, cfg, tmp_path / "ref", pick_device("cpu"))

@@ -14,11 +14,13 @@ import ray
 from real_assets.core import distributed
 from real_assets.core.embedding import DEFAULT_EMBEDDER, embed_texts
 from real_assets.core.sources import SourceSpec
+from real_assets.definitions import resources_for
 from real_assets.defs import features
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import ingest
 from real_assets.defs.selection import _reference_scores, read_train_candidates
-from real_assets.resources import Compute, Warehouse
+from real_assets.resources import Compute
+from real_assets.settings import Locations
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +41,10 @@ def local_ray() -> str:
 def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_responses_on_ray_data(
     home, local_ray, monkeypatch
 ):
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
     from real_assets.demo import run_steps
 
+    defs = definitions(Locations.resolve(home))
     on_ray = Compute(
         device="cpu", engine="ray", embed_actors=1, dpo_launcher="accelerate", ray_dashboard=local_ray
     )
@@ -68,14 +71,14 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
     assert metadata("response_embeddings")["device"].startswith("ray:cpu (1 actors")
     steps = (("reference_policy", "sft/loss", "sft"), ("dpo_checkpoint", "train/loss", "dpo"))
     for asset, curve, task in steps:
-        run = mlflow.get_run(metadata(asset)["mlflow_run_id"])
+        run = mlflow.MlflowClient(defs.resources["tracking"].uri()).get_run(metadata(asset)["mlflow_run_id"])
         assert curve in run.data.metrics
         messages = [e.user_message for e in instance.all_logs(run.data.tags["dagster.run_id"])]
         assert any(message.startswith(f"progress {task} ") for message in messages), asset
     assert metadata("strategy_comparison") and metadata("budget_sweep")
 
     # The reference scores that `margin` and `ches` select by, in a Ray task, equal the local engine's
-    warehouse = Warehouse()
+    warehouse = resources_for(Locations.resolve(home))["warehouse"]
     candidates, _ = read_train_candidates(warehouse, with_embeddings=False, with_texts=True)
     version = metadata("reference_policy")["data_version"]
     remote, local = (

@@ -20,10 +20,10 @@ def _script():
     return module
 
 
-def test_readme_samples_have_the_form_the_code_gives_a_real_home(demo_env):
+def test_readme_samples_have_the_form_the_code_gives_a_real_home(demo_home):
     script = _script()
     readme = script.readme_samples((ROOT / "README.md").read_text())
-    produced = script.render(demo_env)
+    produced = script.render(demo_home)
     for name in script.SAMPLES:
         assert script.sample_form(readme[name]) == script.sample_form(produced[name]), name
     # the forms keep what matters: the partition keys of an older code (the strategy alone) do not pass

@@ -25,7 +25,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from real_assets.cli import prepare_home
+from real_assets.cli import instance_of, prepare_home
 from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
 from real_assets.demo import materialize
@@ -118,7 +118,7 @@ def _first_strategy() -> str:
     return partitions.get_partition_keys()[0]
 
 
-def _prepare(instance: dg.DagsterInstance, strategy: str) -> None:
+def _prepare(instance: dg.DagsterInstance, home: Path, strategy: str) -> None:
     """Materialize, in this process, everything `strategy_comparison` needs for one strategy."""
     target = dg.AssetKey("strategy_comparison")
     graph = _asset_graph()
@@ -134,6 +134,7 @@ def _prepare(instance: dg.DagsterInstance, strategy: str) -> None:
             _partition_key(name, strategy) if partitioned else None,
             {name: PREPARE_CONFIG[name]} if name in PREPARE_CONFIG else {},
             tags={"real_assets/launched_by": "test_ui_browser"},
+            home=home,
         )
         assert result.success, name
 
@@ -161,38 +162,36 @@ def ui(tmp_path_factory):
     home = tmp_path_factory.mktemp("ui_home")
     log = home / "webserver.log"
     port = _free_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REAL_ASSETS_HOME", str(home))
-        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        prepare_home(str(home))  # instance config and storage, as `real-assets ui` does first
-        with (home / "dagster" / "dagster.yaml").open("a") as config:
-            config.write(LAUNCH_AT_ONCE)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [*WEBSERVER, "-m", "real_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its code server and run workers form one group to stop
-            )
-        url = f"http://127.0.0.1:{port}"
+    locations = prepare_home(str(home))  # instance config and storage, as `real-assets ui` does first
+    with (home / "dagster" / "dagster.yaml").open("a") as config:
+        config.write(LAUNCH_AT_ONCE)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAL_ASSETS_HOME": str(home)}
+    env["DAGSTER_HOME"] = str(locations.dagster_home)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*WEBSERVER, "-m", "real_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its code server and run workers form one group to stop
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        instance = instance_of(locations)
+        strategy = _first_strategy()
+        _prepare(instance, home, strategy)  # while the webserver loads the code location
+        _wait_for_code_location(url, proc)
+        yield {"url": url, "home": home, "log": log, "instance": instance, "strategy": strategy}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            instance = dg.DagsterInstance.get()
-            strategy = _first_strategy()
-            _prepare(instance, strategy)  # while the webserver loads the code location
-            _wait_for_code_location(url, proc)
-            yield {"url": url, "home": home, "log": log, "instance": instance, "strategy": strategy}
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 # -------------------------------------------------------------------------------------------- browser

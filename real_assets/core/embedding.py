@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -12,7 +13,19 @@ from real_assets.core.progress import Progress
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_EMBEDDER, "all-MiniLM-L6-v2", "packaged:all-MiniLM-L6-v2"}
 POLICY_LM_PREFIX = "policy-lm:"
-"""`policy-lm:<model id or path>`: a causal LM's mean-pooled last hidden state (the paper's way)."""
+"""`policy-lm:<model id or path>`: a causal LM's mean-pooled last hidden state (the paper's way); also
+`policy-lm:packaged:smollm2-135m-instruct`, the packaged pretrained model (`core.models.PACKAGED`)."""
+
+
+def loadable_model_id(model_id: str, models_dir: Path | None) -> str:
+    """`model_id` with a packaged policy LM replaced by its converted folder under `models_dir` (converted
+    on first use); any other id unchanged."""
+    from real_assets.core.models import PACKAGED_PREFIX, resolve_base
+
+    name = model_id.removeprefix(POLICY_LM_PREFIX)
+    if model_id.startswith(POLICY_LM_PREFIX) and name.startswith(PACKAGED_PREFIX):
+        return POLICY_LM_PREFIX + resolve_base(name, models_dir)[0]
+    return model_id
 
 
 def resolve_model_path(model_id: str) -> str:

@@ -7,7 +7,7 @@
 - win rate of the policy's sampled responses against the reference's on the same prompts, judged by a
   scorer (the synthetic gold scorer, or a reward model), ties counted as half, with a Wilson 95% interval.
 
-Scoring fits each pair as training does (`policy.fit_to_length`: the prompt loses its start); a pair that
+Scoring fits each pair as training does (`lengths.fit`: the prompt loses its oldest part); a pair that
 cannot keep its responses is not scored and is counted. Per-prompt outcomes are returned too, so the
 comparison can bootstrap over prompts and seeds.
 """
@@ -23,16 +23,11 @@ import numpy as np
 import pandas as pd
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
-from real_assets.core.policy import (
-    DpoConfig,
-    Reporting,
-    generate,
-    load_policy,
-    score_pairs,
-    train_dpo,
-    wilson_interval,
-)
+from real_assets.core.models import load_policy_and_reference
 from real_assets.core.progress import Progress, Report
+from real_assets.core.scoring import generate, score_pairs, wilson_interval
+from real_assets.core.train_config import DpoConfig
+from real_assets.core.training import Reporting, train_dpo
 
 Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 """(prompts, responses) -> one quality score per response."""
@@ -92,8 +87,7 @@ def evaluate_policy(
 ) -> tuple[dict[str, float | int | None], pd.DataFrame]:
     """All eval metrics of one policy (win-rate fields None without a scorer), and per-item outcomes.
     `prompts` are (prompt_id, prompt)."""
-    policy, tokenizer = load_policy(policy_dir, device)
-    reference, _ = load_policy(reference_dir, device)
+    policy, reference, tokenizer = load_policy_and_reference(policy_dir, reference_dir, device)
     try:
         metrics, outcomes = _reward_metrics(
             policy, reference, tokenizer, pairs, config, scoring, device, report

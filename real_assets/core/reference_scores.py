@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
-from real_assets.core.policy import load_policy, score_pairs
+from real_assets.core.models import load_policy
 from real_assets.core.progress import Progress, Report
+from real_assets.core.scoring import score_pairs
 
 
 def ches_score(h_chosen: np.ndarray, h_rejected: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import dagster as dg
 from real_assets.defs.conditions import CRON_TIMEZONE
 from real_assets.defs.ingest import RAW_RESPONSES_JOB, IngestConfig
 from real_assets.recovery import recover
-from real_assets.settings import default_tracking_uri, home_dir
+from real_assets.resources import Home, Tracking
 
 INGEST_CRON_ENV = "REAL_ASSETS_INGEST_CRON"
 INGEST_CONFIG_ENV = "REAL_ASSETS_INGEST_CONFIG"
@@ -84,8 +84,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="After a failed run (one the run monitoring found dead included): end its MLflow runs "
     "still RUNNING as KILLED, free slots still held by ended runs, remove half-written checkpoint folders.",
 )
-def recover_after_failed_runs(context: dg.RunFailureSensorContext):
-    for line in recover(context.instance, home_dir(), default_tracking_uri()):
+def recover_after_failed_runs(context: dg.RunFailureSensorContext, home: Home, tracking: Tracking):
+    for line in recover(context.instance, home.root, tracking.uri()):
         context.log.info(f"recovered: {line}")
 
 

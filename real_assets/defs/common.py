@@ -94,7 +94,7 @@ class Step(StepRun):
     strategy x seed grid)."""
 
     def __init__(self, context, tracking: Tracking, run: StepRun, upstream, config, partition):
-        super().__init__(run.run_id, run.experiment_id)
+        super().__init__(run.client, run.run_id, run.experiment_id)
         self.context: dg.AssetExecutionContext = context
         self.log = context.log
         self.tracking = tracking

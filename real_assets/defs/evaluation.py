@@ -21,7 +21,6 @@ from real_assets.core.evaluation import (
     reward_model_scorer,
     train_and_score,
 )
-from real_assets.core.policy import DpoConfig
 from real_assets.core.report import (
     budget_plot,
     comparison_plot,
@@ -32,14 +31,14 @@ from real_assets.core.report import (
 )
 from real_assets.core.selection import STRATEGIES, BudgetSweepConfig, SelectionConfig, select_pairs
 from real_assets.core.stats import paired_bootstrap
+from real_assets.core.train_config import DpoConfig
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
-from real_assets.resources import Compute, Warehouse, replace_rows
-from real_assets.settings import home_dir
+from real_assets.resources import Compute, Home, Warehouse, replace_rows
 
 EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy", "seed"))
 EVAL_OUTCOMES = WarehouseTable("eval.eval_outcomes", ("strategy", "seed", "metric", "item"))
@@ -230,12 +229,6 @@ def _png_markdown(path: Path, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{image})")
 
 
-def _reports_dir() -> Path:
-    reports = home_dir() / "reports"
-    reports.mkdir(exist_ok=True)
-    return reports
-
-
 _COMPARISON_ITEMS = """
     select strategy, seed, metric, prompt_id, value from eval.eval_outcomes
     union all
@@ -253,7 +246,7 @@ cosine and label error of each kept pair."""
     automation_condition=EAGER,
     metadata=table_metadata(COMPARISON, DIFFERENCES),
 )
-def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
+def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.MaterializeResult:
     """The paper's comparison across strategies (eval.strategy_comparison): per strategy the mean over seeds
     of pairs, similarity, label error, preference accuracy, margin and win rate, each but pairs with a 95%
     two-way bootstrap interval over seeds and prompts (kept pairs by train prompt, held-out outcomes by
@@ -277,7 +270,7 @@ def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResul
         con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
         con.execute("create or replace table eval.strategy_differences as select * from differences_frame")
         content = content_version(con, [COMPARISON, DIFFERENCES])
-    png = comparison_plot(table, _reports_dir() / f"strategy_comparison-{content.version}.png")
+    png = comparison_plot(table, home.reports / f"strategy_comparison-{content.version}.png")
     step.log_table(table, "strategy_comparison.json")
     step.log_table(diffs, "strategy_differences.json")
     step.log_artifact(png)
@@ -327,7 +320,7 @@ def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
     automation_condition=on_new_training_data(),
     metadata=table_metadata(SWEEP),
 )
-def budget_sweep(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+def budget_sweep(step: Step, home: Home, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
     """The annotation-budget sweep (eval.budget_sweep): for easy and random, label-error rate and held-out
     preference accuracy of a real DPO run at each keep fraction, against the full budget (`all`); reports
     the smallest budget at which easy is within the interval of `all`."""
@@ -404,7 +397,7 @@ def budget_sweep(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mater
         con.execute("create or replace table eval.budget_sweep as select * from sweep_frame")
         content = content_version(con, [SWEEP])
     png = budget_plot(
-        sweep, (band.diff, band.low, band.high), _reports_dir() / f"budget_sweep-{content.version}.png"
+        sweep, (band.diff, band.low, band.high), home.reports / f"budget_sweep-{content.version}.png"
     )
     step.log_table(sweep, "budget_sweep.json")
     step.log_artifact(png)

@@ -1,18 +1,19 @@
 """Features domain: response embeddings (GPU when present) and the SQL models built on them."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from real_assets.core.embedding import DEFAULT_EMBEDDER
+from real_assets.core.embedding import DEFAULT_EMBEDDER, loadable_model_id
 from real_assets.core.progress import Progress, Report
 from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
-from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
+from real_assets.resources import Compute, Home, Warehouse, replace_rows, table_exists
 
 EMBEDDINGS = WarehouseTable("features.response_embeddings", ("response_id",))
 EMBEDDINGS_TABLE = EMBEDDINGS.name
@@ -20,7 +21,8 @@ EMBEDDINGS_TABLE = EMBEDDINGS.name
 
 class EmbeddingConfig(dg.Config):
     """`model` is a sentence-transformers id or path (default: the packaged all-MiniLM-L6-v2), or
-    `policy-lm:<causal LM id or path>` for the paper's mean-pooled policy-LM embeddings."""
+    `policy-lm:<causal LM id or path>` for the paper's mean-pooled policy-LM embeddings
+    (`policy-lm:packaged:smollm2-135m-instruct`: the packaged SmolLM2, no hub)."""
 
     model: str = DEFAULT_EMBEDDER
     trust_remote_code: bool = False
@@ -33,7 +35,11 @@ EMBED_CHUNK = 20_000
 
 
 def embed_new_responses(
-    warehouse: Warehouse, compute: Compute, config: EmbeddingConfig, report: Report | None = None
+    warehouse: Warehouse,
+    compute: Compute,
+    config: EmbeddingConfig,
+    report: Report | None = None,
+    models_dir: Path | None = None,
 ) -> dict:
     """Embed the responses that have no embedding from this model yet, a chunk at a time; drop embeddings
     of responses that are gone. A change of model re-embeds everything. The model work holds no warehouse
@@ -64,7 +70,10 @@ def embed_new_responses(
         "response_embeddings", total=len(todo), report=report, unit="texts", every_s=config.progress_every_s
     )
     vectors_per_chunk, device = compute.embed_chunks(
-        [[text for _, _, text in chunk] for chunk in chunks], config.model, config.trust_remote_code, progress
+        [[text for _, _, text in chunk] for chunk in chunks],
+        loadable_model_id(config.model, models_dir),
+        config.trust_remote_code,
+        progress,
     )
     seconds = 0.0
     for chunk in chunks:
@@ -123,11 +132,15 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
     automation_condition=EAGER,
     metadata=table_metadata(EMBEDDINGS),
 )
-def response_embeddings(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+def response_embeddings(
+    step: Step, home: Home, warehouse: Warehouse, compute: Compute
+) -> dg.MaterializeResult:
     """L2-normalised embedding of every response (features.response_embeddings, FLOAT[]), computed
     independently of the prompt, on CUDA in half precision when present."""
     step.log_params({"batch_size": compute.embed_batch_size})
-    result = embed_new_responses(warehouse, compute, step.config, report=step.log.info)
+    result = embed_new_responses(
+        warehouse, compute, step.config, report=step.log.info, models_dir=home.models
+    )
     version = result.pop("data_version")
     digests = result.pop("table_digests")
     metadata = {

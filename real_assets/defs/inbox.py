@@ -17,22 +17,13 @@ import dagster as dg
 from real_assets.core.hashing import digest_file
 from real_assets.core.sources import FILE_SOURCE_NAMES, check_source
 from real_assets.defs.ingest import RAW_RESPONSES_JOB, IngestConfig
-from real_assets.settings import home_dir
+from real_assets.resources import Home
 
-INBOX_ENV = "REAL_ASSETS_INBOX"
 SIDECAR_SUFFIX = ".source.json"
 SIDECAR_KEYS = frozenset({"source", "split", "limit", "seed", "test_fraction", "max_chars", "column_map"})
 SETTLE_SECONDS = 5.0
 """A file modified more recently than this is still being written: it waits for the next tick."""
 _IGNORED_SUFFIXES = (SIDECAR_SUFFIX, ".tmp", ".part", ".partial", ".crdownload")
-
-
-def inbox_dir() -> Path:
-    """`$REAL_ASSETS_INBOX`, else `<home>/inbox` (created)."""
-    configured = os.environ.get(INBOX_ENV)
-    path = Path(configured).expanduser().resolve() if configured else home_dir() / "inbox"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _regular_file(path: Path) -> os.stat_result | None:
@@ -96,14 +87,14 @@ def _candidates(inbox: Path) -> list[tuple[Path, os.stat_result]]:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="One raw_responses run per file dropped into <home>/inbox (or $REAL_ASSETS_INBOX).",
 )
-def inbox_sensor(context: dg.SensorEvaluationContext):
+def inbox_sensor(context: dg.SensorEvaluationContext, home: Home):
     """Requests one `raw_responses` run per new or changed file, exactly once: the cursor holds
     {file name: "size:mtime_ns"} of every file already handled (requested or skipped), and the run key
     carries the content hash, so the daemon also drops a duplicate request. A file that fails
     `check_source` (unreadable, wrong schema, bad sidecar) is logged, recorded and not retried until it
     changes; the sensor goes on with the next file. Symlinks and special files are never read. See
     `inbox_ingest_config` for the naming rules."""
-    inbox = inbox_dir()
+    inbox = home.inbox
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     present: dict[str, str] = {}
     now = time.time()

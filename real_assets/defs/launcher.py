@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from real_assets.core.policy import DpoConfig, TrainResult
+from real_assets.core.train_config import DpoConfig, TrainResult
 from real_assets.launch_dpo import CURVE, RESULT, write_spec
 from real_assets.resources import Compute
 

@@ -14,25 +14,16 @@ import dagster as dg
 import pandas as pd
 
 from real_assets.core.checkpoints import UNPARTITIONED, Checkpoint, finalize, staging_dir
-from real_assets.core.policy import (
-    DpoConfig,
-    ReferenceConfig,
-    Reporting,
-    TrainResult,
-    format_completion,
-    format_prompt,
-    train_dpo,
-    train_reference,
-    training_record,
-)
+from real_assets.core.lengths import format_completion, format_prompt
+from real_assets.core.train_config import DpoConfig, ReferenceConfig, TrainResult, training_record
+from real_assets.core.training import Reporting, train_dpo, train_reference
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
-from real_assets.resources import Compute, StepRun, Warehouse, replace_rows
-from real_assets.settings import checkpoints_dir
+from real_assets.resources import Compute, Home, StepRun, Warehouse, replace_rows
 
 TRAINING_FILE = "training.json"
 
@@ -124,7 +115,7 @@ def checkpoint_asset(**asset_kwargs):
     config=ReferenceStepConfig,
     deps=[raw_responses],
 )
-def reference_policy(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+def reference_policy(step: Step, home: Home, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
     """The SFT reference policy: the base causal LM fine-tuned with TRL's SFTTrainer on the chosen
     (highest-label) response of each train prompt. Safetensors under <home>/checkpoints."""
     cfg: ReferenceConfig = step.config
@@ -137,7 +128,7 @@ def reference_policy(step: Step, warehouse: Warehouse, compute: Compute) -> dg.M
     for prompt, response, _score, _rid in train:
         chosen.setdefault(prompt, response)  # rows come best-first within a prompt
     corpus = [format_prompt(p) + format_completion(r) for p, r, _s, _i in train]
-    out = staging_dir(checkpoints_dir(), "reference_policy", None)
+    out = staging_dir(home.checkpoints, "reference_policy", None)
     result, device = compute.run(
         train_reference,
         corpus,
@@ -145,13 +136,21 @@ def reference_policy(step: Step, warehouse: Warehouse, compute: Compute) -> dg.M
         cfg,
         out,
         reporting=Reporting(_log_curve(step, "sft"), step.log.info),
+        models_dir=home.models,
     )
-    training = training_record(cfg, max_length=result.max_length, max_length_source=result.max_length_source)
+    training = training_record(
+        cfg,
+        max_length=result.max_length,
+        max_length_source=result.max_length_source,
+        base=result.extra.get("base"),
+    )
     ckpt, version = store_checkpoint(step, warehouse, out, "real-assets-reference", training)
     metadata = {
         "checkpoint": dg.MetadataValue.path(str(ckpt.path)),
         "sft_examples": len(chosen),
         "device": device,
+        "base_model": cfg.base_model,
+        "lora_r": cfg.lora_r,
         **_train_metadata(result),
         "registered_model_version": version,
     }
@@ -179,7 +178,7 @@ def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
     deps=[dg.AssetKey("selected_pairs"), reference_policy],
     partitions_def=strategy_seed_partitions,
 )
-def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+def dpo_checkpoint(step: Step, home: Home, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
     """TRL DPO from the reference policy version its input names, on one strategy and seed's selected
     pairs; the curve (loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow."""
     cfg: DpoConfig = step.config
@@ -193,7 +192,7 @@ def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         pairs, name=f"selected_pairs[{step.context.partition_key}]", source=warehouse.describe()
     )
     rows = list(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))
-    out = staging_dir(checkpoints_dir(), "dpo_checkpoint", step.context.partition_key)
+    out = staging_dir(home.checkpoints, "dpo_checkpoint", step.context.partition_key)
     reporting = Reporting(_log_curve(step, "train"), step.log.info)
     if compute.dpo_launcher == "accelerate":
         result, device = launch_dpo(step.context, compute, reference, rows, cfg, seed, out, reporting.on_log)
@@ -215,6 +214,7 @@ def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         "reference_version": reference_version,
         "reference_checkpoint": dg.MetadataValue.path(str(reference)),
         "beta": cfg.beta,
+        "lora_r": cfg.lora_r,
         "seed": seed,
         "pairs": len(rows),
         "device": device,

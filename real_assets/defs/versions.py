@@ -18,6 +18,7 @@ import duckdb
 
 from real_assets.core.checkpoints import UNPARTITIONED, verify
 from real_assets.core.hashing import TABLE_DIGEST_FORMAT, digest, digest_manifest
+from real_assets.core.models import ModelError, is_adapter, parent_of
 from real_assets.defs.common import data_version_of, latest_materialization
 from real_assets.resources import Warehouse, table_digest
 
@@ -175,7 +176,7 @@ def checkpoint_problems(
 ) -> tuple[list[str], CheckpointRecord | None]:
     """Problems of one recorded checkpoint: its `models.checkpoints` row must exist, its manifest must
     hash to the data version, the folder must be `<asset>/<partition>/<data_version>` and every file
-    must match the manifest (`core.checkpoints.verify`)."""
+    must match the manifest (`core.checkpoints.verify`); a LoRA adapter's parent must be there, unchanged."""
     part = partition or UNPARTITIONED
     record = read_checkpoint_record(con, asset, part, data_version)
     if record is None:
@@ -187,6 +188,11 @@ def checkpoint_problems(
     if tuple(folder) != (asset, part, data_version):
         problems.append(f"checkpoint folder {record.path} is not .../{asset}/{part}/{data_version}")
     problems += [f"checkpoint file {p}" for p in verify(record.path, record.manifest)]
+    if not problems and is_adapter(record.path):
+        try:
+            parent_of(record.path)  # the model the adapter applies to is there and unchanged
+        except ModelError as e:
+            problems.append(str(e))
     return problems, record
 
 

@@ -1,4 +1,4 @@
-"""Resources for every outside system: the DuckDB warehouse, MLflow tracking and the compute device."""
+"""The warehouse: an embedded DuckDB file or a DuckLake catalog, and the SQL helpers every writer uses."""
 
 from __future__ import annotations
 
@@ -8,29 +8,16 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import dagster as dg
 import duckdb
-import numpy as np
 
-from real_assets.core.device import DeviceChoice, on_device, pick_device
-from real_assets.core.embedding import embed_chunks
 from real_assets.core.hashing import table_digest_sql
-from real_assets.core.progress import Progress
 from real_assets.core.sql_models import validate_identifier
-from real_assets.settings import (
-    WAREHOUSE_DATA_ENV,
-    WAREHOUSE_ENV,
-    artifact_root,
-    default_tracking_uri,
-    home_dir,
-    warehouse_path,
-)
 
-T = TypeVar("T")
 SCHEMAS = ("raw", "features", "selection", "models", "eval")
 DUCKLAKE_PREFIX = "ducklake:"
 
@@ -40,13 +27,14 @@ class Warehouse(dg.ConfigurableResource):
     once (catalog in Postgres, data files in a folder or object storage). The same SQL runs on both.
     Connections are short-lived; read-only where a step only reads."""
 
-    path: str = ""
+    path: str
     """A DuckDB file, or a DuckLake catalog `ducklake:<metadata>` such as
     `ducklake:postgres:dbname=lake host=db user=dagster` (password from `PGPASSWORD` or a DuckDB secret,
-    never here). Empty means `$REAL_ASSETS_WAREHOUSE`, else `<home>/warehouse.duckdb`."""
+    never here). The code location's is `Locations.warehouse` (`$REAL_ASSETS_WAREHOUSE`, else
+    `<home>/warehouse.duckdb`)."""
     data_path: str = ""
-    """DuckLake only: where its Parquet files live (a folder shared by every process, or `s3://...`).
-    Empty means `$REAL_ASSETS_WAREHOUSE_DATA`, else `<home>/lake/`."""
+    """DuckLake only: where its Parquet files live (a folder shared by every process, or `s3://...`);
+    the code location's is `Locations.warehouse_data`."""
     lock_timeout_s: float = 120.0
     """DuckDB file only: how long to wait for another process's write lock before failing."""
     memory_limit: str = ""
@@ -54,7 +42,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def location(self) -> str:
         """The configured file path or `ducklake:` catalog string."""
-        return self.path or os.environ.get(WAREHOUSE_ENV) or str(warehouse_path())
+        return self.path
 
     @property
     def is_lake(self) -> bool:
@@ -72,7 +60,9 @@ class Warehouse(dg.ConfigurableResource):
         return self.lake_data_path() if self.is_lake else str(self.database())
 
     def lake_data_path(self) -> str:
-        data = self.data_path or os.environ.get(WAREHOUSE_DATA_ENV) or str(home_dir() / "lake")
+        if not self.data_path:
+            raise ValueError("a DuckLake warehouse needs data_path: where its Parquet files live")
+        data = self.data_path
         if "://" not in data:
             Path(data).mkdir(parents=True, exist_ok=True)
             data = str(Path(data).resolve()) + "/"
@@ -292,245 +282,3 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 def _split_table(table: str) -> tuple[str, str]:
     schema, _, name = table.partition(".")
     return validate_identifier(schema, "schema"), validate_identifier(name, "table")
-
-
-class Compute(dg.ConfigurableResource):
-    """Where the torch steps run: in this process (`engine="local"`, the default) on CUDA when present (half
-    precision there), else CPU; or on a Ray cluster (`engine="ray"`): embeddings by a Ray Data actor pool,
-    each model step (SFT, every DPO partition, eval) as a Ray task with the GPUs it asks for, so partitions
-    that Dagster runs side by side train on different GPUs. The asset, its MLflow run and its metadata stay
-    in the Dagster step either way."""
-
-    device: str = "auto"
-    """auto, cuda or cpu; on Ray it is resolved on the worker that runs the step."""
-    half_precision: bool = True
-    embed_batch_size: int = 128
-    engine: Literal["local", "ray"] = "local"
-    ray_address: str = ""
-    """The cluster (`ray://head:10001`, or `auto` on a cluster node); empty: `$RAY_ADDRESS`, else a Ray
-    instance started in the step's process."""
-    step_gpus: float = -1.0
-    """GPUs a model step asks Ray for; -1: one when the cluster has GPUs, else none."""
-    step_cpus: float = 1.0
-    """CPUs a model step asks Ray for."""
-    embed_actors: int = 0
-    """Embedding actors on Ray; 0: one per GPU, or one per two CPUs on a CPU-only cluster."""
-    dpo_launcher: Literal["in_process", "accelerate"] = "in_process"
-    """`accelerate`: each DPO partition runs under `accelerate launch` with `launch_processes` processes
-    (DDP over GPUs; CPU processes over gloo without CUDA), through Dagster Pipes: a subprocess on the
-    local engine, a Ray job on `ray`."""
-    launch_processes: int = 2
-    accelerate_config: str = ""
-    """An accelerate config file (FSDP, DeepSpeed, several machines); empty: DDP on this machine."""
-    ray_dashboard: str = ""
-    """The Ray job server for launched steps (`http://head:8265`); empty: Ray's own lookup
-    (`$RAY_API_SERVER_ADDRESS`, `$RAY_ADDRESS`, then the local default)."""
-
-    def choice(self) -> DeviceChoice:
-        return pick_device(self.device, self.half_precision)
-
-    def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> tuple[T, str]:
-        """`fn(*args, device=..., **kwargs)` where the engine puts it (`OnDevice` arguments built there),
-        and a description of where it ran (device, and Ray resources on Ray). Callable keyword arguments
-        (`report`, and those in a `Reporting`) are called in this process as the step goes, on either
-        engine."""
-        if self.engine == "local":
-            device = self.choice()
-            return fn(*on_device(args, device), device=device, **on_device(kwargs, device)), device.device
-        from real_assets.core import distributed
-
-        resources = distributed.connect(self.ray_address)
-        result, placement = distributed.run_step(
-            fn,
-            args,
-            kwargs,
-            device=self.device,
-            half_precision=self.half_precision,
-            num_cpus=self.step_cpus,
-            num_gpus=distributed.gpus_per_step(self.step_gpus, resources),
-        )
-        return result, placement.describe()
-
-    def embed_chunks(
-        self,
-        chunks: Sequence[Sequence[str]],
-        model_id: str,
-        trust_remote_code: bool = False,
-        progress: Progress | None = None,
-    ) -> tuple[Iterator[np.ndarray], str]:
-        """The embeddings of each chunk in turn, on this engine, and where they are computed."""
-        if self.engine == "local":
-            device = self.choice()
-            vectors = embed_chunks(
-                chunks, model_id, device, self.embed_batch_size, trust_remote_code, progress
-            )
-            return vectors, device.device
-        from real_assets.core import distributed
-
-        return distributed.embed_chunks_on_ray(
-            chunks,
-            model_id,
-            device=self.device,
-            half_precision=self.half_precision,
-            batch_size=self.embed_batch_size,
-            trust_remote_code=trust_remote_code,
-            actors=self.embed_actors,
-            resources=distributed.connect(self.ray_address),
-            progress=progress,
-        )
-
-
-class StepRun:
-    """The MLflow run of one materialization: what an asset may log (its own params, metrics, artifacts)."""
-
-    def __init__(self, run_id: str, experiment_id: str):
-        self.run_id = run_id
-        self.experiment_id = experiment_id
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        import mlflow
-
-        mlflow.log_params({k: _param(v) for k, v in params.items()})
-
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        import mlflow
-
-        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
-        if clean:
-            mlflow.log_metrics(clean, step=step)
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
-        mlflow.log_artifact(str(path), artifact_path)
-
-    def log_table(self, frame, artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_table(frame, artifact_file)
-
-    def log_dataset(self, frame, name: str, source: str, context: str = "training") -> str:
-        """Log a DataFrame as an MLflow dataset input; returns its digest."""
-        import mlflow
-
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name)
-        mlflow.log_input(dataset, context=context)
-        return dataset.digest
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        import mlflow
-
-        mlflow.set_tags(tags)
-
-    def register_model(self, name: str, source: Path, tags: dict[str, str]) -> str:
-        """Register a checkpoint folder as a new version of a registered model; returns the version."""
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        client = MlflowClient()
-        with contextlib.suppress(MlflowException):
-            client.create_registered_model(name)
-        version = client.create_model_version(name, source=source.as_uri(), run_id=self.run_id, tags=tags)
-        return str(version.version)
-
-    @property
-    def url_path(self) -> str:
-        return f"#/experiments/{self.experiment_id}/runs/{self.run_id}"
-
-
-def _param(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-_REACHABLE: set[str] = set()
-
-
-class TrackingServerUnreachable(RuntimeError):
-    """The MLflow tracking server does not answer."""
-
-
-def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with a message that says what to do, when an http(s) tracking server does not answer its
-    health endpoint within `timeout_s` (MLflow itself retries for minutes). Also bounds MLflow's own
-    retries for the rest of the process. Local stores (sqlite, file) need no check."""
-    if not uri.startswith(("http://", "https://")) or uri in _REACHABLE:
-        return
-    import os
-    import urllib.error
-    import urllib.request
-
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(int(timeout_s) * 2, 10)))
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
-            pass
-    except urllib.error.HTTPError:
-        pass  # it answered: a server without /health (or behind a proxy) is still a server
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise TrackingServerUnreachable(
-            f"MLflow tracking server {uri} did not answer within {timeout_s:g} s ({reason}). "
-            "Start it, fix MLFLOW_TRACKING_URI, or unset it to track into <home>/mlflow.db."
-        ) from None
-    _REACHABLE.add(uri)
-
-
-class Tracking(dg.ConfigurableResource):
-    """MLflow: one run per materialization (and partition), started and tagged in one place."""
-
-    tracking_uri: str = ""
-    """Empty means `$MLFLOW_TRACKING_URI`, else a SQLite store under the home."""
-    experiment: str = "real-assets"
-    ui_url: str = "http://127.0.0.1:5000"
-    """The MLflow UI, for links in the materialization metadata."""
-    dagster_ui_url: str = "http://127.0.0.1:3000"
-    """The Dagster UI, for links from the MLflow run back to the run and the asset."""
-
-    connect_timeout_s: float = 5.0
-    """How long to wait for a tracking server before failing with a clear message."""
-
-    def uri(self) -> str:
-        return self.tracking_uri or default_tracking_uri()
-
-    def _experiment_id(self) -> str:
-        import mlflow
-
-        check_tracking_server(self.uri(), self.connect_timeout_s)
-        mlflow.set_tracking_uri(self.uri())
-        found = mlflow.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        return mlflow.create_experiment(self.experiment, artifact_location=artifact_root(self.uri()))
-
-    @contextlib.contextmanager
-    def step(
-        self, context: dg.AssetExecutionContext, upstream_versions: dict[str, str] | None = None
-    ) -> Iterator[StepRun]:
-        """Start the MLflow run of this materialization, tagged with its Dagster identity (code version
-        included), and end it FINISHED or FAILED; the asset sets the `dagster.data_version` tag once it
-        knows its content."""
-        import mlflow
-
-        experiment_id = self._experiment_id()
-        asset_key = context.asset_key.to_user_string()
-        code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
-        partition = context.partition_key if context.has_partition_key else ""
-        tags = {
-            "dagster.run_id": context.run_id,
-            "dagster.asset_key": asset_key,
-            "dagster.partition": partition,
-            "dagster.code_version": code_version or "",
-            "dagster.run_url": f"{self.dagster_ui_url}/runs/{context.run_id}",
-            "dagster.asset_url": f"{self.dagster_ui_url}/assets/{'/'.join(context.asset_key.path)}",
-            **{f"dagster.upstream.{k}": v for k, v in (upstream_versions or {}).items()},
-        }
-        run_name = f"{asset_key}[{partition}]" if partition else asset_key
-        started = time.perf_counter()
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-            step = StepRun(run.info.run_id, experiment_id)
-            yield step
-            mlflow.log_metric("step/seconds", time.perf_counter() - started)
-
-    def run_url(self, step: StepRun) -> str:
-        return f"{self.ui_url}/{step.url_path}"

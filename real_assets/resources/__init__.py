@@ -1,0 +1,29 @@
+"""Resources for every outside system: the home folder, the warehouse (DuckDB or DuckLake), MLflow
+tracking, and compute (device, engine, model backend)."""
+
+from real_assets.resources.compute import Compute
+from real_assets.resources.home import Home
+from real_assets.resources.tracking import StepRun, Tracking, TrackingServerUnreachable, check_tracking_server
+from real_assets.resources.warehouse import (
+    Warehouse,
+    extension_file,
+    replace_rows,
+    same_catalog_cursor,
+    table_digest,
+    table_exists,
+)
+
+__all__ = [
+    "Compute",
+    "Home",
+    "StepRun",
+    "Tracking",
+    "TrackingServerUnreachable",
+    "Warehouse",
+    "check_tracking_server",
+    "extension_file",
+    "replace_rows",
+    "same_catalog_cursor",
+    "table_digest",
+    "table_exists",
+]
