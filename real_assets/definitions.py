@@ -1,6 +1,7 @@
 """The code location: the assets and checks of every domain module, the SQL models built on the tables
 they declare, the automation, and the resources. Nothing here lists assets by name."""
 
+import functools
 import os
 
 import dagster as dg
@@ -61,20 +62,27 @@ def resources_for(locations: Locations, model_backend: str | None = None) -> dic
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
 
-code = dg.Definitions.merge(
-    dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
-    sql_definitions(domain_assets),
-    dg.Definitions(
-        jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
-    ),
-)
+
+@functools.cache
+def _code() -> dg.Definitions:
+    """The code location without resources. Built in a function: Dagster's loaders (`dagster -m`, `dg`)
+    refuse a module with more than one `Definitions` at module scope, and `defs` is the one."""
+    return dg.Definitions.merge(
+        dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
+        sql_definitions(domain_assets),
+        dg.Definitions(
+            jobs=automation.jobs,
+            schedules=automation.schedules,
+            sensors=[*automation.sensors, *inbox.sensors],
+        ),
+    )
 
 
 def definitions(locations: Locations | None = None, model_backend: str | None = None) -> dg.Definitions:
     """The code location with the resources of a home (`resources_for`); by default the home the
     command line and environment name, resolved once (`Locations.resolve`)."""
     return dg.Definitions.merge(
-        code, dg.Definitions(resources=resources_for(locations or Locations.resolve(), model_backend))
+        _code(), dg.Definitions(resources=resources_for(locations or Locations.resolve(), model_backend))
     )
 
 
