@@ -67,6 +67,23 @@ def test_code_digest_moves_with_the_logic_an_asset_runs_and_only_with_it(tmp_pat
     assert code_digest(changed_unrelated, name) == base
 
 
+def test_code_digest_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    from real_assets.core.hashing import code_digest
+
+    asset, name = _package(tmp_path, '"""Adds one."""\n    return x + 1  # the next one')
+    base = code_digest(asset, name)
+    reworded, _ = _package(tmp_path, '"""Adds one to x."""\n    # a comment\n    return x + 1')
+    assert code_digest(reworded, name) == base
+    undocumented, _ = _package(tmp_path, "return (x +\n        1)")
+    assert code_digest(undocumented, name) == base
+    changed, _ = _package(tmp_path, '"""Adds one."""\n    return x + 1.0  # the next one')
+    assert code_digest(changed, name) != base
+    string_changed, _ = _package(tmp_path, '"""Adds one."""\n    return str(x) + "1"')
+    assert code_digest(string_changed, name) != code_digest(
+        _package(tmp_path, '"""Adds one."""\n    return str(x) + "2"')[0], name
+    )
+
+
 def test_every_python_asset_carries_the_digest_of_its_code():
     from real_assets.core.hashing import code_digest, code_sources
     from real_assets.definitions import PACKAGE, defs

@@ -2,6 +2,8 @@
 demo trains real models; the demos of each source are about ingest, SQL and selection, and run the fake
 model backend."""
 
+import math
+
 import dagster as dg
 import pytest
 import sample_files as sf
@@ -152,7 +154,12 @@ def test_comparison_shows_mean_interval_and_paired_difference_for_every_strategy
     for row in table:
         assert row["seeds"] == DEMO_SEEDS
         for metric in ("preference_accuracy", "label_error_rate", "win_rate"):
-            assert row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"], (row["strategy"], metric)
+            # proportions: a bootstrap interval of a share stays within [0, 1]
+            assert 0 <= row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"] <= 1, (
+                row["strategy"],
+                metric,
+            )
+        assert row["mean_cosine_low"] <= row["mean_cosine"] <= row["mean_cosine_high"]
     diffs = mat.metadata["differences_json"].value
     assert {(d["strategy"], d["metric"]) for d in diffs} >= {
         (s, m) for s in STRATEGIES if s != "random" for m in ("preference_accuracy", "win_rate")
@@ -198,8 +205,18 @@ def test_budget_sweep_trains_at_each_budget_and_reads_against_all(demo_home):
         assert pairs == max(1, round(train_pairs * fraction))
         assert 0 <= error <= 1 and 0 <= accuracy <= 1
         assert source == ("eval_scores[all]" if fraction == 1.0 else "trained")
-    assert mat.metadata["all_interval_low"].value <= mat.metadata["all_preference_accuracy"].value
-    assert "easy" in mat.metadata["easy_smallest_budget_reading"].value
+    low, high = mat.metadata["all_interval_low"].value, mat.metadata["all_interval_high"].value
+    assert low <= mat.metadata["all_preference_accuracy"].value <= high
+    # the reading states the smallest budget at which easy's accuracy lies within the interval of `all`
+    easy = [(f, acc) for s, f, _, _, acc, _ in sweep if s == "easy"]
+    smallest = next((f for f, acc in easy if low <= acc <= high), None)
+    reading = mat.metadata["easy_smallest_budget_reading"].value
+    if smallest is None:
+        assert math.isnan(mat.metadata["easy_smallest_budget_within_all"].value)
+        assert reading == "easy is within the interval of `all` at no budget below 1.0 in this sweep"
+    else:
+        assert mat.metadata["easy_smallest_budget_within_all"].value == smallest
+        assert reading.startswith(f"easy reaches the interval of `all` at keep fraction {smallest} ")
     assert mat.metadata["plot"].value.startswith("![budget sweep](data:image/png;base64,")
     # each point is a step of its own, with its own MLflow run
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_home / 'mlflow.db'}")

@@ -177,20 +177,48 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, ui, request):
-    """A fresh page at a wide viewport (the whole graph fits at full node size); a screenshot and the
-    webserver log go to tests/artifacts/ when the test fails."""
+def _new_page(browser, ui) -> Page:
+    """A fresh page in a context of its own at a wide viewport (the whole graph fits at full node size)."""
     context = browser.new_context(viewport={"width": 2800, "height": 1400}, base_url=ui["url"])
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     # The first visit asks to join the community: dismiss it whenever it shows.
     page.add_locator_handler(page.get_by_role("button", name="Skip", exact=True), lambda b: b.click())
+    return page
+
+
+@pytest.fixture
+def page(browser, ui, request):
+    """A fresh page; a screenshot and the webserver log go to tests/artifacts/ when the test fails."""
+    page = _new_page(browser, ui)
     failures_before = request.session.testsfailed
     yield page
     if request.session.testsfailed > failures_before or getattr(request.node, "_ui_failed", False):
         _keep_artifacts(page, ui, request.node.name)
-    context.close()
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def launched(browser, ui) -> dict[str, str]:
+    """Run ids of two runs launched from the UI as a user launches them, once per module: `PROGRESS_ASSET`
+    with its Materialize button, a `PARTITION_LAUNCHED` partition from the partition dialog. Every test
+    that needs them asks for this fixture, so each one also runs alone; they train meanwhile."""
+    page = _new_page(browser, ui)
+    try:
+        page.goto(f"/assets/{PROGRESS_ASSET}")
+        _materialize_button(page).click()
+        LAUNCHED[PROGRESS_ASSET] = _launched_run_id(page)
+
+        page.goto(f"/assets/{PARTITION_LAUNCHED}")
+        _materialize_button(page).click()
+        _choose_partition(page, PARTITION_LAUNCHED, _partition_key(PARTITION_LAUNCHED, ui["strategy"]))
+        LAUNCHED[PARTITION_LAUNCHED] = _launched_run_id(page)
+    except BaseException:
+        _keep_artifacts(page, ui, "launched")
+        raise
+    finally:
+        page.context.close()
+    return dict(LAUNCHED)
 
 
 def _keep_artifacts(page, ui, name: str) -> None:
@@ -251,20 +279,20 @@ def _wait_for_run(page: Page, run_id: str) -> None:
 # ---------------------------------------------------------------------------------------------- tests
 
 LAUNCHED: dict[str, str] = {}
-"""Runs launched from the UI by the first test, awaited by the last ones (they run meanwhile)."""
+"""Runs launched from the UI so far in this session (the `launched` fixture), by asset."""
 
 
-def test_materialize_button_and_partition_dialog_launch_runs(page, ui, request):
-    with artifacts_on_failure(page, ui, request):
-        page.goto(f"/assets/{PROGRESS_ASSET}")
-        _materialize_button(page).click()
-        LAUNCHED[PROGRESS_ASSET] = _launched_run_id(page)
-
-        page.goto(f"/assets/{PARTITION_LAUNCHED}")
-        _materialize_button(page).click()
-        _choose_partition(page, PARTITION_LAUNCHED, _partition_key(PARTITION_LAUNCHED, ui["strategy"]))
-        LAUNCHED[PARTITION_LAUNCHED] = _launched_run_id(page)
-    assert LAUNCHED[PROGRESS_ASSET] != LAUNCHED[PARTITION_LAUNCHED]
+def test_materialize_button_and_partition_dialog_launch_runs(launched, ui):
+    instance: dg.DagsterInstance = ui["instance"]
+    assert launched.keys() == {PROGRESS_ASSET, PARTITION_LAUNCHED}
+    assert launched[PROGRESS_ASSET] != launched[PARTITION_LAUNCHED]
+    progress_run = instance.get_run_by_id(launched[PROGRESS_ASSET])
+    partition_run = instance.get_run_by_id(launched[PARTITION_LAUNCHED])
+    assert progress_run.asset_selection == {dg.AssetKey(PROGRESS_ASSET)}
+    assert partition_run.asset_selection == {dg.AssetKey(PARTITION_LAUNCHED)}
+    partition = _partition_key(PARTITION_LAUNCHED, ui["strategy"])
+    expected = {f"dagster/partition/{d}": v for d, v in partition.keys_by_dimension.items()}
+    assert expected.items() <= partition_run.tags.items()
 
 
 def test_asset_graph_shows_every_asset(page, ui, request):
@@ -316,18 +344,14 @@ def test_checks_appear_on_their_assets(page, ui, request):
                     expect(row).to_contain_text("Succeeded")
 
 
-def test_runs_launched_from_the_ui_complete(page, ui, request):
-    if len(LAUNCHED) < 2:
-        pytest.skip("the launch test failed")
+def test_runs_launched_from_the_ui_complete(page, ui, launched, request):
     with artifacts_on_failure(page, ui, request):
-        for run_id in LAUNCHED.values():
+        for run_id in launched.values():
             _wait_for_run(page, run_id)
 
 
-def test_a_ui_launched_training_run_shows_progress_lines_in_its_log(page, ui, request):
-    if PROGRESS_ASSET not in LAUNCHED:
-        pytest.skip("the launch test failed")
-    run_id = LAUNCHED[PROGRESS_ASSET]
+def test_a_ui_launched_training_run_shows_progress_lines_in_its_log(page, ui, launched, request):
+    run_id = launched[PROGRESS_ASSET]
     with artifacts_on_failure(page, ui, request):
         _wait_for_run(page, run_id)
         page.get_by_placeholder("Filter…").fill(PROGRESS_PREFIX)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
 import re
+import textwrap
 import types
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -91,16 +93,17 @@ _CONSTANT_TYPES = (str, bytes, int, float, bool, tuple, frozenset, type(None))
 
 
 def code_digest(obj: object, package: str) -> str:
-    """Digest of the source of a function (or class) and of everything of `package` it uses (`code_sources`),
-    so it moves when the package's logic behind `obj` changes and stays put otherwise."""
+    """Digest of the code of a function (or class) and of everything of `package` it uses (`code_sources`),
+    so it moves when the package's logic behind `obj` changes and stays put otherwise: each piece is its
+    syntax tree without docstrings, comments or layout (`behaviour_source`): editing those moves nothing."""
     return digest(*(f"{name}\n{text}" for name, text in sorted(code_sources(obj, package).items())))
 
 
 def code_sources(obj: object, package: str) -> dict[str, str]:
-    """The source of a function (or class) and of everything of `package` it uses, transitively: the
-    functions and classes it calls or annotates with, the modules it reads attributes of, and the simple
-    constants (strings, numbers, tuples) it names; by "function|class|module|constant <qualified name>".
-    Code outside `package` does not count."""
+    """The code (`behaviour_source`) of a function (or class) and of everything of `package` it uses,
+    transitively: the functions and classes it calls or annotates with, the modules it reads attributes of,
+    and the simple constants (strings, numbers, tuples) it names; by "function|class|module|constant
+    <qualified name>". Code outside `package` does not count."""
     seen: set[int] = set()
     parts: dict[str, str] = {}
 
@@ -162,7 +165,32 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
 def _source(value: object) -> str:
     # Each code location load digests every asset, and the assets share most of what they call;
     # inspect.getsource parses a class's whole module on every call.
-    return inspect.getsource(value)
+    return behaviour_source(inspect.getsource(value))
+
+
+def behaviour_source(source: str) -> str:
+    """Python source as its syntax tree prints it, without comments, layout, docstrings or any other bare
+    string statement (an attribute's docstring): two sources that differ only there give the same text.
+    A fragment that does not parse alone (a lambda inside a call) is returned as it is."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        kept = [
+            statement
+            for statement in body
+            if not (
+                isinstance(statement, ast.Expr)
+                and isinstance(statement.value, ast.Constant)
+                and isinstance(statement.value.value, str)
+            )
+        ]
+        node.body = kept or [ast.Pass()]
+    return ast.unparse(tree)
 
 
 def _filled(cell: types.CellType) -> bool:

@@ -1,5 +1,5 @@
-"""The strategy comparison: per-strategy means and intervals across seeds, paired differences against
-`random`, the budget sweep's reading, plots (matplotlib, no display) and markdown tables."""
+"""The strategy comparison: per-strategy means with two-way bootstrap intervals, paired differences
+against `random`, the budget sweep's reading, plots (matplotlib, no display) and markdown tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from real_assets.core.stats import mean_interval, paired_bootstrap
+from real_assets.core.stats import ItemGrid, bootstrap_mean, paired_bootstrap
 
 BASELINE = "random"
 SEED_METRICS = (
@@ -20,9 +20,19 @@ SEED_METRICS = (
     "reward_margin",
     "win_rate",
 )
-"""Per (strategy, seed) figures summarised by mean and t-interval across seeds."""
-PAIRED_METRICS = {"preference_accuracy": "preference", "reward_margin": "margin", "win_rate": "win"}
-"""Metric -> the per-item outcome it averages; differences vs `random` are bootstrapped from these."""
+"""Per (strategy, seed) figures, in the order the comparison shows them."""
+ITEM_METRICS = {
+    "mean_cosine": "cosine",
+    "label_error_rate": "label_error",
+    "preference_accuracy": "preference",
+    "reward_margin": "margin",
+    "win_rate": "win",
+}
+"""Metric -> the per-item value it averages. Kept pairs (`cosine`, `label_error`) are grouped by their
+train prompt, held-out outcomes (`preference`, `margin`: per held-out pair; `win`: per sampled comparison)
+by their held-out prompt; each metric's interval resamples seeds and those prompts (`core.stats`)."""
+PAIRED_METRICS = ("preference_accuracy", "reward_margin", "win_rate")
+"""Metrics whose difference against `random` is bootstrapped on the same seeds and held-out prompts."""
 PANELS = (
     ("mean_cosine", "mean cosine of kept pairs"),
     ("label_error_rate", "label error rate (vs gold)"),
@@ -31,29 +41,49 @@ PANELS = (
 )
 
 
-def outcome_grid(outcomes: pd.DataFrame, strategy: str, metric: str, seeds, prompts) -> np.ndarray:
-    """(seeds, prompts) means of one strategy's per-item outcomes of one metric (NaN where absent)."""
-    rows = outcomes[(outcomes["strategy"] == strategy) & (outcomes["metric"] == metric)]
-    means = rows.groupby(["seed", "prompt_id"])["value"].mean()
-    grid = means.unstack("prompt_id").reindex(index=list(seeds), columns=list(prompts))
-    return grid.to_numpy(dtype=float)
+def item_grid(items: pd.DataFrame, seeds, prompts) -> ItemGrid:
+    """Per (seed, prompt): the sum and count of `items`' values (one metric of one strategy)."""
+    grouped = items.groupby(["seed", "prompt_id"])["value"]
+
+    def cells(series: pd.Series) -> np.ndarray:
+        grid = series.unstack("prompt_id").reindex(index=list(seeds), columns=list(prompts))
+        return grid.fillna(0).to_numpy(dtype=float)
+
+    return ItemGrid(cells(grouped.sum()), cells(grouped.count()))
 
 
 def summarize_strategies(
-    per_seed: pd.DataFrame, outcomes: pd.DataFrame, order: list[str], resamples: int = 2000
+    per_seed: pd.DataFrame, items: pd.DataFrame, order: list[str], resamples: int = 2000
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-strategy table, differences vs `random`).
 
-    `per_seed`: one row per (strategy, seed) with `SEED_METRICS`; `outcomes`: (strategy, seed, metric,
-    prompt_id, value) per held-out item. The table has, per metric, `<m>` (mean over seeds), `<m>_low` and
-    `<m>_high` (95% t-interval across seeds; empty with one seed). The differences pair each strategy with
-    `random` on the seeds both have and on the same held-out prompts (two-way bootstrap, `core.stats`)."""
+    `per_seed`: one row per (strategy, seed) with `SEED_METRICS`; `items`: (strategy, seed, metric,
+    prompt_id, value), one row per item of each `ITEM_METRICS` value. The table has `pairs` (mean over
+    seeds) and, per item metric, `<m>` (mean over seeds of each seed's mean over its items, the figure each
+    seed reports), `<m>_low` and `<m>_high` (95% two-way bootstrap over seeds and prompts; a metric without
+    items keeps the mean of its per-seed figures and no interval). The differences pair each strategy with
+    `random` on the seeds both have and the same held-out prompts, under the same bootstrap draws."""
+    items = items.assign(value=pd.to_numeric(items["value"], errors="coerce")).dropna(subset=["value"])
     rows = []
     for strategy in [s for s in order if s in set(per_seed["strategy"])]:
         group = per_seed[per_seed["strategy"] == strategy]
-        row: dict[str, float | int | str] = {"strategy": strategy, "seeds": len(group)}
-        for metric in SEED_METRICS:
-            interval = mean_interval(pd.to_numeric(group[metric], errors="coerce").tolist())
+        seeds = sorted(group["seed"])
+        row: dict[str, float | int | str] = {
+            "strategy": strategy,
+            "seeds": len(group),
+            "pairs": float(pd.to_numeric(group["pairs"], errors="coerce").mean()),
+        }
+        for metric, item in ITEM_METRICS.items():
+            own = items[
+                (items["strategy"] == strategy) & (items["metric"] == item) & items["seed"].isin(seeds)
+            ]
+            if own.empty:
+                values = pd.to_numeric(group[metric], errors="coerce")
+                row |= {metric: values.mean(), f"{metric}_low": math.nan, f"{metric}_high": math.nan}
+                continue
+            interval = bootstrap_mean(
+                item_grid(own, seeds, sorted(set(own["prompt_id"]))), resamples=resamples
+            )
             row |= {metric: interval.mean, f"{metric}_low": interval.low, f"{metric}_high": interval.high}
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -62,14 +92,18 @@ def summarize_strategies(
         base_seeds = set(per_seed.loc[per_seed["strategy"] == BASELINE, "seed"])
         for strategy in table["strategy"]:
             seeds = sorted(base_seeds & set(per_seed.loc[per_seed["strategy"] == strategy, "seed"]))
-            for metric, outcome in PAIRED_METRICS.items():
-                items = outcomes[(outcomes["metric"] == outcome) & outcomes["seed"].isin(seeds)]
-                prompts = sorted(set(items["prompt_id"]))
+            for metric in PAIRED_METRICS:
+                pair = items[
+                    (items["metric"] == ITEM_METRICS[metric])
+                    & items["seed"].isin(seeds)
+                    & items["strategy"].isin([strategy, BASELINE])
+                ]
+                prompts = sorted(set(pair["prompt_id"]))
                 if strategy == BASELINE or not prompts:
                     continue
                 result = paired_bootstrap(
-                    outcome_grid(items, strategy, outcome, seeds, prompts),
-                    outcome_grid(items, BASELINE, outcome, seeds, prompts),
+                    item_grid(pair[pair["strategy"] == strategy], seeds, prompts),
+                    item_grid(pair[pair["strategy"] == BASELINE], seeds, prompts),
                     resamples=resamples,
                 )
                 diffs.append(
@@ -107,25 +141,21 @@ def display_table(table: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
     """The comparison as people read it: `mean [low, high]` per metric, `diff [low, high] p=` vs random."""
     out = []
     for row in table.to_dict("records"):
-        shown = {"strategy": row["strategy"], "seeds": row["seeds"]}
-        for metric in SEED_METRICS:
-            interval = (
-                f" [{_fmt(row[f'{metric}_low'])}, {_fmt(row[f'{metric}_high'])}]"
-                if _fmt(row[f"{metric}_low"])
-                else ""
-            )
-            shown[metric] = f"{_fmt(row[metric], 1 if metric == 'pairs' else 3)}{interval}"
+        shown = {"strategy": row["strategy"], "seeds": row["seeds"], "pairs": _fmt(row["pairs"], 1)}
+        for metric in ITEM_METRICS:
+            low, high = _fmt(row[f"{metric}_low"]), _fmt(row[f"{metric}_high"])
+            shown[metric] = _fmt(row[metric]) + (f" [{low}, {high}]" if low else "")
         for metric in PAIRED_METRICS:
             match = diffs[(diffs["strategy"] == row["strategy"]) & (diffs["metric"] == metric)]
-            shown[f"{metric} - random"] = (
-                ""
-                if match.empty
-                else "{:+.3f} [{:+.3f}, {:+.3f}] p={:.3f}".format(
-                    *match.iloc[0][["diff_vs_random", "diff_low", "diff_high", "p_value"]]
-                )
-            )
+            shown[f"{metric} - random"] = "" if match.empty else _difference(match.iloc[0])
         out.append(shown)
     return pd.DataFrame(out)
+
+
+def _difference(row: pd.Series) -> str:
+    p_value = row["p_value"]
+    p = "p<0.001" if p_value < 0.001 else f"p={p_value:.3f}"
+    return f"{row['diff_vs_random']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}] {p}"
 
 
 def _colors(strategies) -> list[str]:
@@ -133,7 +163,7 @@ def _colors(strategies) -> list[str]:
 
 
 def comparison_plot(table: pd.DataFrame, path: Path) -> Path:
-    """One bar panel per metric, one bar per strategy (mean over seeds), with 95% intervals across seeds."""
+    """One bar panel per metric, one bar per strategy (mean over seeds), with its 95% bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -220,6 +220,17 @@ def png_markdown(path: Path, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{image})")
 
 
+_COMPARISON_ITEMS = """
+    select strategy, seed, metric, prompt_id, value from eval.eval_outcomes
+    union all
+    select strategy, seed, 'cosine', prompt_id, cosine from selection.selected_pairs
+    union all
+    select strategy, seed, 'label_error', prompt_id, label_error::double from selection.selected_pairs
+"""
+"""Every item the comparison's intervals resample (`core.report.ITEM_METRICS`): held-out outcomes and the
+cosine and label error of each kept pair."""
+
+
 @step_asset(
     kinds={"duckdb", "python"},
     deps=[eval_scores],
@@ -227,10 +238,11 @@ def png_markdown(path: Path, title: str) -> dg.MetadataValue:
     metadata=table_metadata(COMPARISON, DIFFERENCES),
 )
 def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.MaterializeResult:
-    """The paper's comparison across strategies (eval.strategy_comparison): per strategy the mean and 95%
-    interval across seeds of pairs, similarity, label error, preference accuracy, margin and win rate; the
-    paired difference of each strategy vs random with a bootstrap interval and p-value over seeds and
-    held-out prompts (eval.strategy_differences); with a PNG plot."""
+    """The paper's comparison across strategies (eval.strategy_comparison): per strategy the mean over seeds
+    of pairs, similarity, label error, preference accuracy, margin and win rate, each but pairs with a 95%
+    two-way bootstrap interval over seeds and prompts (kept pairs by train prompt, held-out outcomes by
+    held-out prompt); the paired difference of each strategy vs random with a bootstrap interval and p-value
+    over seeds and held-out prompts (eval.strategy_differences); with a PNG plot."""
     with warehouse.connect() as con:
         per_seed = con.execute("""
             select e.strategy, e.seed, s.pairs, s.mean_cosine, s.label_error_rate, e.preference_accuracy,
@@ -242,8 +254,8 @@ def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.Mate
                 from selection.selected_pairs group by strategy, seed
             ) as s using (strategy, seed)
             order by e.strategy, e.seed""").df()
-        outcomes = con.execute("select strategy, seed, metric, prompt_id, value from eval.eval_outcomes").df()
-        table, diffs = summarize_strategies(per_seed, outcomes, list(STRATEGIES))
+        items = con.execute(_COMPARISON_ITEMS).df()
+        table, diffs = summarize_strategies(per_seed, items, list(STRATEGIES))
         con.register("comparison_frame", table)
         con.register("differences_frame", diffs)
         con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
