@@ -190,6 +190,28 @@ def _aepo_scores(config: SelectionConfig, similarity: str | None) -> str:
         join centrality as cb on cb.prompt_id = c.prompt_id and cb.response_id = s.response_id_b"""
 
 
+TIE = 1e-6
+"""Distances to a k-means centre closer than this are equal. The two members of a two-member cluster lie
+exactly as far from its centre; float rounding, whose last bits differ with the machine's and libraries'
+kernels that made the embeddings, must not choose between them: the smaller key does."""
+
+
+def _tie_ranks(distances: np.ndarray) -> np.ndarray:
+    """Rank of each distance, ascending, with distances within `TIE` of their group's smallest tied."""
+    ranks = np.empty(len(distances), dtype=int)
+    rank, start = -1, -np.inf
+    for i in np.argsort(distances, kind="stable"):
+        if distances[i] - start > TIE:
+            rank, start = rank + 1, distances[i]
+        ranks[i] = rank
+    return ranks
+
+
+def _nearest_first(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Indices of `vectors` by distance to `centre`, ties (`TIE`) in index order."""
+    return np.argsort(_tie_ranks(np.linalg.norm(vectors - centre, axis=1)), kind="stable")
+
+
 def _centroid(
     candidates: pd.DataFrame, mode: str, config: SelectionConfig, seed: int, embeddings
 ) -> pd.DataFrame:
@@ -210,8 +232,8 @@ def _centroid(
         )
         km = MiniBatchKMeans(n_clusters=n, random_state=seed, n_init=3).fit(means)
         dist = np.linalg.norm(means - km.cluster_centers_[km.labels_], axis=1)
-        ranked = pd.DataFrame({"label": km.labels_, "dist": dist}).sort_values(
-            ["dist", "label"], kind="stable"
+        ranked = pd.DataFrame({"label": km.labels_, "rank": _tie_ranks(dist)}).sort_values(
+            ["rank", "label"], kind="stable"
         )
         first = set(ranked.groupby("label").head(1).index)
         # k-means can leave clusters empty: top up with the pairs nearest their own centre.
@@ -224,7 +246,7 @@ def _centroid(
         vectors = np.stack([embeddings[i] for i in ids])
         km = KMeans(n_clusters=2, random_state=seed, n_init=4).fit(vectors)
         order = [
-            [ids[i] for i in np.argsort(np.linalg.norm(vectors - centre, axis=1)) if km.labels_[i] == c]
+            [ids[i] for i in _nearest_first(vectors, centre) if km.labels_[i] == c]
             for c, centre in enumerate(km.cluster_centers_)
         ]
         pairs = {
