@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from real_assets import interrupts
 from real_assets.core.sources.registry import source_names
 from real_assets.settings import HOME_ENV
 
@@ -96,9 +97,9 @@ def _ingest_config(args) -> dict:
     config = {"source": args.source, "seed": args.seed}
     if args.path:
         config["path"] = args.path
-    if args.limit:
+    if args.limit is not None:
         config["limit"] = args.limit
-    if args.n_prompts:
+    if args.n_prompts is not None:
         config["n_prompts"] = args.n_prompts
     if args.column_map:
         config["column_map"] = json.loads(args.column_map)
@@ -109,9 +110,9 @@ def _step_configs(args, defs) -> dict[str, dict]:
     """Each step's config for this demo: the ingest from the source flags, the epochs flags, then every
     `--config ASSET=JSON` merged over them (`run_steps` checks the fields before any step runs)."""
     configs: dict[str, dict] = {"raw_responses": _ingest_config(args)}
-    if args.dpo_epochs:
+    if args.dpo_epochs is not None:
         configs["dpo_checkpoint"] = {"epochs": args.dpo_epochs}
-    if args.sft_epochs:
+    if args.sft_epochs is not None:
         configs["reference_policy"] = {"epochs": args.sft_epochs}
     assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     for item in args.config or []:
@@ -158,12 +159,13 @@ def demo(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
     import dagster as dg
 
-    from real_assets.core.report import display_table, markdown_table
+    from real_assets.core.report import display_table, markdown_table, tie_note
     from real_assets.core.selection import STRATEGIES
     from real_assets.definitions import defs
+    from real_assets.defs.common import SettingOutOfRange
     from real_assets.defs.partitions import SEEDS
-    from real_assets.demo import run_steps
-    from real_assets.recovery import recover
+    from real_assets.demo import StepInterrupted, run_steps
+    from real_assets.recovery import fail_runs_of_this_process, recover
     from real_assets.resources import Warehouse
     from real_assets.settings import default_tracking_uri
 
@@ -182,6 +184,18 @@ def demo(args) -> int:
     total = time.perf_counter()
     try:
         done = run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds, start=args.start)
+    except StepInterrupted as e:
+        with interrupts.deferred():
+            failed = fail_runs_of_this_process(instance, f"interrupted by {e.name}")
+            recover(instance, root, default_tracking_uri())  # MLflow runs KILLED, staging folders removed
+        where = f"in step {e.step}" if e.step else "between steps"
+        resume = f"; resume with --from {e.step.split('[')[0]}" if e.step else ""
+        runs = f" (run {', '.join(r[:8] for r in failed)} marked failed)" if failed else ""
+        print(f"real-assets demo: interrupted by {e.name} {where}{runs}{resume}", file=sys.stderr)
+        return e.exit_code
+    except SettingOutOfRange as e:
+        print(f"real-assets demo: setting out of range: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:  # --from names no step
         print(f"--from: {e}", file=sys.stderr)
         return 2
@@ -198,6 +212,9 @@ def demo(args) -> int:
         sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
     print(f"\nall steps done in {time.perf_counter() - total:.1f} s\n")
     print(markdown_table(display_table(table, diffs)))
+    note = tie_note(table)
+    if note:
+        print(f"\nnote: {note}")
     print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
     print(markdown_table(sweep))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")
@@ -342,14 +359,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
 
     add_audit_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", help="show the full traceback of an error or interrupt"
+        )
     args = parser.parse_args(argv)
-    from real_assets.resources import TrackingServerUnreachable
-
+    interrupts.install()
     try:
-        return args.func(args)
-    except TrackingServerUnreachable as e:
-        print(f"real-assets {args.command}: {e}", file=sys.stderr)
-        return 2
+        from real_assets.resources import TrackingServerUnreachable
+
+        try:
+            return args.func(args)
+        except TrackingServerUnreachable as e:
+            print(f"real-assets {args.command}: {e}", file=sys.stderr)
+            return 2
+    except interrupts.Interrupted as e:
+        if args.debug:
+            raise
+        print(f"real-assets {args.command}: interrupted by {e.name}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -509,7 +509,7 @@ class Tracking(dg.ConfigurableResource):
     ) -> Iterator[StepRun]:
         """Start the MLflow run of this materialization, tagged with its Dagster identity (code version
         included), and end it FINISHED or FAILED; the asset sets the `dagster.data_version` tag once it
-        knows its content."""
+        knows its content; a step stopped by SIGINT or SIGTERM ends KILLED."""
         import mlflow
 
         experiment_id = self._experiment_id()
@@ -529,7 +529,11 @@ class Tracking(dg.ConfigurableResource):
         started = time.perf_counter()
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             step = StepRun(run.info.run_id, experiment_id)
-            yield step
+            try:
+                yield step
+            except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
+                mlflow.end_run("KILLED")  # stopped by a signal, not failed by its own error
+                raise
             mlflow.log_metric("step/seconds", time.perf_counter() - started)
 
     def run_url(self, step: StepRun) -> str:

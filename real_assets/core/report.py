@@ -115,6 +115,8 @@ def display_table(table: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
                 else ""
             )
             shown[metric] = f"{_fmt(row[metric], 1 if metric == 'pairs' else 3)}{interval}"
+        if row.get("win_ties") == 1.0:
+            shown["win_rate"] += " (all ties)"
         for metric in PAIRED_METRICS:
             match = diffs[(diffs["strategy"] == row["strategy"]) & (diffs["metric"] == metric)]
             shown[f"{metric} - random"] = (
@@ -126,6 +128,28 @@ def display_table(table: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
             )
         out.append(shown)
     return pd.DataFrame(out)
+
+
+def with_tie_shares(table: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The comparison with `win_ties` per strategy: the share of its win-rate comparisons that were ties
+    (None without any)."""
+    wins = outcomes[outcomes["metric"] == "win"]
+    shares = (wins["value"] == 0.5).groupby(wins["strategy"]).mean()
+    return table.assign(win_ties=[shares.get(s) for s in table["strategy"]] if len(table) else [])
+
+
+def tie_note(table: pd.DataFrame) -> str | None:
+    """A line saying which strategies' win rates are ties only (their policies were not told apart from
+    the reference), or None."""
+    if "win_ties" not in table:
+        return None
+    tied = [row["strategy"] for row in table.to_dict("records") if row.get("win_ties") == 1.0]
+    if not tied:
+        return None
+    return (
+        f"win_rate of {', '.join(tied)}: every comparison was a tie (tie share 1.00), so the judge did not "
+        "tell the policies apart and 0.5 is no result (eval_scores samples_per_prompt, max_new_tokens)"
+    )
 
 
 def _colors(strategies) -> list[str]:

@@ -29,11 +29,14 @@ from real_assets.core.report import (
     markdown_table,
     smallest_budget_within,
     summarize_strategies,
+    tie_note,
+    with_tie_shares,
 )
 from real_assets.core.selection import STRATEGIES, BudgetSweepConfig, SelectionConfig, select_pairs
 from real_assets.core.stats import paired_bootstrap
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
+from real_assets.defs.data_shape import no_pairs_reason, too_few_held_out_pairs
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
@@ -111,7 +114,8 @@ def held_out(
             [config.max_eval_prompts],
         ).fetchall()
         all_gold = con.execute("""
-            select count(*) = count(r.gold) from raw.responses as r join raw.prompts as p using (prompt_id)
+            select count(*) > 0 and count(*) = count(r.gold)
+            from raw.responses as r join raw.prompts as p using (prompt_id)
             where p.split = 'test'""").fetchone()[0]
     pairs = [
         HeldOutPair(prompt, c, r, pid) if cg is None or cg > rg else HeldOutPair(prompt, r, c, pid)
@@ -175,6 +179,9 @@ def eval_scores(
     reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
     scoring = _scoring(training)
     pairs, prompts, all_gold = held_out(warehouse, cfg)
+    if len(pairs) < cfg.min_eval_pairs:
+        cause = no_pairs_reason(warehouse, "test") if not pairs else "the held-out split is that small"
+        raise too_few_held_out_pairs(len(pairs), cfg.min_eval_pairs, cause)
     judge, scorer = _scorer(cfg, all_gold)
     (metrics, outcomes), _ = compute.run(
         evaluate_policy,
@@ -188,6 +195,14 @@ def eval_scores(
         seed_offset=seed,
         report=step.log.info,
     )
+    if metrics["eval_pairs"] < cfg.min_eval_pairs:
+        dropped = len(pairs) - metrics["eval_pairs"]
+        raise too_few_held_out_pairs(
+            metrics["eval_pairs"],
+            cfg.min_eval_pairs,
+            f"{dropped} of {len(pairs)} could not keep min_response_tokens of their responses within the "
+            f"checkpoint's max_length {scoring.max_length} (train with a larger dpo_checkpoint max_length)",
+        )
     row = {
         "strategy": strategy,
         "seed": seed,
@@ -196,8 +211,11 @@ def eval_scores(
         "beta": scoring.beta,
         "max_length": scoring.max_length,
         **metrics,
-        "judge": judge,
+        "judge": judge if metrics["win_comparisons"] else "none",  # the judge actually used
     }
+    reading = win_rate_reading(metrics)
+    if reading:
+        step.log.warning(f"eval_scores[{step.context.partition_key}]: {reading}")
     frame = pd.DataFrame([row])[EVAL_COLUMNS]
     items = outcomes.assign(strategy=strategy, seed=seed)[OUTCOME_COLUMNS]
     partition = context_partition(step.context)
@@ -210,7 +228,9 @@ def eval_scores(
         content = content_version(con, [EVAL_SCORES, EVAL_OUTCOMES], partition)
     result = step.finish(
         content.version,
-        {k: v for k, v in row.items() if v is not None} | content.metadata(),
+        {k: v for k, v in row.items() if v is not None}
+        | ({"win_rate_reading": reading} if reading else {})
+        | content.metadata(),
     )
     yield result
     win, high = metrics.get("win_rate"), metrics.get("win_rate_ci_high")
@@ -222,6 +242,18 @@ def eval_scores(
             "win_rate": win if win is not None else float("nan"),
             "win_rate_ci_high": high if high is not None else float("nan"),
         },
+    )
+
+
+def win_rate_reading(metrics: dict) -> str | None:
+    """What a win rate made only of ties means (None for any other win rate)."""
+    ties = metrics.get("win_ties")
+    if ties is None or ties < 1.0:
+        return None
+    return (
+        f"all {metrics['win_comparisons']} win-rate comparisons were ties (tie share {ties:.2f}): the judge "
+        "did not tell the policy's samples from the reference's, so the win rate of 0.5 says nothing about "
+        "either (sample more, longer: eval_scores samples_per_prompt, max_new_tokens)"
     )
 
 
@@ -260,6 +292,7 @@ def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResul
             order by e.strategy, e.seed""").df()
         outcomes = con.execute("select strategy, seed, metric, prompt_id, value from eval.eval_outcomes").df()
         table, diffs = summarize_strategies(per_seed, outcomes, list(STRATEGIES))
+        table = with_tie_shares(table, outcomes)
         con.register("comparison_frame", table)
         con.register("differences_frame", diffs)
         con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
@@ -281,8 +314,11 @@ def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResul
                 f"{prefix}_p_value": record["p_value"],
             }
         )
+    note = tie_note(table)
     metadata = {
-        "comparison": dg.MetadataValue.md(markdown_table(display_table(table, diffs))),
+        "comparison": dg.MetadataValue.md(
+            markdown_table(display_table(table, diffs)) + (f"\n\n{note}" if note else "")
+        ),
         "plot": _png_markdown(png, "strategy comparison"),
         "plot_path": dg.MetadataValue.path(str(png)),
         "rows": content.rows,

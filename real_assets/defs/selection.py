@@ -9,6 +9,7 @@ from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
+from real_assets.defs.data_shape import no_pairs_reason
 from real_assets.defs.features import response_embeddings
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.training import recorded_checkpoint, reference_policy
@@ -152,7 +153,10 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
     )
     if candidates.empty:
-        raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")
+        raise dg.Failure(
+            f"selection.pair_candidates has no train pairs: {no_pairs_reason(warehouse, 'train')}",
+            allow_retries=False,
+        )
     extra = {}
     if needs == "reference_scores":
         reference_version = upstream.get("reference_policy")

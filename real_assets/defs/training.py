@@ -27,6 +27,7 @@ from real_assets.core.policy import (
 )
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
+from real_assets.defs.data_shape import require_prompts
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
@@ -128,6 +129,7 @@ def reference_policy(step: Step, warehouse: Warehouse, compute: Compute) -> dg.M
     """The SFT reference policy: the base causal LM fine-tuned with TRL's SFTTrainer on the chosen
     (highest-label) response of each train prompt. Safetensors under <home>/checkpoints."""
     cfg: ReferenceConfig = step.config
+    require_prompts(warehouse, "train")
     with warehouse.connect(read_only=True) as con:
         train = con.execute("""
             select p.prompt, r.response, r.score, r.response_id
