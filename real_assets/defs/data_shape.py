@@ -63,10 +63,9 @@ def require_prompts(warehouse: Warehouse, split: str) -> None:
 
 
 def too_few_held_out_pairs(pairs: int, minimum: int, cause: str) -> dg.Failure:
-    """The failure of an eval with fewer held-out pairs than `minimum` (`cause`: why there are so few)."""
+    """The failure of an eval with fewer held-out pairs than `minimum` (`cause`: why, and what to change)."""
     return dg.Failure(
-        f"only {pairs} held-out pair(s) to evaluate on, fewer than eval_scores min_eval_pairs = {minimum}: "
-        f"{cause}. The accuracy and margin of so few pairs tell strategies apart no better than chance; "
-        "ingest more prompts, or set eval_scores min_eval_pairs lower to accept them",
+        f"only {pairs} held-out pair(s) to evaluate on, fewer than eval_scores min_eval_pairs = {minimum} "
+        f"(the accuracy of so few tells nothing apart): {cause}; or set min_eval_pairs lower to accept them",
         allow_retries=False,
     )

@@ -180,7 +180,11 @@ def eval_scores(
     scoring = _scoring(training)
     pairs, prompts, all_gold = held_out(warehouse, cfg)
     if len(pairs) < cfg.min_eval_pairs:
-        cause = no_pairs_reason(warehouse, "test") if not pairs else "the held-out split is that small"
+        cause = (
+            no_pairs_reason(warehouse, "test")
+            if not pairs
+            else "the held-out split is that small: ingest more prompts, or raise raw_responses test_fraction"
+        )
         raise too_few_held_out_pairs(len(pairs), cfg.min_eval_pairs, cause)
     judge, scorer = _scorer(cfg, all_gold)
     (metrics, outcomes), _ = compute.run(
