@@ -53,12 +53,15 @@ def init_lock(root: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Path:
+def prepare_home(
+    home: str | None, instance_config: str | None = None, storage: bool = True, read_only: bool = False
+) -> Path:
     """Point REAL_ASSETS_HOME and DAGSTER_HOME at the home folder and write the instance config: the given
     file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its `env:` values are
     read by Dagster at startup and no secret is written; else the embedded default. With `storage`, create
-    the Dagster and MLflow storage, all under a lock, so that concurrent first runs are safe. Fails fast
-    when a configured MLflow tracking server does not answer."""
+    the Dagster and MLflow storage, all under a lock, so that concurrent first runs are safe. With
+    `read_only` (a command that only reads, on a home it may not write), only point at it: nothing is
+    written, locked or created. Fails fast when a configured MLflow tracking server does not answer."""
     if home:
         os.environ[HOME_ENV] = str(Path(home).resolve())
     from real_assets.resources import check_tracking_server
@@ -68,6 +71,8 @@ def prepare_home(home: str | None, instance_config: str | None = None, storage: 
     dagster_home = root / "dagster"
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     check_tracking_server(default_tracking_uri())
+    if read_only:
+        return root
     with init_lock(root):
         dagster_home.mkdir(exist_ok=True)
         config = dagster_home / "dagster.yaml"
@@ -293,7 +298,7 @@ def run_audit(args: argparse.Namespace) -> int:
     from real_assets.audit import audit
     from real_assets.definitions import defs
 
-    root = prepare_home(args.home)
+    root = prepare_home(args.home, read_only=True)  # the audit only reads: a read-only home will do
     report = audit(root, defs, args.partition)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0 if report.ok else 1
@@ -378,6 +383,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"real-assets {args.command}: interrupted by {e.name}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:
+        from real_assets.home_errors import describe
+        from real_assets.settings import home_dir
+
+        line = None if args.debug else describe(e, Path(args.home) if args.home else home_dir())
+        if line is None:
+            raise
+        print(f"real-assets {args.command}: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

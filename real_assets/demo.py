@@ -15,7 +15,9 @@ import dagster as dg
 from real_assets import interrupts
 from real_assets.core.progress import parse_progress
 from real_assets.defs.common import check_step_config
+from real_assets.home_errors import describe_error_info
 from real_assets.recovery import worker_tags
+from real_assets.settings import home_dir
 
 LABEL_WIDTH = 32
 PLAIN_EVERY_S = 15.0
@@ -171,6 +173,9 @@ def failure_summary(result: dg.ExecuteInProcessResult) -> str:
         error = event.step_failure_data.error
         while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
+        store = describe_error_info(event.step_failure_data.error, home_dir())
+        if store is not None:
+            return f"error in {event.step_key}: {store}\n  full log: run {result.run_id} in the Dagster UI"
         where = error.stack[-1].strip().splitlines()[0] if error.stack else "?"
         head, _, rest = error.message.strip().partition(": ")
         message = rest if rest and head.endswith(error.cls_name or "\0") else error.message.strip()

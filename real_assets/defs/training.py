@@ -86,13 +86,21 @@ def store_checkpoint(
 def recorded_checkpoint(
     warehouse: Warehouse, asset: str, data_version: str | None, partition: str = UNPARTITIONED
 ) -> tuple[Path, dict[str, Any]]:
-    """Folder and training record of the checkpoint with this data version (the one an input names)."""
+    """Folder and training record of the checkpoint with this data version (the one an input names);
+    `dg.Failure` naming the asset to rematerialize when the folder is gone."""
     if not data_version:
         raise dg.Failure(f"{asset}[{partition}] has no materialization to build on: materialize it first")
     with warehouse.connect(read_only=True) as con:
         record = read_checkpoint_record(con, asset, partition, data_version)
     if record is None:
         raise dg.Failure(f"models.checkpoints has no {asset}[{partition}] with data version {data_version}")
+    if not Path(record.path).is_dir():
+        shown = asset if partition == UNPARTITIONED else f"{asset}[{partition}]"
+        raise dg.Failure(
+            f"the checkpoint folder of {shown} (data version {data_version}) is missing: {record.path}. "
+            f"Rematerialize {asset} (real-assets demo --from {asset}), or restore the folder",
+            allow_retries=False,
+        )
     return record.path, record.training
 
 
