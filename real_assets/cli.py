@@ -13,7 +13,7 @@ from pathlib import Path
 
 from real_assets import interrupts
 from real_assets.core.sources.registry import source_names
-from real_assets.settings import HOME_ENV
+from real_assets.settings import HOME_ENV, MODEL_BACKEND_ENV
 
 DAGSTER_YAML_HEADER = "# Written by real-assets."
 DAGSTER_YAML = f"""\
@@ -37,6 +37,12 @@ telemetry:
 
 INSTANCE_CONFIG_ENV = "REAL_ASSETS_INSTANCE_CONFIG"
 """A Dagster instance config (e.g. deploy/dagster.yaml: Postgres storage, queued runs) for demo and ui."""
+HOME_TEMPLATE_ENV = "REAL_ASSETS_HOME_TEMPLATE"
+"""A prepared, empty home (`prepare_home` ran there) whose embedded stores a new home starts from: its
+Dagster SQLite storage and MLflow SQLite store are copied, already migrated, instead of migrated again (for
+test suites and scripts that make many homes)."""
+EMBEDDED_STORES = ("dagster/history", "dagster/schedules", "mlflow.db")
+"""What `HOME_TEMPLATE_ENV` copies: the embedded Dagster storage and the MLflow SQLite store."""
 
 
 @contextlib.contextmanager
@@ -82,8 +88,30 @@ def prepare_home(
         elif not config.exists() or config.read_text().startswith(DAGSTER_YAML_HEADER):
             config.write_text(DAGSTER_YAML)
         if storage:
+            template = os.environ.get(HOME_TEMPLATE_ENV)
+            if template and not source and not (dagster_home / "history").exists():
+                copy_embedded_stores(Path(template), root, default_tracking_uri())
             _create_storage(dagster_home, default_tracking_uri())
     return root
+
+
+def copy_embedded_stores(template: Path, root: Path, tracking_uri: str) -> None:
+    """Start the home `root`, which has no Dagster storage yet, from a prepared empty home's migrated
+    stores (`EMBEDDED_STORES`); the MLflow store only when tracking into the home's own SQLite file."""
+    import shutil
+
+    if not (template / "dagster" / "history" / "runs.db").is_file():
+        raise FileNotFoundError(
+            f"{HOME_TEMPLATE_ENV}={template} is not a prepared home: run prepare_home there"
+        )
+    for name in EMBEDDED_STORES:
+        source, target = template / name, root / name
+        if name == "mlflow.db":
+            if tracking_uri != f"sqlite:///{target}" or target.exists() or not source.is_file():
+                continue
+            shutil.copy2(source, target)
+        else:
+            shutil.copytree(source, target)
 
 
 def _create_storage(dagster_home: Path, tracking_uri: str) -> None:
@@ -166,7 +194,7 @@ def demo(args) -> int:
 
     from real_assets.core.report import display_table, markdown_table, tie_note
     from real_assets.core.selection import STRATEGIES
-    from real_assets.definitions import defs
+    from real_assets.definitions import definitions
     from real_assets.defs.common import SettingOutOfRange
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import StepInterrupted, run_steps
@@ -177,6 +205,7 @@ def demo(args) -> int:
     if not 1 <= args.seeds <= len(SEEDS):
         print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
         return 2
+    defs = definitions(args.model_backend)
     instance = dg.DagsterInstance.get()
     for line in recover(instance, root, default_tracking_uri()):
         print(f"recovered: {line}", flush=True)
@@ -353,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="start",
         metavar="ASSET",
         help="start at this asset's first step (resume after a crash; the steps before it must have run)",
+    )
+    p.add_argument(
+        "--model-backend",
+        choices=["torch", "fake"],
+        help="`fake`: model steps write small stand-in checkpoints and figures instead of training, to try "
+        f"the orchestration in seconds (default ${MODEL_BACKEND_ENV}, else torch)",
     )
     _instance_argument(p)
     p.set_defaults(func=demo)

@@ -9,7 +9,7 @@ from real_assets.core.hashing import code_digest
 from real_assets.defs import automation, evaluation, features, inbox, ingest, selection, training
 from real_assets.defs.sql_assets import sql_definitions
 from real_assets.resources import Compute, Tracking, Warehouse
-from real_assets.settings import ENGINE_ENV
+from real_assets.settings import ENGINE_ENV, MODEL_BACKEND_ENV
 
 DOMAINS = [ingest, features, selection, training, evaluation]
 PACKAGE = "real_assets"
@@ -41,20 +41,33 @@ def grouped_assets(module) -> list[dg.AssetsDefinition]:
     return list(dg.map_asset_specs(lambda spec: spec.replace_attributes(group_name=group), own))
 
 
-def resources() -> dict:
+def resources(model_backend: str | None = None) -> dict:
     """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI), the engine
-    from REAL_ASSETS_ENGINE (`local` unless set; `ray` joins the cluster at RAY_ADDRESS)."""
-    compute = Compute(engine=os.environ.get(ENGINE_ENV) or "local")
+    from REAL_ASSETS_ENGINE (`local` unless set; `ray` joins the cluster at RAY_ADDRESS), the model backend
+    given, else from REAL_ASSETS_MODEL_BACKEND (`torch` unless set; `fake` for tests of the
+    orchestration)."""
+    compute = Compute(
+        engine=os.environ.get(ENGINE_ENV) or "local",
+        model_backend=model_backend or os.environ.get(MODEL_BACKEND_ENV) or "torch",
+    )
     return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": compute}
 
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
 
-defs = dg.Definitions.merge(
+CODE_LOCATION = (
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
         jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
     ),
-    dg.Definitions(resources=resources()),
 )
+"""Everything but the resources (a tuple: a module holds one `Definitions`, `defs`)."""
+
+
+def definitions(model_backend: str | None = None) -> dg.Definitions:
+    """The code location with its default resources (`resources`)."""
+    return dg.Definitions.merge(*CODE_LOCATION, dg.Definitions(resources=resources(model_backend)))
+
+
+defs = definitions()

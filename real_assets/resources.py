@@ -325,6 +325,9 @@ class Compute(dg.ConfigurableResource):
     ray_dashboard: str = ""
     """The Ray job server for launched steps (`http://head:8265`); empty: Ray's own lookup
     (`$RAY_API_SERVER_ADDRESS`, `$RAY_ADDRESS`, then the local default)."""
+    model_backend: Literal["torch", "fake"] = "torch"
+    """`fake`: every model step runs its stand-in from `core.fake_models` (a small real checkpoint and
+    deterministic figures, no torch), for tests and dry runs of the orchestration."""
 
     def choice(self) -> DeviceChoice:
         return pick_device(self.device, self.half_precision)
@@ -333,7 +336,14 @@ class Compute(dg.ConfigurableResource):
         """`fn(*args, device=..., **kwargs)` where the engine puts it (`OnDevice` arguments built there),
         and a description of where it ran (device, and Ray resources on Ray). Callable keyword arguments
         (`report`, and those in a `Reporting`) are called in this process as the step goes, on either
-        engine."""
+        engine. With the fake model backend, `fn`'s fake runs instead (and `OnDevice` arguments are not
+        built)."""
+        if self.model_backend == "fake":
+            from real_assets.core.fake_models import fake_for
+
+            fn = fake_for(fn)
+            if self.engine == "local":
+                return fn(*args, device=None, **kwargs), "fake"
         if self.engine == "local":
             device = self.choice()
             return fn(*on_device(args, device), device=device, **on_device(kwargs, device)), device.device

@@ -14,6 +14,9 @@ WAREHOUSE_DATA_ENV = "REAL_ASSETS_WAREHOUSE_DATA"
 ENGINE_ENV = "REAL_ASSETS_ENGINE"
 """`local` (default) or `ray`: where the torch steps run (`resources.Compute.engine`); the Ray cluster is
 `$RAY_ADDRESS`."""
+MODEL_BACKEND_ENV = "REAL_ASSETS_MODEL_BACKEND"
+"""`torch` (default) or `fake`: whether model steps train real models or run the fakes of
+`core.fake_models` (`resources.Compute.model_backend`)."""
 MLFLOW_ARTIFACTS_ENV = "REAL_ASSETS_MLFLOW_ARTIFACTS"
 """Artifact root of new MLflow experiments (a shared folder or `s3://...`) when tracking on a database."""
 

@@ -1,7 +1,12 @@
-"""Every test runs offline, with its own home, warehouse and MLflow store; the tests that only read a
-materialized graph share one (`demo_home`), built once per session."""
+"""Every test runs offline, with its own home, warehouse and MLflow store. Training is trained only where
+it is the subject: the tests about the real models read one real demo (`demo_home`); the tests about
+orchestration run the fake model backend (`core.fake_models`) and read, or copy, one fake-trained home of
+the same shape (`golden_home`, `golden_copy`). New homes start from migrated stores (`home_template`)."""
 
+import contextlib
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -32,6 +37,8 @@ comparison has intervals."""
 SMALL_SWEEP = 'budget_sweep={"keep_fractions": [0.5], "strategies": ["easy"]}'
 """`--config` for a demo whose test is not about the budget sweep: one budget of one strategy (the shared
 demo runs the whole sweep, which its tests check)."""
+FAKE_MODELS = ("--model-backend", "fake")
+"""`real-assets demo` flags of a demo whose test is about orchestration, not the models."""
 
 
 def demo_partitions(keys) -> list:
@@ -39,35 +46,107 @@ def demo_partitions(keys) -> list:
     return [k for k in keys if k is None or "|" not in str(k) or int(str(k).split("|")[0]) < DEMO_SEEDS]
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh REAL_ASSETS_HOME; MLflow defaults to a SQLite store inside it."""
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture(scope="session")
-def demo_home(tmp_path_factory) -> Path:
-    """One `real-assets demo` home for the whole session (the full graph, every partition). Tests only read
-    it, or restore exactly what they change; use `demo_env` to point the environment at it."""
-    from real_assets import cli
-
-    root = tmp_path_factory.mktemp("shared") / "home"
+@contextlib.contextmanager
+def _restored_environment():
+    """Run CLI code that points the environment at its home, and leave the environment as it was."""
     saved = dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        assert cli.main(["demo", "--home", str(root), *TINY_DEMO]) == 0
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _cli_in_process(args: list[str]) -> None:
+    """`real-assets ARGS` in this process; it must succeed."""
+    from real_assets import cli
+
+    with _restored_environment():
+        assert cli.main(args) == 0
+
+
+@pytest.fixture(scope="session")
+def home_template(tmp_path_factory) -> Path:
+    """A prepared, empty home, made once: from here on every new home of the session (the CLI's, in this
+    process and in the ones it starts) copies its migrated Dagster and MLflow stores
+    (`REAL_ASSETS_HOME_TEMPLATE`) instead of migrating them again."""
+    from real_assets.cli import HOME_TEMPLATE_ENV, prepare_home
+
+    root = tmp_path_factory.mktemp("template") / "home"
+    with _restored_environment():
+        prepare_home(str(root))
+    os.environ[HOME_TEMPLATE_ENV] = str(root)
+    yield root
+    os.environ.pop(HOME_TEMPLATE_ENV, None)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, home_template):
+    """A fresh REAL_ASSETS_HOME; MLflow defaults to a SQLite store inside it (a copy of the template's,
+    already migrated)."""
+    root = tmp_path / "home"
+    root.mkdir()
+    shutil.copy2(home_template / "mlflow.db", root / "mlflow.db")
+    monkeypatch.setenv("REAL_ASSETS_HOME", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory, home_template) -> Path:
+    """One real `real-assets demo` home for the whole session (the full graph, every partition, real
+    training). Tests only read it; use `demo_env` to point the environment at it."""
+    root = tmp_path_factory.mktemp("shared") / "home"
+    _cli_in_process(["demo", "--home", str(root), *TINY_DEMO])
     return root
 
 
 @pytest.fixture
 def demo_env(demo_home, monkeypatch) -> Path:
     """The environment of the shared demo home (home, Dagster instance, MLflow store) for one test."""
-    monkeypatch.setenv("REAL_ASSETS_HOME", str(demo_home))
-    monkeypatch.setenv("DAGSTER_HOME", str(demo_home / "dagster"))
+    return _point_at(demo_home, monkeypatch)
+
+
+def _point_at(root: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("REAL_ASSETS_HOME", str(root))
+    monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return demo_home
+    return root
+
+
+@pytest.fixture(scope="session")
+def golden_home(tmp_path_factory, home_template) -> Path:
+    """The shared demo's graph (same source, prompts, seeds and partitions) run once with the fake model
+    backend: every asset, partition, check, MLflow run and checkpoint record, in a fraction of the time.
+    Tests only read it; a test that changes a home takes a `golden_copy`."""
+    root = tmp_path_factory.mktemp("golden") / "home"
+    _cli_in_process(["demo", "--home", str(root), *TINY_DEMO, *FAKE_MODELS])
+    return root
+
+
+@pytest.fixture
+def golden_copy(golden_home, tmp_path, monkeypatch) -> Path:
+    """A copy of the golden home for one test to change, with the environment pointed at it."""
+    return _point_at(copy_home(golden_home, tmp_path / "home"), monkeypatch)
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """Copy a home and move the absolute paths it records to the copy: the checkpoint folders in
+    `models.checkpoints` and MLflow's artifact locations and model sources. (Dagster's event metadata keeps
+    the paths it showed, as any moved home does.)"""
+    import duckdb
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".init.lock"))
+    old, new = str(source), str(target)
+    with duckdb.connect(str(target / "warehouse.duckdb")) as con:
+        con.execute("update models.checkpoints set path = replace(path, ?, ?)", [old, new])
+    with sqlite3.connect(target / "mlflow.db") as con:
+        for table, column in (
+            ("experiments", "artifact_location"),
+            ("runs", "artifact_uri"),
+            ("model_versions", "source"),
+            ("model_versions", "storage_location"),
+        ):
+            con.execute(f"update {table} set {column} = replace({column}, ?, ?)", [old, new])
+    return target

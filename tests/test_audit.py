@@ -1,4 +1,5 @@
-"""`real-assets audit` on a small populated home: clean passes, a tampered row or checkpoint fails."""
+"""`real-assets audit` on a small populated home (a copy of the fake-trained golden home for each test):
+clean passes, a tampered row or checkpoint fails."""
 
 import contextlib
 import json
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def home(demo_env) -> Path:
-    """The shared demo home; each test restores what it tampers with."""
-    return demo_env
+def home(golden_copy) -> Path:
+    """A copy of the golden home (the shared demo's graph, fake-trained) for this test to tamper with."""
+    return golden_copy
 
 
 def _cli(home: Path, *extra: str) -> int:
@@ -67,19 +68,11 @@ def test_clean_home_passes(home, capsys):
         assert step["code_version"] and step["rows"] > 0
 
 
-@contextlib.contextmanager
-def _tampered(home: Path, table: str, column: str, expression: str):
-    """Change one row of a warehouse table; put it back afterwards."""
+def _tamper(home: Path, table: str, column: str, expression: str) -> None:
+    """Change one row of a warehouse table."""
     with _warehouse(home) as con:
-        rowid, original = con.execute(
-            f"select rowid, {column} from {table} order by rowid limit 1"
-        ).fetchone()
+        [rowid] = con.execute(f"select rowid from {table} order by rowid limit 1").fetchone()
         con.execute(f"update {table} set {column} = {expression} where rowid = ?", [rowid])
-    try:
-        yield
-    finally:
-        with _warehouse(home) as con:
-            con.execute(f"update {table} set {column} = ? where rowid = ?", [original, rowid])
 
 
 @pytest.mark.parametrize(
@@ -93,12 +86,11 @@ def _tampered(home: Path, table: str, column: str, expression: str):
     ],
 )
 def test_a_tampered_table_fails_naming_its_asset(home, capsys, table, column, expression, problem):
-    with _tampered(home, table, column, expression):
-        assert _cli(home) == 1
-        out = capsys.readouterr().out
-        assert f"PROBLEM  {problem}" in out
-        assert "audit FAILED: 1 problem(s)" in out
-    assert audit(home, defs).ok
+    _tamper(home, table, column, expression)
+    assert _cli(home) == 1
+    out = capsys.readouterr().out
+    assert f"PROBLEM  {problem}" in out
+    assert "audit FAILED: 1 problem(s)" in out
 
 
 def test_a_tampered_mlflow_metric_fails(home, capsys):
@@ -110,12 +102,8 @@ def test_a_tampered_mlflow_metric_fails(home, capsys):
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     original = client.get_run(run_id).data.metrics["accepted_rows"]
     client.log_metric(run_id, "accepted_rows", original + 1, step=0)
-    try:
-        assert _cli(home) == 1
-        assert "PROBLEM  raw_responses: MLflow metric accepted_rows=" in capsys.readouterr().out
-    finally:
-        client.log_metric(run_id, "accepted_rows", original, step=0)
-    assert audit(home, defs).ok
+    assert _cli(home) == 1
+    assert "PROBLEM  raw_responses: MLflow metric accepted_rows=" in capsys.readouterr().out
 
 
 def _run_check(home: Path, partition: str) -> bool:
@@ -138,23 +126,14 @@ def _run_check(home: Path, partition: str) -> bool:
 def test_tampered_checkpoint_fails_naming_partition(home, capsys):
     tampered, intact = DPO_PARTITIONS[-1], DPO_PARTITIONS[0]
     [folder] = (home / "checkpoints" / "dpo_checkpoint" / tampered).iterdir()
-    weights = folder / "model.safetensors"
-    original = weights.stat().st_size
-    with open(weights, "ab") as f:
+    with open(folder / "model.safetensors", "ab") as f:
         f.write(b"\0")
-    try:
-        assert _cli(home) == 1
-        out = capsys.readouterr().out
-        assert (
-            f"PROBLEM  dpo_checkpoint[{tampered}]: checkpoint file model.safetensors: sha256 differs" in out
-        )
-        assert f"dpo_checkpoint[{intact}]" in out and f"PROBLEM  dpo_checkpoint[{intact}]" not in out
-        assert not _run_check(home, tampered)
-        assert _run_check(home, intact)
-    finally:
-        with open(weights, "r+b") as f:
-            f.truncate(original)
-    assert audit(home, defs, tampered).ok
+    assert _cli(home) == 1
+    out = capsys.readouterr().out
+    assert f"PROBLEM  dpo_checkpoint[{tampered}]: checkpoint file model.safetensors: sha256 differs" in out
+    assert f"dpo_checkpoint[{intact}]" in out and f"PROBLEM  dpo_checkpoint[{intact}]" not in out
+    assert not _run_check(home, tampered)
+    assert _run_check(home, intact)
 
 
 def test_missing_mlflow_run_and_home(home, tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
-"""The whole graph through Dagster, as `real-assets demo` runs it, on a tiny config. Offline, CPU."""
+"""The whole graph through Dagster, as `real-assets demo` runs it, on a tiny config. Offline, CPU. The shared
+demo trains real models; the demos of each source are about ingest, SQL and selection, and run the fake
+model backend."""
 
 import dagster as dg
 import pytest
 import sample_files as sf
-from conftest import DEMO_PROMPTS, DEMO_SEEDS, SHORT_EVAL, SMALL_SWEEP, demo_partitions
+from conftest import DEMO_PROMPTS, DEMO_SEEDS, FAKE_MODELS, SHORT_EVAL, SMALL_SWEEP, demo_partitions
 from mlflow import MlflowClient
 
 from real_assets import cli
@@ -214,6 +216,7 @@ def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_env):
     assert after == before
 
 
+@pytest.mark.usefixtures("home_template")
 def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, capsys):
     path = sf.write_hh_rlhf(tmp_path / "hh.jsonl")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -230,10 +233,7 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
                 "hh_rlhf",
                 "--path",
                 str(path),
-                "--sft-epochs",
-                "2",
-                "--dpo-epochs",
-                "1",
+                *FAKE_MODELS,
                 "--seeds",
                 "1",
                 "--config",
@@ -256,6 +256,7 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
     assert abs(pairs["all"] - 2 * pairs["easy"]) <= 1
 
 
+@pytest.mark.usefixtures("home_template")
 @pytest.mark.parametrize(
     ("source", "writer", "name", "column_map"),
     [
@@ -286,10 +287,7 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
         source,
         "--path",
         str(path),
-        "--sft-epochs",
-        "1",
-        "--dpo-epochs",
-        "1",
+        *FAKE_MODELS,
         "--partition",
         "easy",  # the source shapes ingest, SQL and selection; training one strategy is enough here
         "--seeds",

@@ -1,5 +1,6 @@
-"""Crashes and races: a run killed with -9 never blocks the next demo; concurrent first runs share one home
-safely; a dead tracking server fails fast; a failing source is reported once."""
+"""Crashes and races, with the fake model backend: a run killed with -9 never blocks the next demo;
+concurrent first runs share one home safely; a dead tracking server fails fast; a failing source is
+reported once."""
 
 import os
 import signal
@@ -12,14 +13,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import SHORT_EVAL, SMALL_SWEEP
+from conftest import FAKE_MODELS, SHORT_EVAL, SMALL_SWEEP
 
-from real_assets.cli import init_lock
+from real_assets.cli import HOME_TEMPLATE_ENV, init_lock
 from real_assets.recovery import WORKER_PID_TAG, recover
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
-    *("--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1"),
+    *("--n-prompts", "12", *FAKE_MODELS),
     *("--config", SMALL_SWEEP, "--config", SHORT_EVAL),
 ]
 HANG_GUARD_S = 900
@@ -35,87 +36,90 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from real_assets.cli import main; sys.exit(main())", *args]
 
 
-def _slot_holders(home: Path) -> set[str]:
-    # Under the home's init lock: the demo may still be creating the instance's storage.
-    with init_lock(home), dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        return instance.event_log_storage.get_concurrency_run_ids()
+def _instance(home: Path) -> dg.DagsterInstance:
+    with init_lock(home):  # the demo may still be creating the instance's storage
+        return dg.DagsterInstance.from_config(str(home / "dagster"))
 
 
-def _demo_order(args: list[str]) -> list[str]:
-    """The assets `real-assets demo` materializes with these arguments, in the order it runs them."""
-    from real_assets.definitions import defs
-    from real_assets.demo import demo_steps
-
-    only = args[args.index("--partition") + 1]
-    seeds = int(args[args.index("--seeds") + 1])
-    steps = demo_steps(defs, dg.DagsterInstance.ephemeral(), only=only, seeds=seeds)
-    return list(dict.fromkeys(key.to_user_string() for key, _ in steps))
-
-
-def _kill_demo_during(home: Path, steps: list[str], args: list[str], ignore: set[str]) -> tuple[str, str]:
-    """Start `real-assets demo`, and kill -9 its whole process group while a run of one of `steps` holds a
-    pool slot (every asset is in a pool); returns (run id, asset) of the run it killed."""
-    demo = subprocess.Popen(
-        _cli("demo", "--home", str(home), *args),
-        env=_env(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def _kill_demo_inside(home: Path, fn: str, args: list[str], out: Path) -> tuple[str, str]:
+    """Start `real-assets demo` with the fake model `fn` held at its barrier; once the step is inside it,
+    check that its run holds a pool slot, and kill -9 the demo's whole process group. Returns the
+    killed run's id and step (asset[partition])."""
+    barrier = out.with_suffix(".barrier")
+    barrier.mkdir()
+    (barrier / f"{fn}.hold").touch()
+    with open(out, "w") as log:
+        demo = subprocess.Popen(
+            _cli("demo", "--home", str(home), *args),
+            env=_env(home, REAL_ASSETS_FAKE_BARRIER=str(barrier)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + HANG_GUARD_S
-        while not (home / "dagster" / "dagster.yaml").exists():
-            assert demo.poll() is None and time.monotonic() < deadline
+        while not (barrier / f"{fn}.reached").exists():
+            assert demo.poll() is None, f"the demo ended before reaching {fn}:\n{out.read_text()}"
+            assert time.monotonic() < deadline
             time.sleep(0.05)
-        with init_lock(home):  # the demo may still be creating the instance's storage
-            instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-        with instance:
-            while True:
-                assert demo.poll() is None, f"the demo ended before any of {steps} ran"
-                assert time.monotonic() < deadline
-                for run_id in instance.event_log_storage.get_concurrency_run_ids() - ignore:
-                    run = instance.get_run_by_id(run_id)
-                    asset = next(iter(run.asset_selection or []), None) if run else None
-                    if asset is not None and asset.to_user_string() in steps:
-                        return run_id, asset.to_user_string()
-                time.sleep(0.05)
+        with _instance(home) as instance:
+            [run] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            assert run.run_id in instance.event_log_storage.get_concurrency_run_ids()
     finally:
         os.killpg(demo.pid, signal.SIGKILL)
         demo.wait()
+    [asset] = run.asset_selection
+    partition = run.tags.get("dagster/partition")
+    return run.run_id, f"{asset.to_user_string()}[{partition}]" if partition else asset.to_user_string()
 
 
 @pytest.mark.slow
-def test_a_demo_killed_at_every_step_is_recovered_by_the_next_demo(tmp_path):
-    """kill -9 in each step of the graph in turn (each demo recovers the run the previous one left
-    behind, resumes at the killed step with `--from`, then is killed one step further), then a demo that
-    resumes at the last killed step and finishes, and an audit of the whole graph that passes."""
+@pytest.mark.usefixtures("home_template")
+def test_a_demo_killed_in_each_kind_of_step_is_recovered_by_the_next_demo(tmp_path):
+    """kill -9 inside a model step (reference_policy: unpartitioned, GPU pool), a warehouse step
+    (selected_pairs, warehouse pool, scoring with the reference model) and a partitioned model step
+    (dpo_checkpoint: a staging folder and an MLflow run open), each held at the fake model's barrier;
+    each next demo recovers the run the previous one left behind and resumes with `--from`; the last
+    finishes, and an audit of the whole graph passes."""
     home = tmp_path / "home"
-    args = [*SMALL, "--seeds", "1", "--partition", "0|easy"]
-    order = _demo_order(args)
-    killed: list[tuple[str, str]] = []
-    remaining = order
-    while remaining:
-        resume = ["--from", killed[-1][1]] if killed else []
-        run_id, asset = _kill_demo_during(home, remaining, [*args, *resume], {r for r, _ in killed})
-        killed.append((run_id, asset))
-        remaining = order[order.index(asset) + 1 :]
-    assert [asset for _, asset in killed] == order  # no step was over before a kill could reach it
+    args = [*SMALL, "--seeds", "1", "--partition", "0|margin"]
+    kills = [
+        ("train_reference", [], "reference_policy"),
+        ("reference_pair_scores", ["--from", "reference_policy"], "selected_pairs[0|margin]"),
+        ("train_dpo", ["--from", "selected_pairs"], "dpo_checkpoint[0|margin]"),
+    ]
+    killed: list[str] = []
+    for n, (fn, resume, step) in enumerate(kills):
+        out = tmp_path / f"demo-{n}.log"
+        run_id, killed_step = _kill_demo_inside(home, fn, [*args, *resume], out)
+        assert killed_step == step
+        if killed:
+            assert f"recovered: run {killed[-1][:8]}" in out.read_text()
+        killed.append(run_id)
+    assert list((home / "checkpoints" / "dpo_checkpoint").glob("*/_staging-*"))  # the kill left one
 
     last = subprocess.run(
-        _cli("demo", "--home", str(home), *args, "--from", killed[-1][1]),
+        _cli("demo", "--home", str(home), *args, "--from", "dpo_checkpoint"),
         env=_env(home),
         capture_output=True,
         text=True,
         timeout=HANG_GUARD_S,
     )
     assert last.returncode == 0, last.stdout + last.stderr
-    dead_run = killed[-1][0]
-    assert f"recovered: run {dead_run[:8]}" in last.stdout
+    assert f"recovered: run {killed[-1][:8]}" in last.stdout
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        for run_id, asset in killed:
-            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE, asset
+        for run_id in killed:
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         assert not instance.event_log_storage.get_concurrency_run_ids()
     assert not list((home / "checkpoints").glob("*/*/_staging-*"))
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    for run_id in killed:
+        [mlflow_run] = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], f"tags.`dagster.run_id` = '{run_id}'"
+        )
+        assert mlflow_run.info.status == "KILLED"
 
     audit = subprocess.run(_cli("audit", "--home", str(home)), env=_env(home), capture_output=True, text=True)
     assert audit.returncode == 0, audit.stdout + audit.stderr
@@ -165,10 +169,12 @@ def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
         "instance = dg.DagsterInstance.get(); instance.get_runs(limit=1); "
         "MlflowClient(tracking_uri=default_tracking_uri()).search_experiments()"
     )
+    env = _env(home)
+    env.pop(HOME_TEMPLATE_ENV, None)  # each process migrates the stores, as on a machine of its own
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(home)],
-            env=_env(home),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -207,6 +213,7 @@ def test_a_dead_tracking_server_fails_fast_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("home_template")
 def test_a_failing_source_is_reported_once(tmp_path):
     home = tmp_path / "home"
     missing = tmp_path / "nowhere.jsonl"
