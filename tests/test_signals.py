@@ -13,9 +13,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from real_assets.cli import init_lock
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
     *("--n-prompts", "12", "--sft-epochs", "1", "--dpo-epochs", "1", "--seeds", "1"),
+    *("--model-backend", "fake"),
     *("--partition", "0|easy"),
     *("--config", 'budget_sweep={"keep_fractions": [0.5], "strategies": ["easy"]}'),
     *("--config", 'eval_scores={"samples_per_prompt": 1, "max_new_tokens": 16}'),
@@ -24,9 +27,9 @@ HANG_GUARD_S = 600
 """Bounds a command that would otherwise hang (the failure these tests catch), never a timing claim."""
 
 
-def _env(home: Path) -> dict:
+def _env(home: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**env, "REAL_ASSETS_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    return {**env, "REAL_ASSETS_HOME": str(home), "PYTHONPATH": str(ROOT), **extra}
 
 
 def _cli(*args: str) -> list[str]:
@@ -36,10 +39,10 @@ def _cli(*args: str) -> list[str]:
 class Command:
     """A command in a subprocess whose stdout lines are collected as they come."""
 
-    def __init__(self, home: Path, *args: str):
+    def __init__(self, home: Path, *args: str, env: dict | None = None):
         self.proc = subprocess.Popen(
             _cli(*args),
-            env=_env(home),
+            env=_env(home, **(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -55,7 +58,7 @@ class Command:
 
     def wait_for(self, predicate) -> None:
         deadline = time.monotonic() + HANG_GUARD_S
-        while not any(predicate(text) for text in list(self.lines)):
+        while not any(predicate(text) for text in [*self.lines, ""]):
             assert self.proc.poll() is None, "".join(self.lines) + self.proc.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -89,9 +92,10 @@ def _run_created(home: Path, step: str):
     def match(_text: str) -> bool:
         nonlocal instance
         if instance is None:
-            if not (home / "dagster" / "history" / "runs.db").exists():
+            if not (home / "dagster" / "dagster.yaml").exists():
                 return False
-            instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+            with init_lock(home):  # the demo may still be creating the instance's storage
+                instance = dg.DagsterInstance.from_config(str(home / "dagster"))
         return any(
             step in {key.to_user_string() for key in run.asset_selection or ()}
             for run in instance.get_runs(limit=3)
@@ -120,18 +124,24 @@ def _assert_nothing_left(home: Path, killed: str | None) -> None:
     assert not list((home / "checkpoints").glob("*/*/_staging-*"))
 
 
+def _at_barrier(barrier: Path, fn: str):
+    """True once the fake model function `fn` waits at its barrier (inside its step's body)."""
+    (barrier / f"{fn}.hold").touch()
+    return lambda _text: (barrier / f"{fn}.reached").exists()
+
+
 POINTS = {
     # When the signal is sent, the step the demo must name (None: between steps, or either), and whether
     # the step's MLflow run exists by then and must end KILLED.
-    "between steps": (lambda home: _step_line("raw_responses", finished=True), None, False),
-    "in a step's set-up": (lambda home: _run_created(home, "reference_policy"), None, False),
+    "between steps": (lambda home, barrier: _step_line("raw_responses", finished=True), None, False),
+    "in a step's set-up": (lambda home, barrier: _run_created(home, "reference_policy"), None, False),
     "in a warehouse write": (
-        lambda home: _step_line("raw_responses", finished=False),
+        lambda home, barrier: _step_line("raw_responses", finished=False),
         "raw_responses",
         True,
     ),
     "in training": (
-        lambda home: _step_line("dpo_checkpoint[0|easy]", finished=False),
+        lambda home, barrier: _at_barrier(barrier, "train_dpo"),
         "dpo_checkpoint[0|easy]",
         True,
     ),
@@ -144,15 +154,64 @@ POINTS = {
     [(point, signal.SIGTERM) for point in POINTS] + [("in training", signal.SIGINT)],
 )
 def test_a_signal_stops_the_demo_with_one_line(tmp_path, point, signum):
-    home = tmp_path / "home"
+    home, barrier = tmp_path / "home", tmp_path / "barrier"
+    barrier.mkdir()
     when, step, killed = POINTS[point]
-    demo = Command(home, "demo", "--home", str(home), *SMALL)
-    demo.wait_for(when(home))
+    demo = Command(home, "demo", "--home", str(home), *SMALL, env={"REAL_ASSETS_FAKE_BARRIER": str(barrier)})
+    demo.wait_for(when(home, barrier))
     code, out, err = demo.stop(signum)
+    _assert_stopped(code, out, err, signum, step)
+    _assert_nothing_left(home, step if killed else None)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_real_training_stops_the_demo_with_one_line(tmp_path):
+    """The same in TRL's training loop (the real model backend), where the signal lands in torch code."""
+    home = tmp_path / "home"
+    real = [arg for arg in SMALL if arg not in ("--model-backend", "fake")]
+    demo = Command(home, "demo", "--home", str(home), *real)
+    demo.wait_for(_step_line("dpo_checkpoint[0|easy]", finished=False))
+    code, out, err = demo.stop(signal.SIGINT)
+    _assert_stopped(code, out, err, signal.SIGINT, "dpo_checkpoint[0|easy]")
+    _assert_nothing_left(home, "dpo_checkpoint[0|easy]")
+
+
+def _assert_stopped(code: int, out: str, err: str, signum: int, step: str | None) -> None:
     name = signal.Signals(signum).name
     assert code == 128 + signum, out + err
     assert err.count("\n") == 1 and f"interrupted by {name}" in err, err
     if step is not None:
-        assert f"in step {step}" in err or "between steps" in err, err
+        assert f"in step {step}" in err, err
     assert "Traceback" not in out + err and "Exception ignored" not in out + err
-    _assert_nothing_left(home, step if killed else None)
+
+
+@pytest.fixture
+def restored_signal_handling():
+    """`cli.main` installs the command's signal handling in this process: put pytest's back after."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    yield
+    signal.set_wakeup_fd(-1)
+    sys.unraisablehook = hook
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("command", ["audit", "ui", "mlflow-ui", "demo"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_a_command_sets_up_stops_it_with_one_line(
+    tmp_path, monkeypatch, capsys, restored_signal_handling, command, signum
+):
+    """Every command: a signal while it prepares the home ends it with one line and 128 + the signal."""
+    from real_assets import cli
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(30)  # never reached in full: the signal interrupts the sleep
+        raise AssertionError("the signal did not stop the command")
+
+    monkeypatch.setattr(cli, "prepare_home", signalled)
+    code = cli.main([command, "--home", str(tmp_path / "home")])
+    err = capsys.readouterr().err
+    assert code == 128 + signum
+    assert err == f"real-assets {command}: interrupted by {signal.Signals(signum).name}\n"
