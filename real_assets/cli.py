@@ -404,15 +404,15 @@ def main(argv: list[str] | None = None) -> int:
             "--debug", action="store_true", help="show the full traceback of an error or interrupt"
         )
     args = parser.parse_args(argv)
-    interrupts.install()
     try:
-        from real_assets.resources import TrackingServerUnreachable
+        with interrupts.handled():
+            from real_assets.resources import TrackingServerUnreachable
 
-        try:
-            return args.func(args)
-        except TrackingServerUnreachable as e:
-            print(f"real-assets {args.command}: {e}", file=sys.stderr)
-            return 2
+            try:
+                return args.func(args)
+            except TrackingServerUnreachable as e:
+                print(f"real-assets {args.command}: {e}", file=sys.stderr)
+                return 2
     except interrupts.Interrupted as e:
         if args.debug:
             raise

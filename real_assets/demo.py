@@ -166,23 +166,24 @@ def progress_logger(on_progress: Callable[[dict], None]) -> dg.LoggerDefinition:
 
 def failure_summary(result: dg.ExecuteInProcessResult) -> str:
     """The error that failed a run, once: the step, the user's exception (not Dagster's wrappers around
-    it), where it was raised, and where to find the full log."""
+    it), where it was raised (not for a `dg.Failure` or a store of the home, whose message says what to
+    do), and where to find the full log."""
     for event in result.all_events:
         if event.event_type_value != "STEP_FAILURE":
             continue
         error = event.step_failure_data.error
         while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
+        log = f"  full log: run {result.run_id} in the Dagster UI (real-assets ui)"
         store = describe_error_info(event.step_failure_data.error, home_dir())
         if store is not None:
-            return f"error in {event.step_key}: {store}\n  full log: run {result.run_id} in the Dagster UI"
+            return f"error in {event.step_key}: {store}\n{log}"
         where = error.stack[-1].strip().splitlines()[0] if error.stack else "?"
         head, _, rest = error.message.strip().partition(": ")
         message = rest if rest and head.endswith(error.cls_name or "\0") else error.message.strip()
-        return (
-            f"error in {event.step_key}: {error.cls_name}: {message}\n"
-            f"  raised {where}\n  full log: run {result.run_id} in the Dagster UI (real-assets ui)"
-        )
+        if error.cls_name == "Failure":
+            return f"error in {event.step_key}: {message}\n{log}"
+        return f"error in {event.step_key}: {error.cls_name}: {message}\n  raised {where}\n{log}"
     return f"run {result.run_id} failed; its log is in the Dagster UI (real-assets ui)"
 
 

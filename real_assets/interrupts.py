@@ -53,19 +53,31 @@ def _quiet_unraisable(default):
     return hook
 
 
-def install() -> None:
-    """Make SIGINT and SIGTERM raise `Interrupted` in the main thread, and record every one of them on the
-    wakeup pipe (see the module docstring)."""
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """For the length of a command: SIGINT and SIGTERM raise `Interrupted` in the main thread, and every
+    one of them is recorded on the wakeup pipe (see the module docstring). What was installed before is
+    put back after (a command run inside another program, such as a test, leaves it as it was)."""
     global _pipe
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise)
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    hook = sys.unraisablehook
     if _pipe is None:
         read, write = os.pipe()
         os.set_blocking(read, False)
         os.set_blocking(write, False)
         _pipe = (read, write)
-    signal.set_wakeup_fd(_pipe[1], warn_on_full_buffer=False)
-    sys.unraisablehook = _quiet_unraisable(sys.__unraisablehook__)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise)
+    wakeup = signal.set_wakeup_fd(_pipe[1], warn_on_full_buffer=False)
+    sys.unraisablehook = _quiet_unraisable(hook)
+    received()  # forget what an earlier command in this process left
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(wakeup)
+        sys.unraisablehook = hook
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def received() -> int | None:

@@ -185,25 +185,16 @@ def _assert_stopped(code: int, out: str, err: str, signum: int, step: str | None
     assert "Traceback" not in out + err and "Exception ignored" not in out + err
 
 
-@pytest.fixture
-def restored_signal_handling():
-    """`cli.main` installs the command's signal handling in this process: put pytest's back after."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    hook = sys.unraisablehook
-    yield
-    signal.set_wakeup_fd(-1)
-    sys.unraisablehook = hook
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-
-
 @pytest.mark.parametrize("command", ["audit", "ui", "mlflow-ui", "demo"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_a_command_sets_up_stops_it_with_one_line(
-    tmp_path, monkeypatch, capsys, restored_signal_handling, command, signum
+    tmp_path, monkeypatch, capsys, command, signum
 ):
-    """Every command: a signal while it prepares the home ends it with one line and 128 + the signal."""
+    """Every command: a signal while it prepares the home ends it with one line and 128 + the signal, and
+    leaves the signal handling of the process it ran in as it found it."""
     from real_assets import cli
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def signalled(*args, **kwargs):
         os.kill(os.getpid(), signum)
@@ -215,3 +206,5 @@ def test_a_signal_while_a_command_sets_up_stops_it_with_one_line(
     err = capsys.readouterr().err
     assert code == 128 + signum
     assert err == f"real-assets {command}: interrupted by {signal.Signals(signum).name}\n"
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.set_wakeup_fd(-1) == -1
