@@ -198,6 +198,7 @@ def demo(args) -> int:
     from real_assets.defs.common import SettingOutOfRange
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import StepInterrupted, run_steps
+    from real_assets.mixed_data import mixing_notice, stored_ingestions
     from real_assets.recovery import fail_runs_of_this_process, recover
     from real_assets.resources import Warehouse
     from real_assets.settings import default_tracking_uri
@@ -215,6 +216,10 @@ def demo(args) -> int:
         print(f"--config: {e}", file=sys.stderr)
         return 2
     print(f"real-assets demo: home {root}, source {args.source}", flush=True)
+    if args.start in (None, "raw_responses"):
+        notice = mixing_notice(Warehouse(), ops["raw_responses"]["config"])
+        if notice:
+            print(f"note: {notice}", flush=True)
     total = time.perf_counter()
     try:
         done = run_steps(defs, instance, ops, only=args.partition, seeds=args.seeds, start=args.start)
@@ -249,6 +254,10 @@ def demo(args) -> int:
     note = tie_note(table)
     if note:
         print(f"\nnote: {note}")
+    ingestions = stored_ingestions(Warehouse())
+    if ingestions["source_file"].nunique() > 1:
+        print(f"\nbuilt from {len(ingestions)} ingestions of this home:\n")
+        print(markdown_table(ingestions))
     print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
     print(markdown_table(sweep))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")

@@ -41,6 +41,7 @@ from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded, read_train_candidates
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
+from real_assets.mixed_data import stored_ingestions
 from real_assets.resources import Compute, Warehouse, replace_rows
 from real_assets.settings import home_dir
 
@@ -319,6 +320,7 @@ def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResul
             }
         )
     note = tie_note(table)
+    ingestions = stored_ingestions(warehouse)
     metadata = {
         "comparison": dg.MetadataValue.md(
             markdown_table(display_table(table, diffs)) + (f"\n\n{note}" if note else "")
@@ -327,6 +329,8 @@ def strategy_comparison(step: Step, warehouse: Warehouse) -> dg.MaterializeResul
         "plot_path": dg.MetadataValue.path(str(png)),
         "rows": content.rows,
         **content.metadata(),
+        "ingestions": dg.MetadataValue.md(markdown_table(ingestions)),
+        "sources": int(ingestions["source_file"].nunique()),
         "seeds": int(table["seeds"].max()) if len(table) else 0,
         "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
         "differences_json": dg.MetadataValue.json(json.loads(diffs.to_json(orient="records"))),
