@@ -21,8 +21,13 @@ Not covered: the Dagster event log itself (the audit trusts the recorded materia
 and artifacts other than the registered checkpoint files, and files under `<home>/reports`.
 """
 
+import contextlib
 import datetime as dt
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +140,26 @@ class AuditReport:
 
 
 # ---------------------------------------------------------------------------------------------- walk
+
+
+@contextlib.contextmanager
+def readable_stores(home: Path, tracking_uri: str) -> Iterator[tuple[Path, str]]:
+    """(Dagster instance folder, MLflow tracking URI) to read the home from. On a home this process cannot
+    write (a read-only mount), SQLite cannot open the stores even to read (the Dagster instance's WAL mode
+    needs its `-shm` file; both check their schema by writing): they are read from a copy made for this
+    audit, which leaves the home untouched."""
+    dagster_home = home / "dagster"
+    if os.access(home, os.W_OK) and os.access(dagster_home, os.W_OK):
+        yield dagster_home, tracking_uri
+        return
+    with tempfile.TemporaryDirectory(prefix="real-assets-audit-") as tmp:
+        copy = Path(tmp) / "dagster"
+        shutil.copytree(dagster_home, copy)
+        mlflow_db = home / "mlflow.db"
+        if tracking_uri == f"sqlite:///{mlflow_db}" and mlflow_db.exists():
+            shutil.copy2(mlflow_db, Path(tmp) / "mlflow.db")
+            tracking_uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        yield copy, tracking_uri
 
 
 def _metadata_value(record: dg.EventLogRecord, key: str) -> Any:
@@ -348,7 +373,8 @@ def audit(defs: dg.Definitions, partition: str | None = None) -> AuditReport:
     graph = defs.resolve_asset_graph()
     partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None}
     with (
-        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
+        readable_stores(home, tracking_uri) as (instance_folder, tracking_uri),
+        dg.DagsterInstance.from_config(str(instance_folder)) as instance,
         warehouse.connect(read_only=True) as con,
     ):
         auditor = _Auditor(graph, instance, con, MlflowClient(tracking_uri=tracking_uri))

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from real_assets import interrupts
 from real_assets.core.sources.registry import source_names
 from real_assets.presets import preset_names
 from real_assets.settings import HOME_ENV, MODEL_BACKEND_ENV, Locations
@@ -59,21 +60,26 @@ def init_lock(root: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def prepare_home(home: str | None, instance_config: str | None = None, storage: bool = True) -> Locations:
+def prepare_home(
+    home: str | None, instance_config: str | None = None, storage: bool = True, read_only: bool = False
+) -> Locations:
     """The home's `Locations` (`--home`, else `$REAL_ASSETS_HOME`, ...), with its Dagster instance config
     written: the given file (`--instance-config`, else `$REAL_ASSETS_INSTANCE_CONFIG`) copied as is, so its
     `env:` values are read by Dagster at startup and no secret is written; else the embedded default. With
     `storage`, create the Dagster and MLflow storage, all under a lock, so that concurrent first runs are
-    safe. Fails fast when a configured MLflow tracking server does not answer. The environment is not
-    changed: commands hand the locations on explicitly."""
+    safe. With `read_only` (a command that only reads, on a home it may not write), nothing is written,
+    locked or created. Fails fast when a configured MLflow tracking server does not answer. The environment
+    is not changed: commands hand the locations on explicitly."""
     from real_assets.resources import check_tracking_server
 
     locations = Locations.resolve(home)
     root = locations.home
-    root.mkdir(parents=True, exist_ok=True)
     dagster_home = locations.dagster_home
     tracking_uri = locations.tracking_uri
     check_tracking_server(tracking_uri)
+    if read_only:
+        return locations
+    root.mkdir(parents=True, exist_ok=True)
     with init_lock(root):
         dagster_home.mkdir(exist_ok=True)
         config = dagster_home / "dagster.yaml"
@@ -139,9 +145,9 @@ def _ingest_config(args) -> dict:
     config = {"source": args.source, "seed": args.seed}
     if args.path:
         config["path"] = args.path
-    if args.limit:
+    if args.limit is not None:
         config["limit"] = args.limit
-    if args.n_prompts:
+    if args.n_prompts is not None:
         config["n_prompts"] = args.n_prompts
     if args.column_map:
         config["column_map"] = json.loads(args.column_map)
@@ -156,9 +162,9 @@ def _step_configs(args, defs) -> dict[str, dict]:
     preset = PRESETS[args.preset].configs if args.preset else {}
     configs: dict[str, dict] = {name: dict(values) for name, values in preset.items()}
     configs["raw_responses"] = configs.get("raw_responses", {}) | _ingest_config(args)
-    if args.dpo_epochs:
+    if args.dpo_epochs is not None:
         configs["dpo_checkpoint"] = configs.get("dpo_checkpoint", {}) | {"epochs": args.dpo_epochs}
-    if args.sft_epochs:
+    if args.sft_epochs is not None:
         configs["reference_policy"] = configs.get("reference_policy", {}) | {"epochs": args.sft_epochs}
     assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     for item in args.config or []:
@@ -220,12 +226,14 @@ def demo(args) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
     import dagster as dg
 
-    from real_assets.core.report import display_table, markdown_table
+    from real_assets.core.report import display_table, markdown_table, tie_note
     from real_assets.core.selection import STRATEGIES
     from real_assets.definitions import definitions
+    from real_assets.defs.common import SettingOutOfRange
     from real_assets.defs.partitions import SEEDS
-    from real_assets.demo import run_steps
-    from real_assets.recovery import recover
+    from real_assets.demo import StepInterrupted, run_steps
+    from real_assets.mixed_data import mixing_notice, stored_ingestions
+    from real_assets.recovery import fail_runs_of_this_process, recover
 
     if not 1 <= args.seeds <= len(SEEDS):
         print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
@@ -245,6 +253,11 @@ def demo(args) -> int:
         return 2
     preset = f", preset {args.preset}" if args.preset else ""
     print(f"real-assets demo: home {root}, source {args.source}{preset}", flush=True)
+    warehouse = defs.resources["warehouse"]
+    if args.start in (None, "raw_responses"):
+        notice = mixing_notice(warehouse, ops["raw_responses"]["config"])
+        if notice:
+            print(f"note: {notice}", flush=True)
     total = time.perf_counter()
     try:
         done = run_steps(
@@ -257,6 +270,18 @@ def demo(args) -> int:
             strategies=args.strategies,
             skip=args.skip,
         )
+    except StepInterrupted as e:
+        with interrupts.deferred():
+            failed = fail_runs_of_this_process(instance, f"interrupted by {e.name}")
+            recover(instance, root, locations.tracking_uri)  # MLflow runs KILLED, staging folders removed
+        where = f"in step {e.step}" if e.step else "between steps"
+        resume = f"; resume with --from {e.step.split('[')[0]}" if e.step else ""
+        runs = f" (run {', '.join(r[:8] for r in failed)} marked failed)" if failed else ""
+        print(f"real-assets demo: interrupted by {e.name} {where}{runs}{resume}", file=sys.stderr)
+        return e.exit_code
+    except SettingOutOfRange as e:
+        print(f"real-assets demo: setting out of range: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:  # --from names no step
         print(f"--from: {e}", file=sys.stderr)
         return 2
@@ -266,7 +291,7 @@ def demo(args) -> int:
     if not done:
         return 1
     print(f"\nall steps done in {time.perf_counter() - total:.1f} s\n")
-    with defs.resources["warehouse"].connect(read_only=True) as con:
+    with warehouse.connect(read_only=True) as con:
         if "strategy_comparison" not in args.skip:
             table = con.execute(
                 "select * from eval.strategy_comparison order by list_position(?, strategy)",
@@ -274,10 +299,17 @@ def demo(args) -> int:
             ).df()
             diffs = con.execute("select * from eval.strategy_differences").df()
             print(markdown_table(display_table(table, diffs)))
+            note = tie_note(table)
+            if note:
+                print(f"\nnote: {note}")
         if "budget_sweep" not in args.skip:
             sweep = con.execute("select * from eval.budget_sweep order by strategy, keep_fraction, seed").df()
             print("\nbudget sweep (global ranking, keep fraction of every candidate pair):\n")
             print(markdown_table(sweep))
+    ingestions = stored_ingestions(warehouse)
+    if ingestions["source_file"].nunique() > 1:
+        print(f"\nbuilt from {len(ingestions)} ingestions of this home:\n")
+        print(markdown_table(ingestions))
     print(f"\nDagster UI:  real-assets ui --home {root}\nMLflow UI:   real-assets mlflow-ui --home {root}")
     return 0
 
@@ -353,7 +385,8 @@ def run_audit(args: argparse.Namespace) -> int:
     from real_assets.audit import audit
     from real_assets.definitions import definitions
 
-    report = audit(definitions(prepare_home(args.home)), args.partition)
+    # the audit only reads: a read-only home will do
+    report = audit(definitions(prepare_home(args.home, read_only=True)), args.partition)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0 if report.ok else 1
 
@@ -431,14 +464,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
 
     add_audit_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", help="show the full traceback of an error or interrupt"
+        )
     args = parser.parse_args(argv)
-    from real_assets.resources import TrackingServerUnreachable
-
     try:
-        return args.func(args)
-    except TrackingServerUnreachable as e:
-        print(f"real-assets {args.command}: {e}", file=sys.stderr)
-        return 2
+        with interrupts.handled():
+            from real_assets.resources import TrackingServerUnreachable
+
+            try:
+                return args.func(args)
+            except TrackingServerUnreachable as e:
+                print(f"real-assets {args.command}: {e}", file=sys.stderr)
+                return 2
+    except interrupts.Interrupted as e:
+        if args.debug:
+            raise
+        print(f"real-assets {args.command}: interrupted by {e.name}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:
+        from real_assets.home_errors import describe
+
+        line = None if args.debug else describe(e, Locations.resolve(getattr(args, "home", None)).home)
+        if line is None:
+            raise
+        print(f"real-assets {args.command}: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

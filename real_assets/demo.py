@@ -4,6 +4,7 @@ Dagster instance; one updating line per step, fed by the progress lines the step
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,7 +13,10 @@ from typing import TextIO
 
 import dagster as dg
 
+from real_assets import interrupts
 from real_assets.core.progress import parse_progress
+from real_assets.defs.common import check_step_config
+from real_assets.home_errors import describe_error_info
 from real_assets.recovery import worker_tags
 
 LABEL_WIDTH = 32
@@ -175,22 +179,26 @@ def progress_logger(on_progress: Callable[[dict], None]) -> dg.LoggerDefinition:
     return _progress
 
 
-def failure_summary(result: dg.ExecuteInProcessResult) -> str:
+def failure_summary(result: dg.ExecuteInProcessResult, home: Path) -> str:
     """The error that failed a run, once: the step, the user's exception (not Dagster's wrappers around
-    it), where it was raised, and where to find the full log."""
+    it), where it was raised (not for a `dg.Failure` or a store of the home, whose message says what to
+    do), and where to find the full log."""
     for event in result.all_events:
         if event.event_type_value != "STEP_FAILURE":
             continue
         error = event.step_failure_data.error
         while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
+        log = f"  full log: run {result.run_id} in the Dagster UI (real-assets ui)"
+        store = describe_error_info(event.step_failure_data.error, home)
+        if store is not None:
+            return f"error in {event.step_key}: {store}\n{log}"
         where = error.stack[-1].strip().splitlines()[0] if error.stack else "?"
         head, _, rest = error.message.strip().partition(": ")
         message = rest if rest and head.endswith(error.cls_name or "\0") else error.message.strip()
-        return (
-            f"error in {event.step_key}: {error.cls_name}: {message}\n"
-            f"  raised {where}\n  full log: run {result.run_id} in the Dagster UI (real-assets ui)"
-        )
+        if error.cls_name == "Failure":
+            return f"error in {event.step_key}: {message}\n{log}"
+        return f"error in {event.step_key}: {error.cls_name}: {message}\n  raised {where}\n{log}"
     return f"run {result.run_id} failed; its log is in the Dagster UI (real-assets ui)"
 
 
@@ -207,32 +215,68 @@ def run_steps(
 ) -> bool:
     """Materialize every step of the graph (`demo_steps`), one run each; stop at the first failure and
     print its error once (to stderr). Returns whether every step succeeded. Raises ValueError for a
-    `start` that names no step and `dg.DagsterInvalidConfigError` for config that does not fit a step,
-    before any step runs."""
+    `start` that names no step, `dg.DagsterInvalidConfigError` for config that does not fit a step and
+    `SettingOutOfRange` for a value out of its range, before any step runs; `StepInterrupted` on SIGINT
+    or SIGTERM (the runs it leaves are for the caller to fail: `recovery.fail_runs_of_this_process`)."""
     line = StepLine(stream or sys.stdout)  # looked up now: a caller may have replaced sys.stdout
     job = dg.Definitions.merge(
         defs, dg.Definitions(loggers={"progress": progress_logger(line.progress)})
     ).resolve_implicit_global_asset_job_def()
     steps = demo_steps(defs, instance, only, seeds, start, strategies, skip)
     dg.validate_run_config(job, {"ops": ops_config, "loggers": {"progress": {}}})  # before any step runs
-    for key, partition in steps:
-        name = key.to_user_string()
-        line.start(f"{name}[{partition}]" if partition else name)
-        started = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=[key],
-            partition_key=partition,
-            run_config={
-                "ops": {op: config for op, config in ops_config.items() if op == name},
-                "loggers": {"progress": {}},
-            },
-            tags={"real_assets/launched_by": "demo", **worker_tags()},
-            raise_on_error=False,
-        )
-        if not result.success:
-            line.finish("FAILED")
-            print(failure_summary(result), file=sys.stderr, flush=True)
-            return False
-        line.finish(f"{time.perf_counter() - started:5.1f} s  run {result.run_id[:8]}")
+    for name, op in ops_config.items():
+        check_step_config(defs.get_assets_def(dg.AssetKey.from_user_string(name)), op.get("config", {}))
+    label = None
+    try:
+        for key, partition in steps:
+            name = key.to_user_string()
+            label = f"{name}[{partition}]" if partition else name
+            line.start(label)
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=[key],
+                partition_key=partition,
+                run_config={
+                    "ops": {op: config for op, config in ops_config.items() if op == name},
+                    "loggers": {"progress": {}},
+                },
+                tags={"real_assets/launched_by": "demo", **worker_tags()},
+                raise_on_error=False,
+            )
+            signum = interrupts.received()  # Dagster may have taken the signal without failing the run
+            if signum is not None or (not result.success and _was_interrupted(result)):
+                raise interrupts.Interrupted(signum or signal.SIGINT)
+            if not result.success:
+                line.finish("FAILED")
+                home = Path(defs.resources["home"].path)
+                print(failure_summary(result, home), file=sys.stderr, flush=True)
+                return False
+            line.finish(f"{time.perf_counter() - started:5.1f} s  run {result.run_id[:8]}")
+            label = None
+    except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as e:
+        signum = e.signum if isinstance(e, interrupts.Interrupted) else interrupts.received()
+        if label is not None:
+            line.finish("INTERRUPTED")
+        raise StepInterrupted(signum or signal.SIGINT, label) from None
     return True
+
+
+class StepInterrupted(interrupts.Interrupted):
+    """The demo received SIGINT or SIGTERM; `step` is the step it was in (None: between steps)."""
+
+    def __init__(self, signum: int, step: str | None):
+        super().__init__(signum)
+        self.step = step
+
+
+def _was_interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a step of this run failed because Dagster raised an interrupt in it."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            while error is not None:
+                if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "Interrupted"):
+                    return True
+                error = error.cause
+    return False

@@ -32,6 +32,9 @@ WORKER_PID_TAG = "real_assets/pid"
 WORKER_HOST_TAG = "real_assets/host"
 _STARTED_PROCESS = re.compile(r"Started process for run \(pid: (\d+)\)")
 IN_PROGRESS = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+NOT_ENDED = [DagsterRunStatus.NOT_STARTED, *IN_PROGRESS]
+"""A demo's run is created NOT_STARTED: one its process left there (a signal while Dagster set it up) is
+dead too. Queued runs of the UI carry no worker pid, so recovery cannot tell and leaves them."""
 ENDED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 
 
@@ -102,9 +105,11 @@ def recover(instance: dg.DagsterInstance, home: Path, tracking_uri: str | None =
     done: list[str] = []
     dead: list[str] = []
     live = 0
-    for record in instance.get_run_records(RunsFilter(statuses=IN_PROGRESS)):
+    for record in instance.get_run_records(RunsFilter(statuses=NOT_ENDED)):
         run = record.dagster_run
         alive = worker_alive(instance, run)
+        if run.status == DagsterRunStatus.NOT_STARTED and alive is None:
+            continue  # queued or waiting to launch: not ours to judge
         if alive is False:
             pid = worker_pid(instance, run)
             instance.report_run_failed(run, f"the process of this run (pid {pid}) is gone: marked failed")
@@ -132,6 +137,16 @@ def recover(instance: dg.DagsterInstance, home: Path, tracking_uri: str | None =
     if live == 0:
         done += remove_staging_folders(home / "checkpoints")
     return done
+
+
+def fail_runs_of_this_process(instance: dg.DagsterInstance, reason: str) -> list[str]:
+    """Fail every run this process started and has not ended (an interrupt stopped it); returns their ids."""
+    failed = []
+    mine = {WORKER_PID_TAG: str(os.getpid()), WORKER_HOST_TAG: socket.gethostname()}
+    for record in instance.get_run_records(RunsFilter(statuses=NOT_ENDED, tags=mine)):
+        instance.report_run_failed(record.dagster_run, reason)
+        failed.append(record.dagster_run.run_id)
+    return failed
 
 
 def end_abandoned_mlflow_runs(instance: dg.DagsterInstance, tracking_uri: str | None) -> list[str]:

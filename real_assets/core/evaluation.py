@@ -5,7 +5,8 @@
   gold-better response higher (gold where known, else the label); ties count half, their share is reported;
 - mean implicit-reward margin r(better) - r(worse);
 - win rate of the policy's sampled responses against the reference's on the same prompts, judged by a
-  scorer (the synthetic gold scorer, or a reward model), ties counted as half, with a Wilson 95% interval.
+  scorer (the synthetic gold scorer, or a reward model), ties counted as half (their share reported: a
+  win rate of ties only did not tell the policies apart), with a Wilson 95% interval.
 
 Scoring fits each pair as training does (`lengths.fit`: the prompt loses its oldest part); a pair that
 cannot keep its responses is not scored and is counted. Per-prompt outcomes are returned too, so the
@@ -50,6 +51,8 @@ class EvalConfig:
     trust_remote_code: bool = False
     max_eval_pairs: int = 2000
     max_eval_prompts: int = 100
+    min_eval_pairs: int = 10
+    """Fewer scored held-out pairs than this fail the eval: their accuracy would not be a result."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device, see
             "win_rate_ci_low": None,
             "win_rate_ci_high": None,
             "win_comparisons": 0,
+            "win_ties": None,
             "policy_quality": None,
             "reference_quality": None,
         }, pd.DataFrame(columns=OUTCOME_COLUMNS)
@@ -208,6 +212,7 @@ def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device, see
         "win_rate_ci_low": low,
         "win_rate_ci_high": high,
         "win_comparisons": len(repeated),
+        "win_ties": float(np.mean(outcome == 0.5)),
         "policy_quality": float(np.mean(policy_q)),
         "reference_quality": float(np.mean(reference_q)),
     }, outcomes

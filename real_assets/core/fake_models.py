@@ -247,6 +247,7 @@ def _win_rate(digest: str, prompts, scorer, samples: int) -> tuple[dict[str, Any
             "win_rate_ci_low": None,
             "win_rate_ci_high": None,
             "win_comparisons": 0,
+            "win_ties": None,
             "policy_quality": None,
             "reference_quality": None,
         }, pd.DataFrame(columns=["metric", "prompt_id", "item", "value"])
@@ -265,6 +266,7 @@ def _win_rate(digest: str, prompts, scorer, samples: int) -> tuple[dict[str, Any
         "win_rate_ci_low": low,
         "win_rate_ci_high": high,
         "win_comparisons": len(ids),
+        "win_ties": float(np.mean(outcome == 0.5)),
         "policy_quality": float(policy_q.mean()),
         "reference_quality": float(reference_q.mean()),
     }, outcomes

@@ -145,6 +145,8 @@ def display_table(table: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
         for metric in ITEM_METRICS:
             low, high = _fmt(row[f"{metric}_low"]), _fmt(row[f"{metric}_high"])
             shown[metric] = _fmt(row[metric]) + (f" [{low}, {high}]" if low else "")
+        if row.get("win_ties") == 1.0:
+            shown["win_rate"] += " (all ties)"
         for metric in PAIRED_METRICS:
             match = diffs[(diffs["strategy"] == row["strategy"]) & (diffs["metric"] == metric)]
             shown[f"{metric} - random"] = "" if match.empty else _difference(match.iloc[0])
@@ -156,6 +158,28 @@ def _difference(row: pd.Series) -> str:
     p_value = row["p_value"]
     p = "p<0.001" if p_value < 0.001 else f"p={p_value:.3f}"
     return f"{row['diff_vs_random']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}] {p}"
+
+
+def with_tie_shares(table: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The comparison with `win_ties` per strategy: the share of its win-rate comparisons that were ties
+    (None without any)."""
+    wins = outcomes[outcomes["metric"] == "win"]
+    shares = (wins["value"] == 0.5).groupby(wins["strategy"]).mean()
+    return table.assign(win_ties=[shares.get(s) for s in table["strategy"]] if len(table) else [])
+
+
+def tie_note(table: pd.DataFrame) -> str | None:
+    """A line saying which strategies' win rates are ties only (their policies were not told apart from
+    the reference), or None."""
+    if "win_ties" not in table:
+        return None
+    tied = [row["strategy"] for row in table.to_dict("records") if row.get("win_ties") == 1.0]
+    if not tied:
+        return None
+    return (
+        f"win_rate of {', '.join(tied)}: every comparison was a tie (tie share 1.00), so the judge did not "
+        "tell the policies apart and 0.5 is no result (eval_scores samples_per_prompt, max_new_tokens)"
+    )
 
 
 def _colors(strategies) -> list[str]:

@@ -20,7 +20,140 @@ GPU_POOL = "gpu"
 """Assets that load models on the accelerator: two must not share a GPU by accident."""
 
 
-class StepConfig(dg.Config):
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting accepts: above `low` (or at it, unless `low_open`), below `high` (or
+    at it, unless `high_open`). None (a setting left unset) is always accepted."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_ONE = Range(1)
+NOT_NEGATIVE = Range(0)
+SHARE = Range(0, 1, low_open=True)
+MIN_PROMPT_TOKENS = 8
+"""`max_length` leaves at least this many tokens of prompt beside `min_response_tokens` of response."""
+
+SETTING_RANGES: dict[str, Range] = {
+    # training (SFT and DPO)
+    "learning_rate": POSITIVE,
+    "epochs": POSITIVE,
+    "beta": POSITIVE,
+    "batch_size": AT_LEAST_ONE,
+    "max_length": AT_LEAST_ONE,
+    "min_response_tokens": AT_LEAST_ONE,
+    "logging_steps": AT_LEAST_ONE,
+    "vocab_size": AT_LEAST_ONE,
+    "n_layer": AT_LEAST_ONE,
+    "n_head": AT_LEAST_ONE,
+    "n_embd": AT_LEAST_ONE,
+    "n_positions": AT_LEAST_ONE,
+    "seed": NOT_NEGATIVE,
+    # selection and the budget sweep (a list setting: each of its values)
+    "keep_fraction": SHARE,
+    "keep_fractions": SHARE,
+    "seeds": NOT_NEGATIVE,
+    # eval
+    "samples_per_prompt": AT_LEAST_ONE,
+    "max_new_tokens": AT_LEAST_ONE,
+    "temperature": POSITIVE,
+    "max_eval_pairs": AT_LEAST_ONE,
+    "max_eval_prompts": AT_LEAST_ONE,
+    "min_eval_pairs": AT_LEAST_ONE,
+    # ingest
+    "limit": AT_LEAST_ONE,
+    "n_prompts": AT_LEAST_ONE,
+    "test_fraction": Range(0, 1, high_open=True),
+    "max_chars": AT_LEAST_ONE,
+    "max_responses_per_prompt": Range(2),
+}
+"""The allowed range of every numeric step setting, by field name (a field means the same in every step
+that has it). Every step config checks its fields against it when it is built: before any step of
+`real-assets demo` runs (`check_step_config`), and when a run launched from the Dagster UI starts the step.
+"""
+
+
+def range_errors(values: Any) -> list[str]:
+    """`field = value: must be <range>` for each setting of a config outside its range in
+    `SETTING_RANGES`, and for a `max_length` too short for `min_response_tokens` and a minimal prompt."""
+    errors = []
+    fields = values if isinstance(values, dict) else dict(values)
+    for field, value in fields.items():
+        allowed = SETTING_RANGES.get(field)
+        if allowed is None or value is None or isinstance(value, bool):
+            continue
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, int | float) and item not in allowed:
+                each = " each" if isinstance(value, list | tuple) else ""
+                errors.append(f"{field} = {item!r}: must{each} be {allowed}")
+    max_length, response = fields.get("max_length"), fields.get("min_response_tokens")
+    if (
+        isinstance(max_length, int)
+        and isinstance(response, int)
+        and response >= 1
+        and max_length < response + MIN_PROMPT_TOKENS
+    ):
+        errors.append(
+            f"max_length = {max_length}: must be >= min_response_tokens + {MIN_PROMPT_TOKENS} "
+            f"(a minimal prompt) = {response + MIN_PROMPT_TOKENS}"
+        )
+    return errors
+
+
+class SettingOutOfRange(ValueError):
+    """A step setting outside its allowed range (`SETTING_RANGES`)."""
+
+
+class RangeChecked(pydantic.BaseModel):
+    """A config whose numeric fields are checked against `SETTING_RANGES` when it is built."""
+
+    @pydantic.model_validator(mode="after")
+    def _in_range(self):
+        errors = range_errors({name: getattr(self, name) for name in type(self).model_fields})
+        if errors:
+            raise SettingOutOfRange("; ".join(errors))
+        return self
+
+
+def check_step_config(assets_def: dg.AssetsDefinition, values: dict) -> None:
+    """Build the step's config from `values` as the step itself will: `SettingOutOfRange` (one line, naming
+    each field, its value and its range) for a value out of range; other type errors are Dagster's."""
+    config_class = _config_class(assets_def)
+    if config_class is None or not issubclass(config_class, RangeChecked):
+        return
+    defaults = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in config_class.model_fields.items()
+    }
+    errors = range_errors(defaults | values)
+    if errors:
+        raise SettingOutOfRange(f"{assets_def.key.to_user_string()}: {'; '.join(errors)}")
+
+
+def _config_class(assets_def: dg.AssetsDefinition) -> type | None:
+    function = getattr(assets_def.op.compute_fn, "decorated_fn", None)
+    parameter = inspect.signature(function).parameters.get("config") if function else None
+    return parameter.annotation if parameter is not None and isinstance(parameter.annotation, type) else None
+
+
+class StepConfig(dg.Config, RangeChecked):
     """A step's Dagster config, generated by `step_config` from the dataclass `core/` owns."""
 
     def to_core(self):
@@ -30,7 +163,8 @@ class StepConfig(dg.Config):
 
 def step_config(core_class: type, name: str) -> type[StepConfig]:
     """The Dagster config of a step, generated from the plain dataclass `core/` owns (one set of fields,
-    one set of defaults); `config.to_core()` gives the dataclass back."""
+    one set of defaults), its numeric fields checked against `SETTING_RANGES`; `config.to_core()` gives
+    the dataclass back."""
     hints = typing.get_type_hints(core_class)
     fields = {
         f.name: (

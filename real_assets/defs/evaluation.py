@@ -23,14 +23,18 @@ from real_assets.core.report import (
     display_table,
     markdown_table,
     summarize_strategies,
+    tie_note,
+    with_tie_shares,
 )
 from real_assets.core.selection import STRATEGIES
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
+from real_assets.defs.data_shape import no_pairs_reason, too_few_held_out_pairs
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.selection import drop_if_unseeded
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
+from real_assets.mixed_data import stored_ingestions
 from real_assets.resources import Compute, Home, Warehouse, replace_rows
 
 EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy", "seed"))
@@ -101,7 +105,8 @@ def held_out(
             [config.max_eval_prompts],
         ).fetchall()
         all_gold = con.execute("""
-            select count(*) = count(r.gold) from raw.responses as r join raw.prompts as p using (prompt_id)
+            select count(*) > 0 and count(*) = count(r.gold)
+            from raw.responses as r join raw.prompts as p using (prompt_id)
             where p.split = 'test'""").fetchone()[0]
     pairs = [
         HeldOutPair(prompt, c, r, pid) if cg is None or cg > rg else HeldOutPair(prompt, r, c, pid)
@@ -165,6 +170,13 @@ def eval_scores(
     reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
     scoring = _scoring(training)
     pairs, prompts, all_gold = held_out(warehouse, cfg)
+    if len(pairs) < cfg.min_eval_pairs:
+        cause = (
+            no_pairs_reason(warehouse, "test")
+            if not pairs
+            else "the held-out split is that small: ingest more prompts, or raise raw_responses test_fraction"
+        )
+        raise too_few_held_out_pairs(len(pairs), cfg.min_eval_pairs, cause)
     judge, scorer = _scorer(cfg, all_gold)
     (metrics, outcomes), _ = compute.run(
         evaluate_policy,
@@ -178,6 +190,14 @@ def eval_scores(
         seed_offset=seed,
         report=step.log.info,
     )
+    if metrics["eval_pairs"] < cfg.min_eval_pairs:
+        dropped = len(pairs) - metrics["eval_pairs"]
+        raise too_few_held_out_pairs(
+            metrics["eval_pairs"],
+            cfg.min_eval_pairs,
+            f"{dropped} of {len(pairs)} could not keep min_response_tokens of their responses within the "
+            f"checkpoint's max_length {scoring.max_length} (train with a larger dpo_checkpoint max_length)",
+        )
     row = {
         "strategy": strategy,
         "seed": seed,
@@ -186,8 +206,11 @@ def eval_scores(
         "beta": scoring.beta,
         "max_length": scoring.max_length,
         **metrics,
-        "judge": judge,
+        "judge": judge if metrics["win_comparisons"] else "none",  # the judge actually used
     }
+    reading = win_rate_reading(metrics)
+    if reading:
+        step.log.warning(f"eval_scores[{step.context.partition_key}]: {reading}")
     frame = pd.DataFrame([row])[EVAL_COLUMNS]
     items = outcomes.assign(strategy=strategy, seed=seed)[OUTCOME_COLUMNS]
     partition = context_partition(step.context)
@@ -200,7 +223,9 @@ def eval_scores(
         content = content_version(con, [EVAL_SCORES, EVAL_OUTCOMES], partition)
     result = step.finish(
         content.version,
-        {k: v for k, v in row.items() if v is not None} | content.metadata(),
+        {k: v for k, v in row.items() if v is not None}
+        | ({"win_rate_reading": reading} if reading else {})
+        | content.metadata(),
     )
     yield result
     win, high = metrics.get("win_rate"), metrics.get("win_rate_ci_high")
@@ -212,6 +237,18 @@ def eval_scores(
             "win_rate": win if win is not None else float("nan"),
             "win_rate_ci_high": high if high is not None else float("nan"),
         },
+    )
+
+
+def win_rate_reading(metrics: dict) -> str | None:
+    """What a win rate made only of ties means (None for any other win rate)."""
+    ties = metrics.get("win_ties")
+    if ties is None or ties < 1.0:
+        return None
+    return (
+        f"all {metrics['win_comparisons']} win-rate comparisons were ties (tie share {ties:.2f}): the judge "
+        "did not tell the policy's samples from the reference's, so the win rate of 0.5 says nothing about "
+        "either (sample more, longer: eval_scores samples_per_prompt, max_new_tokens)"
     )
 
 
@@ -256,6 +293,8 @@ def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.Mate
             order by e.strategy, e.seed""").df()
         items = con.execute(_COMPARISON_ITEMS).df()
         table, diffs = summarize_strategies(per_seed, items, list(STRATEGIES))
+        wins = con.execute("select strategy, metric, value from eval.eval_outcomes where metric = 'win'").df()
+        table = with_tie_shares(table, wins)
         con.register("comparison_frame", table)
         con.register("differences_frame", diffs)
         con.execute("create or replace table eval.strategy_comparison as select * from comparison_frame")
@@ -277,12 +316,18 @@ def strategy_comparison(step: Step, home: Home, warehouse: Warehouse) -> dg.Mate
                 f"{prefix}_p_value": record["p_value"],
             }
         )
+    note = tie_note(table)
+    ingestions = stored_ingestions(warehouse)
     metadata = {
-        "comparison": dg.MetadataValue.md(markdown_table(display_table(table, diffs))),
+        "comparison": dg.MetadataValue.md(
+            markdown_table(display_table(table, diffs)) + (f"\n\n{note}" if note else "")
+        ),
         "plot": png_markdown(png, "strategy comparison"),
         "plot_path": dg.MetadataValue.path(str(png)),
         "rows": content.rows,
         **content.metadata(),
+        "ingestions": dg.MetadataValue.md(markdown_table(ingestions)),
+        "sources": int(ingestions["source_file"].nunique()),
         "seeds": int(table["seeds"].max()) if len(table) else 0,
         "table_json": dg.MetadataValue.json(json.loads(table.to_json(orient="records"))),
         "differences_json": dg.MetadataValue.json(json.loads(diffs.to_json(orient="records"))),

@@ -17,7 +17,7 @@ from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
 from real_assets.core.sources.staging import FIRST_PER_RESPONSE_ID, later_occurrences
-from real_assets.defs.common import Step, step_asset
+from real_assets.defs.common import RangeChecked, Step, step_asset
 from real_assets.defs.versions import (
     WarehouseTable,
     digest_metadata,
@@ -133,8 +133,9 @@ PROMPT_KEY = "prompt_id"
 the prompts that changed without reading the tables."""
 
 
-class IngestConfig(dg.Config, SourceSpec):
-    """Which source to read: the fields and defaults of `core.sources.SourceSpec`, nothing else."""
+class IngestConfig(dg.Config, SourceSpec, RangeChecked):
+    """Which source to read: the fields and defaults of `core.sources.SourceSpec`, nothing else; its numbers
+    checked against `SETTING_RANGES` (stricter than SourceSpec: `limit` 0 is refused, not an empty read)."""
 
 
 class TamperedWarehouse(RuntimeError):

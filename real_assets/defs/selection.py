@@ -22,6 +22,7 @@ from real_assets.core.selection import (
 )
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
+from real_assets.defs.data_shape import no_pairs_reason
 from real_assets.defs.features import response_embeddings
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.training import recorded_checkpoint, reference_policy
@@ -386,6 +387,15 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     code_version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
     version = digest(code_version or "", repr(cfg))[:16]
     extra, picks, prompts = {}, None, None
+    with warehouse.connect(read_only=True) as con:
+        train_pairs = con.execute(
+            "select count(*) from selection.pair_candidates where split = 'train'"
+        ).fetchone()[0]
+    if not train_pairs:
+        raise dg.Failure(
+            f"selection.pair_candidates has no train pairs: {no_pairs_reason(warehouse, 'train')}",
+            allow_retries=False,
+        )
     if needs == "reference_scores":
         reference_version = step.upstream.get("reference_policy")
         if reference_version is None:

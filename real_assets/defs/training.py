@@ -19,6 +19,7 @@ from real_assets.core.train_config import DpoConfig, ReferenceConfig, TrainResul
 from real_assets.core.training import Reporting, train_dpo, train_reference
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
+from real_assets.defs.data_shape import require_prompts
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
@@ -76,13 +77,21 @@ def store_checkpoint(
 def recorded_checkpoint(
     warehouse: Warehouse, asset: str, data_version: str | None, partition: str = UNPARTITIONED
 ) -> tuple[Path, dict[str, Any]]:
-    """Folder and training record of the checkpoint with this data version (the one an input names)."""
+    """Folder and training record of the checkpoint with this data version (the one an input names);
+    `dg.Failure` naming the asset to rematerialize when the folder is gone."""
     if not data_version:
         raise dg.Failure(f"{asset}[{partition}] has no materialization to build on: materialize it first")
     with warehouse.connect(read_only=True) as con:
         record = read_checkpoint_record(con, asset, partition, data_version)
     if record is None:
         raise dg.Failure(f"models.checkpoints has no {asset}[{partition}] with data version {data_version}")
+    if not Path(record.path).is_dir():
+        shown = asset if partition == UNPARTITIONED else f"{asset}[{partition}]"
+        raise dg.Failure(
+            f"the checkpoint folder of {shown} (data version {data_version}) is missing: {record.path}. "
+            f"Rematerialize {asset} (real-assets demo --from {asset}), or restore the folder",
+            allow_retries=False,
+        )
     return record.path, record.training
 
 
@@ -119,6 +128,7 @@ def reference_policy(step: Step, home: Home, warehouse: Warehouse, compute: Comp
     """The SFT reference policy: the base causal LM fine-tuned with TRL's SFTTrainer on the chosen
     (highest-label) response of each train prompt. Safetensors under <home>/checkpoints."""
     cfg: ReferenceConfig = step.config
+    require_prompts(warehouse, "train")
     with warehouse.connect(read_only=True) as con:
         train = con.execute("""
             select p.prompt, r.response, r.score, r.response_id

@@ -99,7 +99,13 @@ class Plan:
 
     @property
     def source_file(self) -> str:
-        return self.spec.path or self.where or f"{self.spec.source}:seed={self.spec.seed}"
+        return source_label(self.spec, self.where)
+
+
+def source_label(spec: SourceSpec, where: str = "") -> str:
+    """What an ingestion read, as `raw.ingestions.source_file` records it: the path, else where the source
+    found its data, else `<source>:seed=<seed>` (a generated source)."""
+    return spec.path or where or f"{spec.source}:seed={spec.seed}"
 
 
 def plan_source(spec: SourceSpec) -> Plan:
