@@ -66,10 +66,11 @@ SETTING_RANGES: dict[str, Range] = {
     "n_embd": AT_LEAST_ONE,
     "n_positions": AT_LEAST_ONE,
     "seed": NOT_NEGATIVE,
-    # selection and the budget sweep (a list setting: each of its values)
+    # LoRA (lora_r 0: full fine-tuning)
+    "lora_r": NOT_NEGATIVE,
+    "lora_alpha": POSITIVE,
+    # selection
     "keep_fraction": SHARE,
-    "keep_fractions": SHARE,
-    "seeds": NOT_NEGATIVE,
     # eval
     "samples_per_prompt": AT_LEAST_ONE,
     "max_new_tokens": AT_LEAST_ONE,
