@@ -39,8 +39,31 @@ budget_partitions = dg.MultiPartitionsDefinition(
 )
 """Keys read `<strategy>@<keep fraction>|<seed>`, e.g. `easy@0.1|0`."""
 
-POINTS = WarehouseTable("eval.budget_points", ("point", "seed"))
-POINT_OUTCOMES = WarehouseTable("eval.budget_point_outcomes", ("point", "seed", "prompt_id", "item"))
+POINTS = WarehouseTable(
+    "eval.budget_points",
+    ("point", "seed"),
+    columns=(
+        ("point", "varchar not null"),
+        ("seed", "varchar not null"),
+        ("strategy", "varchar"),
+        ("keep_fraction", "double"),
+        ("pairs", "bigint"),
+        ("label_error_rate", "double"),
+        ("preference_accuracy", "double"),
+        ("reference_version", "varchar"),
+    ),
+)
+POINT_OUTCOMES = WarehouseTable(
+    "eval.budget_point_outcomes",
+    ("point", "seed", "prompt_id", "item"),
+    columns=(
+        ("point", "varchar not null"),
+        ("seed", "varchar not null"),
+        ("prompt_id", "varchar"),
+        ("item", "bigint"),
+        ("value", "double"),
+    ),
+)
 SWEEP = WarehouseTable("eval.budget_sweep", ("strategy", "keep_fraction", "seed"))
 
 
@@ -119,15 +142,8 @@ def budget_point(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mater
     }
     items = outcomes[outcomes["metric"] == "preference"][["prompt_id", "item", "value"]].assign(**partition)
     with warehouse.connect() as con:
-        con.execute(
-            "create table if not exists eval.budget_points (point varchar, seed varchar, strategy varchar, "
-            "keep_fraction double, pairs bigint, label_error_rate double, preference_accuracy double, "
-            "reference_version varchar)"
-        )
-        con.execute(
-            "create table if not exists eval.budget_point_outcomes "
-            "(point varchar, seed varchar, prompt_id varchar, item bigint, value double)"
-        )
+        for table in (POINTS, POINT_OUTCOMES):
+            con.execute(table.ddl())
         replace_rows(con, POINTS.name, pd.DataFrame([row]), partition=partition)
         replace_rows(con, POINT_OUTCOMES.name, items, partition=partition)
         content = content_version(con, [POINTS, POINT_OUTCOMES], partition)

@@ -31,53 +31,51 @@ from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.data_shape import no_pairs_reason, too_few_held_out_pairs
 from real_assets.defs.partitions import strategy_seed_partitions
-from real_assets.defs.selection import drop_if_unseeded
 from real_assets.defs.training import dpo_checkpoint, recorded_checkpoint
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
 from real_assets.mixed_data import stored_ingestions
 from real_assets.resources import Compute, Home, Warehouse, replace_rows
 
-EVAL_SCORES = WarehouseTable("eval.eval_scores", ("strategy", "seed"))
-EVAL_OUTCOMES = WarehouseTable("eval.eval_outcomes", ("strategy", "seed", "metric", "item"))
+EVAL_SCORES = WarehouseTable(
+    "eval.eval_scores",
+    ("strategy", "seed"),
+    columns=(
+        ("strategy", "varchar not null"),
+        ("seed", "bigint not null"),
+        ("checkpoint_version", "varchar"),
+        ("reference_version", "varchar"),
+        ("beta", "double"),
+        ("max_length", "bigint"),
+        ("eval_pairs", "bigint"),
+        ("eval_pairs_truncated", "bigint"),
+        ("eval_pairs_dropped_too_long", "bigint"),
+        ("preference_accuracy", "double"),
+        ("preference_ties", "double"),
+        ("reward_margin", "double"),
+        ("win_rate", "double"),
+        ("win_rate_ci_low", "double"),
+        ("win_rate_ci_high", "double"),
+        ("win_comparisons", "bigint"),
+        ("policy_quality", "double"),
+        ("reference_quality", "double"),
+        ("judge", "varchar"),
+    ),
+)
+EVAL_OUTCOMES = WarehouseTable(
+    "eval.eval_outcomes",
+    ("strategy", "seed", "metric", "item"),
+    columns=(
+        ("strategy", "varchar not null"),
+        ("seed", "bigint not null"),
+        ("metric", "varchar not null"),
+        ("prompt_id", "varchar"),
+        ("item", "bigint not null"),
+        ("value", "double"),
+    ),
+)
 COMPARISON = WarehouseTable("eval.strategy_comparison", ("strategy",))
 DIFFERENCES = WarehouseTable("eval.strategy_differences", ("strategy", "metric"))
 POLICY_NOT_WORSE = "policy_not_worse_than_reference"
-
-_DDL = """
-create table if not exists eval.eval_scores (
-    strategy varchar not null, seed bigint not null, checkpoint_version varchar, reference_version varchar,
-    beta double, max_length bigint, eval_pairs bigint, eval_pairs_truncated bigint,
-    eval_pairs_dropped_too_long bigint, preference_accuracy double, preference_ties double,
-    reward_margin double, win_rate double, win_rate_ci_low double, win_rate_ci_high double,
-    win_comparisons bigint, policy_quality double, reference_quality double, judge varchar
-);
-create table if not exists eval.eval_outcomes (
-    strategy varchar not null, seed bigint not null, metric varchar not null, prompt_id varchar,
-    item bigint not null, value double
-)
-"""
-EVAL_COLUMNS = [
-    "strategy",
-    "seed",
-    "checkpoint_version",
-    "reference_version",
-    "beta",
-    "max_length",
-    "eval_pairs",
-    "eval_pairs_truncated",
-    "eval_pairs_dropped_too_long",
-    "preference_accuracy",
-    "preference_ties",
-    "reward_margin",
-    "win_rate",
-    "win_rate_ci_low",
-    "win_rate_ci_high",
-    "win_comparisons",
-    "policy_quality",
-    "reference_quality",
-    "judge",
-]
-OUTCOME_COLUMNS = ["strategy", "seed", "metric", "prompt_id", "item", "value"]
 
 EvalStepConfig = step_config(EvalConfig, "EvalStepConfig")
 
@@ -136,7 +134,7 @@ def _scorer(config: EvalConfig, all_gold: bool):
 
 
 def _scoring(training: dict) -> Scoring:
-    return Scoring(training["beta"], training["max_length"], training.get("min_response_tokens", 4))
+    return Scoring(training["beta"], training["max_length"], training["min_response_tokens"])
 
 
 @step_asset(
@@ -211,13 +209,12 @@ def eval_scores(
     reading = win_rate_reading(metrics)
     if reading:
         step.log.warning(f"eval_scores[{step.context.partition_key}]: {reading}")
-    frame = pd.DataFrame([row])[EVAL_COLUMNS]
-    items = outcomes.assign(strategy=strategy, seed=seed)[OUTCOME_COLUMNS]
+    frame = pd.DataFrame([row])[EVAL_SCORES.column_names]
+    items = outcomes.assign(strategy=strategy, seed=seed)[EVAL_OUTCOMES.column_names]
     partition = context_partition(step.context)
     with warehouse.connect() as con:
         for table in (EVAL_SCORES, EVAL_OUTCOMES):
-            drop_if_unseeded(con, table.name)
-        con.execute(_DDL)
+            con.execute(table.ddl())
         replace_rows(con, EVAL_SCORES.name, frame, partition=partition)
         replace_rows(con, EVAL_OUTCOMES.name, items, partition=partition)
         content = content_version(con, [EVAL_SCORES, EVAL_OUTCOMES], partition)

@@ -18,7 +18,16 @@ from real_assets.defs.ingest import raw_responses
 from real_assets.defs.versions import WarehouseTable, digest_metadata, table_metadata
 from real_assets.resources import Compute, Home, Warehouse, table_exists
 
-EMBEDDINGS = WarehouseTable("features.response_embeddings", ("response_id",))
+EMBEDDINGS = WarehouseTable(
+    "features.response_embeddings",
+    ("response_id",),
+    columns=(
+        ("response_id", "varchar not null"),
+        ("prompt_id", "varchar not null"),
+        ("model_id", "varchar not null"),
+        ("embedding", "float[] not null"),
+    ),
+)
 EMBEDDINGS_TABLE = EMBEDDINGS.name
 EMBEDDINGS_KEY = "prompt_id"
 """The table's digest is tracked per prompt, for the SQL models downstream (`core.table_digests`)."""
@@ -45,10 +54,6 @@ where r.response_id > ?
 order by r.response_id
 limit ?
 """
-_DDL = (
-    "create table if not exists features.response_embeddings (response_id varchar not null, "
-    "prompt_id varchar not null, model_id varchar not null, embedding float[] not null)"
-)
 
 
 def embed_new_responses(
@@ -73,7 +78,7 @@ def embed_new_responses(
             ).fetchone()[0]
         ):
             con.execute("drop table features.response_embeddings")
-        con.execute(_DDL)
+        con.execute(EMBEDDINGS.ddl())
         table_digests.ensure_tracked(con, EMBEDDINGS_TABLE, EMBEDDINGS_KEY)
         # Found by id first: reading the vectors of the whole table to find none would cost a full scan.
         con.execute(
@@ -166,7 +171,7 @@ def _write_embeddings(warehouse: Warehouse, chunk: list[tuple], vectors: np.ndar
         }
     )
     with warehouse.connect() as con:
-        con.execute(_DDL)
+        con.execute(EMBEDDINGS.ddl())
         con.register("_staged_embeddings", staged)
         con.execute("begin transaction")
         try:

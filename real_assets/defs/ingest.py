@@ -27,49 +27,103 @@ from real_assets.defs.versions import (
 from real_assets.resources import Warehouse
 
 RAW_RESPONSES_JOB = "refresh_raw_responses"
-RAW_TABLES = (
-    WarehouseTable("raw.responses", ("response_id",)),
-    WarehouseTable("raw.prompt_texts", ("prompt_id",)),
-    WarehouseTable("raw.prompts", ("prompt_id",)),
-    WarehouseTable("raw.comparison_pairs", ("prompt_id", "chosen_id", "rejected_id")),
-    WarehouseTable("raw.comparisons", ("ingestion_id", "row_number"), False),
-    WarehouseTable("raw.rejects", ("ingestion_id", "source_file", "row_number", "field", "reason"), False),
-    WarehouseTable("raw.ingestions", ("ingestion_id",), False),
+RESPONSES = WarehouseTable(
+    "raw.responses",
+    ("response_id",),
+    columns=(
+        ("response_id", "varchar not null"),
+        ("prompt_id", "varchar not null"),
+        ("response", "varchar not null"),
+        ("score", "double not null"),
+        ("gold", "double"),
+        ("source", "varchar not null"),
+        ("source_file", "varchar not null"),
+        ("row_number", "bigint not null"),
+    ),
 )
+PROMPT_TEXTS = WarehouseTable(
+    "raw.prompt_texts",
+    ("prompt_id",),
+    columns=(
+        ("prompt_id", "varchar not null"),
+        ("prompt", "varchar not null"),
+        ("split", "varchar not null"),
+        ("source", "varchar not null"),
+    ),
+)
+PROMPTS = WarehouseTable(
+    "raw.prompts",
+    ("prompt_id",),
+    columns=(
+        ("prompt_id", "varchar"),
+        ("prompt", "varchar"),
+        ("split", "varchar"),
+        ("source", "varchar"),
+        ("n_responses", "bigint"),
+        ("pairable", "boolean"),
+    ),
+)
+COMPARISON_PAIRS = WarehouseTable("raw.comparison_pairs", ("prompt_id", "chosen_id", "rejected_id"))
+"""A view: the distinct compared pairs of `raw.comparisons`."""
+COMPARISONS = WarehouseTable(
+    "raw.comparisons",
+    ("ingestion_id", "row_number"),
+    False,
+    columns=(
+        ("prompt_id", "varchar not null"),
+        ("chosen_id", "varchar not null"),
+        ("rejected_id", "varchar not null"),
+        ("source_file", "varchar not null"),
+        ("row_number", "bigint not null"),
+        ("ingestion_id", "varchar"),
+    ),
+)
+REJECTS = WarehouseTable(
+    "raw.rejects",
+    ("ingestion_id", "source_file", "row_number", "field", "reason"),
+    False,
+    columns=(
+        ("source", "varchar not null"),
+        ("source_file", "varchar not null"),
+        ("row_number", "bigint not null"),
+        ("field", "varchar not null"),
+        ("reason", "varchar not null"),
+        ("excerpt", "varchar"),
+        ("ingestion_id", "varchar not null"),
+    ),
+)
+INGESTIONS = WarehouseTable(
+    "raw.ingestions",
+    ("ingestion_id",),
+    False,
+    columns=(
+        ("ingestion_id", "varchar"),
+        ("source", "varchar"),
+        ("source_file", "varchar"),
+        ("input_rows", "bigint"),
+        ("accepted_rows", "bigint"),
+        ("rejected_rows", "bigint"),
+        ("new_responses", "bigint"),
+        ("new_rejects", "bigint"),
+        ("ingested_at", "timestamp default current_timestamp"),
+        ("comparisons", "bigint"),
+        ("responses_over_cap", "bigint"),
+    ),
+)
+RAW_TABLES = (RESPONSES, PROMPT_TEXTS, PROMPTS, COMPARISON_PAIRS, COMPARISONS, REJECTS, INGESTIONS)
 """The data version covers the content (responses, prompts, the distinct comparisons); the per-ingestion
 records (comparison rows, rejects, ingestions) are audited by their digests in the metadata."""
 
 # No primary keys on the raw tables: DuckDB keeps index keys in memory (they do not spill), which would
 # bound an ingest by RAM, and DuckLake has no constraints. Uniqueness comes from the set-based merge
 # below and is checked by asset checks.
-_DDL = """
-create table if not exists raw.responses (
-    response_id varchar not null, prompt_id varchar not null, response varchar not null,
-    score double not null, gold double, source varchar not null, source_file varchar not null,
-    row_number bigint not null
-);
-create table if not exists raw.prompt_texts (
-    prompt_id varchar not null, prompt varchar not null, split varchar not null, source varchar not null
-);
-create table if not exists raw.comparisons (
-    prompt_id varchar not null, chosen_id varchar not null, rejected_id varchar not null,
-    source_file varchar not null, row_number bigint not null, ingestion_id varchar
-);
-alter table raw.comparisons add column if not exists ingestion_id varchar;
-create or replace view raw.comparison_pairs as
-select distinct prompt_id, chosen_id, rejected_id from raw.comparisons;
-create table if not exists raw.rejects (
-    source varchar not null, source_file varchar not null, row_number bigint not null,
-    field varchar not null, reason varchar not null, excerpt varchar, ingestion_id varchar not null
-);
-create table if not exists raw.ingestions (
-    ingestion_id varchar, source varchar, source_file varchar, input_rows bigint,
-    accepted_rows bigint, rejected_rows bigint, new_responses bigint, new_rejects bigint,
-    ingested_at timestamp default current_timestamp
-);
-alter table raw.ingestions add column if not exists comparisons bigint;
-alter table raw.ingestions add column if not exists responses_over_cap bigint;
-"""
+_DDL = ";\n".join(
+    [
+        *(table.ddl() for table in (RESPONSES, PROMPT_TEXTS, COMPARISONS, REJECTS, INGESTIONS, PROMPTS)),
+        "create or replace view raw.comparison_pairs as "
+        "select distinct prompt_id, chosen_id, rejected_id from raw.comparisons",
+    ]
+)
 
 # First occurrence in file order wins (row, then item): the later ones are found first (staging's window
 # over ids and positions), then left out by an anti join.
@@ -122,11 +176,6 @@ left join (select prompt_id, count(*) as n from raw.responses
            where prompt_id in (select prompt_id from _touched_prompts) group by prompt_id) as n
     using (prompt_id)
 where t.prompt_id in (select prompt_id from _touched_prompts)
-"""
-_PROMPTS_DDL = """
-create table if not exists raw.prompts (
-    prompt_id varchar, prompt varchar, split varchar, source varchar, n_responses bigint, pairable boolean
-)
 """
 PROMPT_KEY = "prompt_id"
 """The raw tables' digests are tracked per prompt (`core.table_digests`), so the SQL models downstream find
@@ -197,7 +246,6 @@ def ingest(warehouse: Warehouse, spec: SourceSpec, report: Callable[[str], None]
         con.execute("begin transaction")
         try:
             con.execute(_DDL)
-            con.execute(_PROMPTS_DDL)
             tracked = {t.name: _key_of(t) for t in RAW_TABLES if t.name != "raw.comparison_pairs"}
             for table, key in tracked.items():
                 table_digests.ensure_tracked(con, table, key)

@@ -33,19 +33,8 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Compute, Warehouse, table_exists
+from real_assets.resources import Compute, Warehouse
 
-SELECTED_PAIRS = WarehouseTable(
-    "selection.selected_pairs", ("strategy", "seed", "prompt_id", "chosen_id", "rejected_id")
-)
-
-_DDL = """
-create table if not exists selection.selected_pairs (
-    strategy varchar not null, seed bigint not null, prompt_id varchar not null, chosen_id varchar not null,
-    rejected_id varchar not null, chosen_score double, rejected_score double, score_gap double,
-    gold_gap double, label_error boolean, cosine double, n_responses bigint
-)
-"""
 PAIR_COLUMNS = [
     "prompt_id",
     "chosen_id",
@@ -58,17 +47,27 @@ PAIR_COLUMNS = [
     "cosine",
     "n_responses",
 ]
+SELECTED_PAIRS = WarehouseTable(
+    "selection.selected_pairs",
+    ("strategy", "seed", "prompt_id", "chosen_id", "rejected_id"),
+    columns=(
+        ("strategy", "varchar not null"),
+        ("seed", "bigint not null"),
+        ("prompt_id", "varchar not null"),
+        ("chosen_id", "varchar not null"),
+        ("rejected_id", "varchar not null"),
+        ("chosen_score", "double"),
+        ("rejected_score", "double"),
+        ("score_gap", "double"),
+        ("gold_gap", "double"),
+        ("label_error", "boolean"),
+        ("cosine", "double"),
+        ("n_responses", "bigint"),
+    ),
+)
+"""The pair columns (`PAIR_COLUMNS`, as `selection.pair_candidates` has them) of every selected pair."""
 
 SelectionStepConfig = step_config(SelectionConfig, "SelectionStepConfig")
-
-
-def drop_if_unseeded(con, table: str) -> None:
-    """A table from before the seed dimension (no `seed` column) is dropped, to be rebuilt per seed."""
-    schema, name = table.split(".")
-    if table_exists(con, table):
-        columns = {d[0] for d in con.execute(f"select * from {schema}.{name} limit 0").description}
-        if "seed" not in columns:
-            con.execute(f"drop table {schema}.{name}")
 
 
 def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_texts: bool = False):
@@ -159,7 +158,7 @@ def _reference_scores(warehouse, candidates, reference_version, compute, report)
         reference,
         candidates[["prompt", "chosen", "rejected"]],
         max_length=training["max_length"],
-        min_response_tokens=training.get("min_response_tokens", 4),
+        min_response_tokens=training["min_response_tokens"],
         report=report,
     )
     return scores
@@ -215,8 +214,7 @@ def _plan(
 ) -> tuple[str, str | None, dict]:
     """(mode, why every prompt is recomputed or None: only those in `_changed_keys`, the train candidates'
     `candidate_stats`), in a transaction."""
-    drop_if_unseeded(con, SELECTED_PAIRS.name)
-    con.execute(_DDL)
+    con.execute(SELECTED_PAIRS.ddl())
     stats = _train_candidate_stats(con)
     if not stats["pairs"]:
         raise dg.Failure("selection.pair_candidates has no train pairs: is every label tied?")

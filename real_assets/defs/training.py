@@ -23,18 +23,32 @@ from real_assets.defs.data_shape import require_prompts
 from real_assets.defs.ingest import raw_responses
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
-from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
+from real_assets.defs.versions import (
+    CHECKPOINTS_TABLE,
+    WarehouseTable,
+    checkpoint_check,
+    checkpoint_metadata,
+    read_checkpoint_record,
+)
 from real_assets.resources import Compute, Home, StepRun, Warehouse, replace_rows
 
 TRAINING_FILE = "training.json"
 
-_DDL = """
-create table if not exists models.checkpoints (
-    asset varchar not null, partition varchar not null, data_version varchar not null, path varchar not null,
-    manifest json not null, mlflow_run_id varchar, dagster_run_id varchar,
-    created_at timestamp, training json
+CHECKPOINTS = WarehouseTable(
+    CHECKPOINTS_TABLE,
+    ("asset", "partition", "data_version"),
+    columns=(
+        ("asset", "varchar not null"),
+        ("partition", "varchar not null"),
+        ("data_version", "varchar not null"),
+        ("path", "varchar not null"),
+        ("manifest", "json not null"),
+        ("mlflow_run_id", "varchar"),
+        ("dagster_run_id", "varchar"),
+        ("created_at", "timestamp"),
+        ("training", "json"),
+    ),
 )
-"""
 
 ReferenceStepConfig = step_config(ReferenceConfig, "ReferenceStepConfig")
 DpoStepConfig = step_config(DpoConfig, "DpoStepConfig")
@@ -56,8 +70,7 @@ def store_checkpoint(
     asset = context.asset_key.to_user_string()
     partition = context.partition_key if context.has_partition_key else UNPARTITIONED
     with warehouse.connect() as con:
-        con.execute(_DDL)
-        con.execute("alter table models.checkpoints add column if not exists training json")
+        con.execute(CHECKPOINTS.ddl())
         row = {
             "asset": asset,
             "partition": partition,
@@ -69,7 +82,7 @@ def store_checkpoint(
             "created_at": datetime.now(UTC).replace(tzinfo=None),
             "training": json.dumps(training, sort_keys=True),
         }
-        replace_rows(con, "models.checkpoints", pd.DataFrame([row]), ["asset", "partition", "data_version"])
+        replace_rows(con, CHECKPOINTS.name, pd.DataFrame([row]), list(CHECKPOINTS.keys))
     tags = {"data_version": ckpt.data_version, "partition": partition}
     return ckpt, step.register_model(model_name, ckpt.path, tags)
 

@@ -33,12 +33,26 @@ CHECKPOINTS_TABLE = "models.checkpoints"
 
 @dataclass(frozen=True)
 class WarehouseTable:
-    """One table an asset writes. `versioned`: part of the asset's data version; tables that record runs
-    (ingestion ids, timestamps) are not, and are audited by their digest in the materialization metadata."""
+    """One table an asset writes, defined once: its name, key columns and columns with their DuckDB types
+    (the DDL, the column schema in the asset's metadata and the frames written to it all come from here).
+    `versioned`: part of the asset's data version; tables that record runs (ingestion ids, timestamps) are
+    not, and are audited by their digest in the materialization metadata."""
 
     name: str
     keys: tuple[str, ...]
     versioned: bool = True
+    columns: tuple[tuple[str, str], ...] = ()
+    """(column, DuckDB type with its constraints) in table order; empty for a table written by `create
+    table ... as select` or a view."""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    def ddl(self) -> str:
+        """`create table if not exists` with the columns."""
+        body = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        return f"create table if not exists {self.name} ({body})"
 
     def to_json(self) -> dict:
         return {"name": self.name, "keys": list(self.keys), "versioned": self.versioned}
@@ -52,6 +66,10 @@ def table_metadata(*tables: WarehouseTable, partition_column: str | None = None)
         TABLE_NAME_KEY: tables[0].name,
         TABLES_KEY: dg.MetadataValue.json([t.to_json() for t in tables]),
     }
+    if tables[0].columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(name, kind.split()[0]) for name, kind in tables[0].columns]
+        )
     if partition_column:
         metadata[PARTITION_COLUMN_KEY] = partition_column
     return metadata
