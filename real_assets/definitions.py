@@ -6,12 +6,12 @@ import os
 import dagster as dg
 
 from real_assets.core.hashing import code_digest
-from real_assets.defs import automation, evaluation, features, inbox, ingest, selection, training
+from real_assets.defs import annotation, automation, evaluation, features, inbox, ingest, selection, training
 from real_assets.defs.sql_assets import sql_definitions
 from real_assets.resources import Compute, Tracking, Warehouse
 from real_assets.settings import ENGINE_ENV
 
-DOMAINS = [ingest, features, selection, training, evaluation]
+DOMAINS = [ingest, features, selection, training, evaluation, annotation]
 PACKAGE = "real_assets"
 
 

@@ -39,9 +39,11 @@ records (comparison rows, rejects, ingestions) are audited by their digests in t
 _DDL = """
 create table if not exists raw.responses (
     response_id varchar not null, prompt_id varchar not null, response varchar not null,
-    score double not null, gold double, source varchar not null, source_file varchar not null,
+    score double, gold double, source varchar not null, source_file varchar not null,
     row_number bigint not null
 );
+-- A null score: a candidate nobody has labelled yet (the `generated` source); comparisons direct its pairs.
+alter table raw.responses alter column score drop not null;
 create table if not exists raw.prompt_texts (
     prompt_id varchar not null, prompt varchar not null, split varchar not null, source varchar not null
 );
