@@ -170,6 +170,10 @@ def apply_preset(args) -> None:
 
 
 def demo(args) -> int:
+    if args.loop:
+        from real_assets.annotation_loop import demo_loop
+
+        return demo_loop(args)
     apply_preset(args)
     _quiet_libraries()
     root = prepare_home(args.home, args.instance_config)
@@ -180,6 +184,7 @@ def demo(args) -> int:
     from real_assets.core.report import display_table, markdown_table
     from real_assets.core.selection import STRATEGIES
     from real_assets.definitions import defs
+    from real_assets.defs.annotation import loop_asset_names
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import run_steps
     from real_assets.recovery import recover
@@ -213,7 +218,7 @@ def demo(args) -> int:
             seeds=args.seeds,
             start=args.start,
             strategies=args.strategies,
-            skip=args.skip,
+            skip=[*args.skip, *loop_asset_names(defs)],  # the annotation loop runs with --loop
         )
     except ValueError as e:  # --from names no step
         print(f"--from: {e}", file=sys.stderr)
@@ -371,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="start",
         metavar="ASSET",
         help="start at this asset's first step (resume after a crash; the steps before it must have run)",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="run the annotation loop instead: prompts, generation, selection before labels, simulated "
+        "annotators, agreement and flip rate per strategy, DPO and eval (offline)",
     )
     _instance_argument(p)
     p.set_defaults(func=demo)

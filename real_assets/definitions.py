@@ -45,7 +45,12 @@ def resources() -> dict:
     """Default resources: paths from the environment (REAL_ASSETS_HOME, MLFLOW_TRACKING_URI), the engine
     from REAL_ASSETS_ENGINE (`local` unless set; `ray` joins the cluster at RAY_ADDRESS)."""
     compute = Compute(engine=os.environ.get(ENGINE_ENV) or "local")
-    return {"warehouse": Warehouse(), "tracking": Tracking(), "compute": compute}
+    return {
+        "warehouse": Warehouse(),
+        "tracking": Tracking(),
+        "compute": compute,
+        "label_studio": annotation.LabelStudio(),
+    }
 
 
 domain_assets = with_code_versions([asset for module in DOMAINS for asset in grouped_assets(module)])
@@ -54,7 +59,9 @@ defs = dg.Definitions.merge(
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
-        jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
+        jobs=[*automation.jobs, *annotation.jobs],
+        schedules=automation.schedules,
+        sensors=[*automation.sensors, *inbox.sensors, *annotation.sensors],
     ),
     dg.Definitions(resources=resources()),
 )

@@ -26,6 +26,9 @@ class SelectionConfig:
 
     mode: str = "auto"
     keep_fraction: float = 0.5
+    from_requests: bool = False
+    """Keep the pairs this strategy asked annotators to label (`annotation_requests`, every round) that
+    have a direction now, instead of choosing among the candidates: the choice was made before the labels."""
 
 
 @dataclass(frozen=True)

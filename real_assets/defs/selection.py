@@ -4,9 +4,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from real_assets.core.annotation.requests import requested_pairs
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import STRATEGY_REGISTRY, SelectionConfig, select_pairs, selection_summary
+from real_assets.defs.annotation import read_requested_pairs
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.features import response_embeddings
@@ -147,7 +149,7 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     per prompt), all (every pair), margin and ches (scores under the reference policy)."""
     cfg: SelectionConfig = step.config
     strategy, seed, upstream = step.strategy, step.seed, step.upstream
-    needs = STRATEGY_REGISTRY[strategy].needs
+    needs = None if cfg.from_requests else STRATEGY_REGISTRY[strategy].needs
     candidates, embeddings = read_train_candidates(
         warehouse, with_embeddings=needs == "embeddings", with_texts=needs == "reference_scores"
     )
@@ -158,7 +160,10 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         reference_version = upstream.get("reference_policy")
         candidates = with_reference_scores(warehouse, candidates, reference_version, compute, step.log.info)
         extra["reference_version"] = reference_version
-    selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
+    if cfg.from_requests:
+        selected = requested_pairs(candidates, read_requested_pairs(warehouse, strategy))
+    else:
+        selected = select_pairs(candidates, strategy, cfg, seed, embeddings)
     content = write_selection(warehouse, strategy, seed, selected, context_partition(step.context))
     summary = selection_summary(selected, candidates)
     metadata = {

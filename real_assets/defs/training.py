@@ -5,6 +5,7 @@ it was trained with (`training`, also `training.json` in its folder): eval reads
 step finds the model it builds on by the data version its input materialization names, never by time.
 """
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +175,14 @@ def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
         ).df()
 
 
+def _measured_flip_rate(warehouse: Warehouse, strategy: str) -> float:
+    """The label-flip rate `annotation_quality` measured for a strategy (0 where never measured), below the
+    robust loss's limit of 0.5."""
+    from real_assets.defs.annotation import measured_flip_rate  # the annotation domain imports this one
+
+    return min(measured_flip_rate(warehouse, strategy) or 0.0, 0.49)
+
+
 @checkpoint_asset(
     config=DpoStepConfig,
     deps=[dg.AssetKey("selected_pairs"), reference_policy],
@@ -184,6 +193,8 @@ def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     pairs; the curve (loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow."""
     cfg: DpoConfig = step.config
     strategy, seed, upstream = step.strategy, step.seed, step.upstream
+    if cfg.loss_type == "robust" and cfg.label_smoothing is None:
+        cfg = dataclasses.replace(cfg, label_smoothing=_measured_flip_rate(warehouse, strategy))
     reference_version = upstream.get("reference_policy")
     reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
     pairs = read_selected_pairs(warehouse, strategy, seed)
@@ -215,6 +226,8 @@ def dpo_checkpoint(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         "reference_version": reference_version,
         "reference_checkpoint": dg.MetadataValue.path(str(reference)),
         "beta": cfg.beta,
+        "loss_type": cfg.loss_type,
+        "label_smoothing": cfg.label_smoothing or 0.0,
         "lora_r": cfg.lora_r,
         "seed": seed,
         "pairs": len(rows),
