@@ -211,7 +211,7 @@ DEMO_REFERENCE = {"epochs": 8.0}
 the gold function can tell apart (at fewer epochs they are noise, and every gold gap is zero)."""
 
 
-def demo_loop(args) -> int:
+def demo_loop(args, root: Path) -> int:
     """`real-assets demo --loop`: the loop on the synthetic seed data with simulated annotators, offline;
     prints the agreement and flip rate per strategy and the eval of each strategy's DPO checkpoint."""
     import os
@@ -219,11 +219,8 @@ def demo_loop(args) -> int:
 
     import pandas as pd
 
-    from real_assets.cli import _quiet_libraries, prepare_home
     from real_assets.core.report import markdown_table
 
-    _quiet_libraries()
-    root = prepare_home(args.home, args.instance_config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = LoopSettings(
         n_prompts=args.n_prompts or LoopSettings.n_prompts,

@@ -173,7 +173,8 @@ def demo(args) -> int:
     if args.loop:
         from real_assets.annotation_loop import demo_loop
 
-        return demo_loop(args)
+        _quiet_libraries()
+        return demo_loop(args, prepare_home(args.home, args.instance_config))
     apply_preset(args)
     _quiet_libraries()
     root = prepare_home(args.home, args.instance_config)

@@ -33,6 +33,7 @@ from real_assets.core.hashing import digest, response_id
 from real_assets.core.records import SourceError
 from real_assets.core.selection import STRATEGY_REGISTRY
 from real_assets.defs.common import Step, step_asset, step_config
+from real_assets.defs.label_noise import QUALITY
 from real_assets.defs.training import recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
 from real_assets.resources import Compute, Warehouse, replace_rows, table_exists
@@ -743,8 +744,6 @@ sensors = [label_studio_sensor]
 
 # ---------------------------------------------------------------------------------------- quality
 
-QUALITY = WarehouseTable("eval.annotation_quality", ("strategy", "round"))
-
 
 def current_annotations(warehouse: Warehouse) -> pd.DataFrame:
     """The latest version of every stored annotation, with the gold gap of its choice where gold is known:
@@ -811,19 +810,6 @@ def annotation_quality(step: Step, warehouse: Warehouse) -> dg.MaterializeResult
 
 def _fmt(value) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.3f}"
-
-
-def measured_flip_rate(warehouse: Warehouse, strategy: str) -> float | None:
-    """The estimated flip rate of a strategy's labels over every round (None when never measured)."""
-
-    with warehouse.connect(read_only=True) as con:
-        if not table_exists(con, QUALITY.name):
-            return None
-        row = con.execute(
-            "select estimated_flip_rate from eval.annotation_quality where strategy = ? and round = ?",
-            [strategy, ALL_ROUNDS],
-        ).fetchone()
-    return None if row is None or row[0] is None or pd.isna(row[0]) else float(row[0])
 
 
 LOOP_GROUP = "annotation"

@@ -21,6 +21,7 @@ from real_assets.core.training import Reporting, train_dpo, train_reference
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.ingest import raw_responses
+from real_assets.defs.label_noise import measured_flip_rate
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import checkpoint_check, checkpoint_metadata, read_checkpoint_record
@@ -178,8 +179,6 @@ def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
 def _measured_flip_rate(warehouse: Warehouse, strategy: str) -> float:
     """The label-flip rate `annotation_quality` measured for a strategy (0 where never measured), below the
     robust loss's limit of 0.5."""
-    from real_assets.defs.annotation import measured_flip_rate  # the annotation domain imports this one
-
     return min(measured_flip_rate(warehouse, strategy) or 0.0, 0.49)
 
 
