@@ -182,6 +182,7 @@ def run_loop(
         step(run, instance, "dpo_checkpoint", {**settings.dpo, "loss_type": settings.loss_type}, partition)
         step(run, instance, "eval_scores", settings.evaluation, partition)
         say(f"{strategy}: trained and evaluated")
+    step(run, instance, "strategy_comparison")
     return run
 
 

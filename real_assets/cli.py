@@ -318,6 +318,12 @@ def run_audit(args: argparse.Namespace) -> int:
     root = prepare_home(args.home)
     report = audit(root, defs, args.partition)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    if args.lineage:
+        from real_assets.annotation_audit import annotation_lineage, format_lineage, lineage_json
+
+        lineage = annotation_lineage(root, args.lineage)
+        print(lineage_json(lineage) if args.json else format_lineage(lineage))
+        return 0 if report.ok and not lineage.problems else 1
     return 0 if report.ok else 1
 
 
@@ -331,6 +337,12 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
         help="audit one partition: a partition key or one dimension's value, e.g. a strategy (default: all)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument(
+        "--lineage",
+        metavar="PARTITION",
+        help="also walk dpo_checkpoint[PARTITION] (e.g. 0|easy) back to its pairs' annotations (annotator, "
+        "task, project), the generated responses and the policy version that generated them",
+    )
     p.set_defaults(func=run_audit)
     return p
 

@@ -101,3 +101,27 @@ def annotate_import_file(
             }
         )
     return out
+
+
+def answer_in_label_studio(
+    browsers: list, project_id: int, annotators: SimulatedAnnotators, labels_needed=None
+) -> int:
+    """The simulated annotators answer the open tasks of a project through their browser sessions
+    (`browser.LabelStudioBrowser`, one per annotator): each task gets the answers its `overlap` asks for
+    (or `labels_needed(task)`), from annotators who have not answered it yet. Returns the answers given."""
+    given = 0
+    tasks = browsers[0].tasks(project_id)
+    user_ids = [b.user_id() for b in browsers]
+    for task in tasks:
+        data = task["data"]
+        key = str(data.get("request_id"))
+        done = {a.get("completed_by") for a in task.get("annotations") or [] if isinstance(a, dict)}
+        need = labels_needed(task) if labels_needed else int(task.get("overlap") or 1)
+        for annotator in annotators.annotators_for(key, len(browsers))[:need]:
+            if user_ids[annotator] in done or len(done) >= need:
+                continue
+            choice = annotators.choose(annotator, key, data["prompt"], data["left"], data["right"])
+            browsers[annotator].submit(task["id"], pairwise_result(choice), lead_time=5.0)
+            done.add(user_ids[annotator])
+            given += 1
+    return given
