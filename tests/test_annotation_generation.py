@@ -146,3 +146,43 @@ def test_generated_candidates_reach_raw_responses_unlabelled(generated_home):
             "select count(distinct response_id) from raw.generations where response_id <> ''"
         ).fetchone()[0]
     assert generated == (expected, 0) and expected > 0
+
+
+def test_unlabelled_candidates_get_their_direction_from_annotations_only(tmp_path, home):
+    from real_assets.core.sources import SourceSpec
+    from real_assets.core.sql_models import load_sql_models
+    from real_assets.defs.features import EmbeddingConfig, embed_new_responses
+    from real_assets.defs.ingest import ingest
+    from real_assets.resources import Compute
+
+    prompt = "How do I keep basil alive?"
+    texts = ["Water it in the morning.", "Give it bright light.", "Buy a plastic one."]
+    generated = tmp_path / "generated.jsonl"
+    generated.write_text("".join(json.dumps({"prompt": prompt, "response": t}) + "\n" for t in texts))
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    ingest(warehouse, SourceSpec(source="generated", path=str(generated)))
+    embed_new_responses(warehouse, Compute(device="cpu"), EmbeddingConfig())
+
+    def candidates():
+        with warehouse.connect() as con:
+            for model in load_sql_models():
+                con.execute(f"create or replace table {model.table} as {model.sql}")
+            return con.execute("""
+                select c.response, r.response, k.labelled_pair, k.chosen_score
+                from selection.pair_candidates as k
+                join raw.responses as c on c.response_id = k.chosen_id
+                join raw.responses as r on r.response_id = k.rejected_id order by 1, 2""").fetchall()
+
+    assert candidates() == []  # unlabelled: no pair has a direction
+    labels = tmp_path / "labels.jsonl"
+    rows = [
+        {"prompt": prompt, "chosen": texts[0], "rejected": texts[2], "annotation_id": 1},
+        {"prompt": prompt, "chosen": texts[1], "rejected": texts[2], "annotation_id": 2},
+        {"prompt": prompt, "chosen": texts[2], "rejected": texts[1], "annotation_id": 3},  # disagrees with 2
+    ]
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ingest(warehouse, SourceSpec(source="table", path=str(labels)))
+    with warehouse.connect(read_only=True) as con:
+        assert con.execute("select count(*), count(score) from raw.responses").fetchone() == (3, 0)
+    # the pair annotated one way is directed by it; the pair annotated both ways has no direction
+    assert candidates() == [(texts[0], texts[2], True, None)]
