@@ -231,6 +231,14 @@ def demo_loop(args, root: Path) -> int:
     )
     if args.dpo_epochs:
         settings.dpo = settings.dpo | {"epochs": args.dpo_epochs}
+    for entry in args.config or []:  # --config dpo_checkpoint='{"loss_type": "robust"}' and the like
+        name, _, text = entry.partition("=")
+        target = {"dpo_checkpoint": settings.dpo, "eval_scores": settings.evaluation}.get(name)
+        if target is None:
+            print(f"--config with --loop takes dpo_checkpoint or eval_scores, not {name!r}", file=sys.stderr)
+            return 2
+        target.update(json.loads(text))
+    settings.loss_type = settings.dpo.pop("loss_type", settings.loss_type)
     print(f"real-assets demo --loop: home {root}", flush=True)
     started = time.perf_counter()
     try:
