@@ -186,3 +186,22 @@ def test_unlabelled_candidates_get_their_direction_from_annotations_only(tmp_pat
         assert con.execute("select count(*), count(score) from raw.responses").fetchone() == (3, 0)
     # the pair annotated one way is directed by it; the pair annotated both ways has no direction
     assert candidates() == [(texts[0], texts[2], True, None)]
+
+
+def test_the_default_demo_leaves_the_annotation_loop_out():
+    from real_assets.definitions import defs
+    from real_assets.defs.annotation import loop_asset_names
+    from real_assets.demo import demo_steps
+
+    loop = loop_asset_names(defs)
+    assert loop == [
+        "annotation_quality",
+        "annotation_requests",
+        "annotation_tasks",
+        "generated_responses",
+        "raw_annotations",
+    ]
+    steps = {
+        k.to_user_string() for k, _ in demo_steps(defs, dg.DagsterInstance.ephemeral(), seeds=1, skip=loop)
+    }
+    assert not steps & set(loop) and "dpo_checkpoint" in steps
