@@ -12,6 +12,7 @@ from real_assets.annotation_audit import annotation_lineage
 from real_assets.annotation_loop import LoopSettings, run_loop, step
 from real_assets.cli import main, prepare_home
 from real_assets.core.annotation.browser import LabelStudioBrowser
+from real_assets.core.annotation.labelstudio import LabelStudioError
 from real_assets.core.annotation.simulated import SimulatedAnnotators, answer_in_label_studio, pairwise_result
 from real_assets.defs.annotation import LabelStudio, label_studio_sensor
 from real_assets.demo import materialize
@@ -115,23 +116,32 @@ def test_bad_annotations_are_rejected_and_changes_versioned_and_nothing_is_lost(
     warehouse = Warehouse(path=str(home / "warehouse.duckdb"))
     (before, annotators), _ = annotation_counts(warehouse)
     project = int(run.metadata["annotation_tasks"]["project_id"])
-    tasks = admin.tasks(project)
+    tasks = admin.export(project)
     unknown_id = admin.request(
         "POST",
         f"/api/projects/{project}/import?return_task_ids=true",
         [{"data": {"prompt": "q", "left": "a", "right": "b", "request_id": "nope", "pair_id": "nope"}}],
     )["task_ids"][0]
-    annotator = browsers[0]
-    annotator.submit(unknown_id, pairwise_result("left"), 1.0)
-    open_tasks = [
-        t for t in tasks if not any(a["completed_by"] == annotator.user_id() for a in t["annotations"])
-    ]
-    annotator.submit(open_tasks[0]["id"], pairwise_result("left") + pairwise_result("right"), 1.0)
-    browsers[1].submit(unknown_id, [], 1.0)
-    mine = next(a for t in tasks for a in t["annotations"] if a["completed_by"] == browsers[2].user_id())
+    first, second, third = browsers
+    first.submit(unknown_id, pairwise_result("left"), 1.0)
+    ids = [b.user_id() for b in browsers]
+
+    def open_for(user_id):
+        return [t for t in tasks if not any(a["completed_by"] == user_id for a in t["annotations"])]
+
+    used = [open_for(ids[0])[0]["id"], open_for(ids[1])[0]["id"]]
+    first.submit(used[0], pairwise_result("left") + pairwise_result("right"), 1.0)
+    expected = {"unknown_pair": 1, "two_choices": 1}
+    try:
+        second.submit(used[1], [], 1.0)
+        expected["empty_result"] = 1
+    except LabelStudioError:
+        pass  # Label Studio itself refused the empty result
+    mine = next(a for t in tasks for a in t["annotations"] if a["completed_by"] == ids[2])
     flipped = "right" if mine["result"][0]["value"]["selected"] == "left" else "left"
-    browsers[2].update(mine["id"], pairwise_result(flipped))
-    admin.delete_task(next(t["id"] for t in tasks if t["id"] != mine["task"]))
+    third.update(mine["id"], pairwise_result(flipped))
+    deleted = next(t for t in tasks if t["annotations"] and t["id"] not in (mine["task"], *used))
+    admin.delete_task(deleted["id"])
     request, _ = sensor_tick(instance, resources)
     assert isinstance(request, dg.RunRequest)
     result = materialize(
@@ -149,11 +159,7 @@ def test_bad_annotations_are_rejected_and_changes_versioned_and_nothing_is_lost(
     assert meta["tasks_missing"] == 1 and meta["changed_annotations"] == 1
     (after, annotators_after), reasons = annotation_counts(warehouse)
     assert after == before + 1 and annotators_after == annotators  # the change is a new version; none lost
-    assert reasons == {"unknown_pair": 2, "two_choices": 1} or reasons == {
-        "unknown_pair": 1,
-        "two_choices": 1,
-        "empty_result": 1,
-    }
+    assert reasons == expected
     with warehouse.connect(read_only=True) as con:
         versions = con.execute(
             "select version, choice from raw.annotations where annotation_id = ? order by version",

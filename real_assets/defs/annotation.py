@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from real_assets.core.annotation.exchange import Request, read_export, task_payload
 from real_assets.core.annotation.generation import (
@@ -383,7 +384,7 @@ class LabelStudio(dg.ConfigurableResource):
     $LABEL_STUDIO_URL and $LABEL_STUDIO_API_KEY; the key never reaches logs, metadata or MLflow."""
 
     url: str = ""
-    api_key: str = ""
+    api_key: str = Field("", repr=False)
     project_title: str = "real-assets pairwise preferences"
     timeout_s: float = 30.0
 

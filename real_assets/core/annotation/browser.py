@@ -73,7 +73,9 @@ class LabelStudioBrowser(LabelStudioClient):
         """Every task of a project (id, data, overlap, annotations so far)."""
         out, page = [], 1
         while True:
-            answer = self.request("GET", f"/api/tasks?project={project_id}&page={page}&page_size=100")
+            answer = self.request(
+                "GET", f"/api/tasks?project={project_id}&fields=all&page={page}&page_size=100"
+            )
             out += answer["tasks"]
             if len(out) >= answer["total"] or not answer["tasks"]:
                 return out
