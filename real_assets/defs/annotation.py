@@ -29,7 +29,7 @@ from real_assets.core.annotation.labelstudio import PAIRWISE_CONFIG, LabelStudio
 from real_assets.core.annotation.prompts import read_prompts
 from real_assets.core.annotation.quality import ALL_ROUNDS
 from real_assets.core.annotation.quality import annotation_quality as compute_quality
-from real_assets.core.annotation.requests import NeedsLabels, RequestConfig, choose_requests, label_free_ches
+from real_assets.core.annotation.requests import RequestConfig, choose_requests, label_free_ches
 from real_assets.core.hashing import digest, response_id
 from real_assets.core.records import SourceError
 from real_assets.core.selection import STRATEGY_REGISTRY
@@ -297,7 +297,7 @@ def request_round(
     for a strategy is replaced); returns the counts per strategy and the table's content."""
     try:
         config.check()
-    except NeedsLabels as e:
+    except ValueError as e:  # NeedsLabels among them: the message says which strategy and why
         raise dg.Failure(description=str(e), allow_retries=False) from None
     needs = {STRATEGY_REGISTRY[s].needs for s in config.strategies}
     unlabelled = read_unlabelled_pairs(warehouse, with_texts="reference_scores" in needs)
