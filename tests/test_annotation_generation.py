@@ -110,6 +110,7 @@ def _metadata(result, name):
     return {k: getattr(v, "value", v) for k, v in mats[-1].materialization.metadata.items()}
 
 
+@pytest.mark.slow
 def test_generation_records_provenance_and_is_incremental(generated_home):
     home, instance, first, again, more = generated_home
     a, b, c = (_metadata(r, "generated_responses") for r in (first, again, more))
@@ -130,6 +131,7 @@ def test_generation_records_provenance_and_is_incremental(generated_home):
     assert set(rejects) == {(2, "prompt", "empty_text")}
 
 
+@pytest.mark.slow
 def test_generated_candidates_reach_raw_responses_unlabelled(generated_home):
     home, instance, _first, _again, more = generated_home
     path = _metadata(more, "generated_responses")["candidates_file"]
