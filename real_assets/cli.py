@@ -218,6 +218,11 @@ def apply_preset(args) -> None:
 
 
 def demo(args) -> int:
+    if args.loop:
+        from real_assets.annotation_loop import demo_loop
+
+        quiet_libraries()
+        return demo_loop(args, prepare_home(args.home, args.instance_config))
     apply_preset(args)
     quiet_libraries()
     locations = prepare_home(args.home, args.instance_config)
@@ -229,6 +234,7 @@ def demo(args) -> int:
     from real_assets.core.report import display_table, markdown_table, tie_note
     from real_assets.core.selection import STRATEGIES
     from real_assets.definitions import definitions
+    from real_assets.defs.annotation import loop_asset_names
     from real_assets.defs.common import SettingOutOfRange
     from real_assets.defs.partitions import SEEDS
     from real_assets.demo import StepInterrupted, run_steps
@@ -268,7 +274,7 @@ def demo(args) -> int:
             seeds=args.seeds,
             start=args.start,
             strategies=args.strategies,
-            skip=args.skip,
+            skip=[*args.skip, *loop_asset_names(defs)],  # the annotation loop runs with --loop
         )
     except StepInterrupted as e:
         with interrupts.deferred():
@@ -385,9 +391,15 @@ def run_audit(args: argparse.Namespace) -> int:
     from real_assets.audit import audit
     from real_assets.definitions import definitions
 
-    # the audit only reads: a read-only home will do
-    report = audit(definitions(prepare_home(args.home, read_only=True)), args.partition)
+    locations = prepare_home(args.home, read_only=True)  # the audit only reads: a read-only home will do
+    report = audit(definitions(locations), args.partition)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    if args.lineage:
+        from real_assets.annotation_audit import annotation_lineage, format_lineage, lineage_json
+
+        lineage = annotation_lineage(locations, args.lineage)
+        print(lineage_json(lineage) if args.json else format_lineage(lineage))
+        return 0 if report.ok and not lineage.problems else 1
     return 0 if report.ok else 1
 
 
@@ -401,6 +413,12 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
         help="audit one partition: a partition key or one dimension's value, e.g. a strategy (default: all)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument(
+        "--lineage",
+        metavar="PARTITION",
+        help="also walk dpo_checkpoint[PARTITION] (e.g. 0|easy) back to its pairs' annotations (annotator, "
+        "task, project), the generated responses and the policy version that generated them",
+    )
     p.set_defaults(func=run_audit)
     return p
 
@@ -453,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["torch", "fake"],
         help="`fake`: model steps write small stand-in checkpoints and figures instead of training, to try "
         f"the orchestration in seconds (default ${MODEL_BACKEND_ENV}, else torch)",
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="run the annotation loop instead: prompts, generation, selection before labels, simulated "
+        "annotators, agreement and flip rate per strategy, DPO and eval (offline)",
     )
     _instance_argument(p)
     p.set_defaults(func=demo)

@@ -6,12 +6,22 @@ import os
 import dagster as dg
 
 from real_assets.core.hashing import code_digest
-from real_assets.defs import automation, budget, evaluation, features, inbox, ingest, selection, training
+from real_assets.defs import (
+    annotation,
+    automation,
+    budget,
+    evaluation,
+    features,
+    inbox,
+    ingest,
+    selection,
+    training,
+)
 from real_assets.defs.sql_assets import sql_definitions
 from real_assets.resources import Compute, Home, Tracking, Warehouse
 from real_assets.settings import ENGINE_ENV, MODEL_BACKEND_ENV, Locations
 
-DOMAINS = [ingest, features, selection, training, evaluation, budget]
+DOMAINS = [ingest, features, selection, training, evaluation, budget, annotation]
 PACKAGE = "real_assets"
 
 
@@ -56,6 +66,7 @@ def resources_for(locations: Locations, model_backend: str | None = None) -> dic
             tracking_uri=locations.tracking_uri, artifact_root=locations.mlflow_artifacts or ""
         ),
         "compute": compute,
+        "label_studio": annotation.LabelStudio(),
     }
 
 
@@ -65,7 +76,9 @@ CODE_LOCATION = (
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
-        jobs=automation.jobs, schedules=automation.schedules, sensors=[*automation.sensors, *inbox.sensors]
+        jobs=[*automation.jobs, *annotation.jobs],
+        schedules=automation.schedules,
+        sensors=[*automation.sensors, *inbox.sensors, *annotation.sensors],
     ),
 )
 """Everything but the resources (a tuple: a module holds one `Definitions`, `defs`)."""

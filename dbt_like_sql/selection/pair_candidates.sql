@@ -4,53 +4,73 @@
 -- and are left out), the score and gold gaps and the pair's similarity.
 -- Where a prompt's labels are chosen/rejected comparisons without scores (raw.comparisons, HH-RLHF), only
 -- the compared pairs are candidates: no annotator ever ranked chosen-of-one-row against rejected-of-another.
-with scored as (
+-- A compared pair is directed by its comparisons (annotated candidates have no score at all); a pair
+-- compared both ways (annotators who disagree) has no direction and is left out.
+with compared as (
+    select distinct prompt_id, chosen_id, rejected_id from raw.comparisons
+),
+agreed as (
+    select
+        c.prompt_id,
+        c.chosen_id,
+        least(c.chosen_id, c.rejected_id) as id_a,
+        greatest(c.chosen_id, c.rejected_id) as id_b
+    from compared as c
+    where not exists (
+        select 1 from compared as o
+        where o.prompt_id = c.prompt_id and o.chosen_id = c.rejected_id and o.rejected_id = c.chosen_id
+    )
+),
+pairs as (
     select
         s.prompt_id,
         s.cosine,
-        case when ra.score > rb.score then ra.response_id else rb.response_id end as chosen_id,
-        case when ra.score > rb.score then rb.response_id else ra.response_id end as rejected_id,
-        greatest(ra.score, rb.score) as chosen_score,
-        least(ra.score, rb.score) as rejected_score,
-        case when ra.score > rb.score then ra.gold - rb.gold else rb.gold - ra.gold end as gold_gap
+        ra.response_id as id_a,
+        rb.response_id as id_b,
+        ra.score as score_a,
+        rb.score as score_b,
+        ra.gold as gold_a,
+        rb.gold as gold_b,
+        case
+            when agreed.prompt_id is not null then agreed.chosen_id = ra.response_id
+            when ra.score <> rb.score then ra.score > rb.score
+        end as a_chosen,
+        agreed.prompt_id is not null as labelled_pair
     from features.response_similarity as s
     join raw.responses as ra on ra.response_id = s.response_id_a
     join raw.responses as rb on rb.response_id = s.response_id_b
-    where ra.score <> rb.score
+    left join agreed
+        on agreed.prompt_id = s.prompt_id
+        and agreed.id_a = s.response_id_a
+        and agreed.id_b = s.response_id_b
+    where agreed.prompt_id is not null
+        or s.prompt_id not in (select prompt_id from compared)
 ),
-compared as (
-    select distinct prompt_id, chosen_id, rejected_id from raw.comparisons
-),
-candidates as (
+directed as (
     select
-        scored.prompt_id,
-        scored.cosine,
-        scored.chosen_id,
-        scored.rejected_id,
-        scored.chosen_score,
-        scored.rejected_score,
-        scored.gold_gap,
-        compared.prompt_id is not null as labelled_pair
-    from scored
-    left join compared
-        on compared.prompt_id = scored.prompt_id
-        and compared.chosen_id = scored.chosen_id
-        and compared.rejected_id = scored.rejected_id
-    where compared.prompt_id is not null
-        or scored.prompt_id not in (select prompt_id from compared)
+        prompt_id,
+        cosine,
+        labelled_pair,
+        case when a_chosen then id_a else id_b end as chosen_id,
+        case when a_chosen then id_b else id_a end as rejected_id,
+        case when a_chosen then score_a else score_b end as chosen_score,
+        case when a_chosen then score_b else score_a end as rejected_score,
+        case when a_chosen then gold_a - gold_b else gold_b - gold_a end as gold_gap
+    from pairs
+    where a_chosen is not null
 )
 select
-    candidates.prompt_id,
+    directed.prompt_id,
     p.split,
-    candidates.chosen_id,
-    candidates.rejected_id,
-    candidates.chosen_score,
-    candidates.rejected_score,
-    candidates.chosen_score - candidates.rejected_score as score_gap,
-    candidates.gold_gap,
-    candidates.gold_gap < 0 as label_error,
-    candidates.cosine,
-    candidates.labelled_pair,
+    directed.chosen_id,
+    directed.rejected_id,
+    directed.chosen_score,
+    directed.rejected_score,
+    directed.chosen_score - directed.rejected_score as score_gap,
+    directed.gold_gap,
+    directed.gold_gap < 0 as label_error,
+    directed.cosine,
+    directed.labelled_pair,
     p.n_responses
-from candidates
-join raw.prompts as p on p.prompt_id = candidates.prompt_id
+from directed
+join raw.prompts as p on p.prompt_id = directed.prompt_id

@@ -13,8 +13,9 @@ class ResponseRecord:
     response_id: str
     prompt: str
     response: str
-    score: float
-    """Label score: higher means the annotators preferred it. Pairs are directed by it."""
+    score: float | None
+    """Label score: higher means the annotators preferred it. Pairs are directed by it. None: not labelled
+    (a generated candidate); its pairs are directed by comparisons only."""
     gold: float | None
     """Known gold quality (synthetic source), else None."""
     split: str

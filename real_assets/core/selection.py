@@ -33,6 +33,9 @@ class SelectionConfig:
     keep_fraction: float = 0.5
     aepo_lambda: float = 1.0
     """AEPO's weight of a pair's own similarity (diversity) against its centrality (representativeness)."""
+    from_requests: bool = False
+    """Keep the pairs this strategy asked annotators to label (`annotation_requests`, every round) that
+    have a direction now, instead of choosing among the candidates: the choice was made before the labels."""
 
 
 def candidate_stats(con: duckdb.DuckDBPyConnection, candidates: str) -> dict:

@@ -61,6 +61,11 @@ class DpoConfig(TrainerSettings):
     learning_rate: float = 1e-4
     epochs: float = 1.0
     beta: float = 0.2
+    loss_type: str = "sigmoid"
+    """`sigmoid` (DPO) or `robust` (TRL's robust DPO: labels flipped with probability `label_smoothing`)."""
+    label_smoothing: float | None = None
+    """The flip probability the `robust` loss assumes, in [0, 0.5); None: the flip rate measured for the
+    pairs' strategy by `annotation_quality` (0 where never measured). Unused by `sigmoid`."""
 
 
 @dataclass

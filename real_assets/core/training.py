@@ -101,6 +101,19 @@ def _trainer_args(cls, cfg, seed: int, max_length: int, out_dir: Path, device: D
     )
 
 
+DPO_LOSSES = ("sigmoid", "robust")
+
+
+def dpo_loss_args(cfg) -> dict:
+    """TRL's `loss_type` and `label_smoothing` for a DpoConfig (ValueError for a loss it does not offer)."""
+    if cfg.loss_type not in DPO_LOSSES:
+        raise ValueError(f"loss_type must be one of {', '.join(DPO_LOSSES)}, not {cfg.loss_type!r}")
+    smoothing = cfg.label_smoothing or 0.0
+    if cfg.loss_type == "robust" and not 0.0 <= smoothing < 0.5:
+        raise ValueError(f"the robust loss needs label_smoothing in [0, 0.5), got {smoothing}")
+    return {"loss_type": [cfg.loss_type], "label_smoothing": smoothing if cfg.loss_type == "robust" else 0.0}
+
+
 class TrainingDiverged(RuntimeError):
     """Training left non-finite weights: nothing is saved, since every later step would score NaN."""
 
@@ -306,7 +319,15 @@ def train_dpo(
     trainer = _pretokenized_dpo_trainer()(
         model=model,
         args=_trainer_args(
-            DPOConfig, cfg, seed, max_length, out_dir, device, beta=cfg.beta, remove_unused_columns=False
+            DPOConfig,
+            cfg,
+            seed,
+            max_length,
+            out_dir,
+            device,
+            beta=cfg.beta,
+            remove_unused_columns=False,
+            **dpo_loss_args(cfg),
         ),
         train_dataset=Dataset.from_list(data),
         processing_class=tokenizer,

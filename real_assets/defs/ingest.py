@@ -27,14 +27,14 @@ from real_assets.defs.versions import (
 from real_assets.resources import Warehouse
 
 RAW_RESPONSES_JOB = "refresh_raw_responses"
-RESPONSES = WarehouseTable(
+RESPONSES = WarehouseTable(  # a null score: a candidate nobody has labelled yet (the `generated` source)
     "raw.responses",
     ("response_id",),
     columns=(
         ("response_id", "varchar not null"),
         ("prompt_id", "varchar not null"),
         ("response", "varchar not null"),
-        ("score", "double not null"),
+        ("score", "double"),
         ("gold", "double"),
         ("source", "varchar not null"),
         ("source_file", "varchar not null"),

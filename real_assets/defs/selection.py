@@ -1,12 +1,14 @@
 """Selection domain: `selected_pairs`, one partition per strategy and seed."""
 
 import json
+import uuid
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from real_assets.core import table_digests
+from real_assets.core.annotation.requests import requested_pairs
 from real_assets.core.hashing import digest
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import (
@@ -20,6 +22,7 @@ from real_assets.core.selection import (
     selection_summary,
     strategy_entry,
 )
+from real_assets.defs.annotation import read_requested_pairs
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.data_shape import no_pairs_reason
@@ -380,7 +383,7 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     unlike each other). SQL strategies rank in the warehouse; no pair passes through Python."""
     cfg: SelectionConfig = step.config
     strategy, seed = step.strategy, step.seed
-    needs = strategy_entry(strategy).needs
+    needs = None if cfg.from_requests else strategy_entry(strategy).needs
     partition = context_partition(step.context)
     code_version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
     version = digest(code_version or "", repr(cfg))[:16]
@@ -404,6 +407,14 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     elif needs == "embeddings":
         mode, prompts = plan_selection(warehouse, strategy, seed, cfg, version)
         picks = centroid_picks(warehouse, cfg, seed, mode, prompts, step.log.info)
+    if cfg.from_requests:
+        # The pairs chosen before their labels existed (annotation_requests), now directed by the labels.
+        # Labels arriving change directions without changing the candidates' keys: always recomputed in full.
+        candidates, _ = read_train_candidates(warehouse, with_embeddings=False)
+        requested = requested_pairs(candidates, read_requested_pairs(warehouse, strategy))
+        picks, prompts = requested[["prompt_id", "chosen_id", "rejected_id"]], None
+        version = digest(version, "from_requests", uuid.uuid4().hex)[:16]
+        extra["requested_pairs_directed"] = len(picks)
     content, summary = select_in_warehouse(
         warehouse,
         strategy,

@@ -5,6 +5,7 @@ it was trained with (`training`, also `training.json` in its folder): eval reads
 step finds the model it builds on by the data version its input materialization names, never by time.
 """
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import on_new_training_data
 from real_assets.defs.data_shape import require_prompts
 from real_assets.defs.ingest import raw_responses
+from real_assets.defs.label_noise import measured_flip_rate
 from real_assets.defs.launcher import launch_dpo
 from real_assets.defs.partitions import strategy_seed_partitions
 from real_assets.defs.versions import (
@@ -196,6 +198,12 @@ def read_selected_pairs(warehouse: Warehouse, strategy: str, seed: int):
         ).df()
 
 
+def _measured_flip_rate(warehouse: Warehouse, strategy: str) -> float:
+    """The label-flip rate `annotation_quality` measured for a strategy (0 where never measured), below the
+    robust loss's limit of 0.5."""
+    return min(measured_flip_rate(warehouse, strategy) or 0.0, 0.49)
+
+
 @checkpoint_asset(
     config=DpoStepConfig,
     deps=[dg.AssetKey("selected_pairs"), reference_policy],
@@ -206,6 +214,8 @@ def dpo_checkpoint(step: Step, home: Home, warehouse: Warehouse, compute: Comput
     pairs; the curve (loss, rewards/margins, rewards/accuracies, logps/...) is logged to MLflow."""
     cfg: DpoConfig = step.config
     strategy, seed, upstream = step.strategy, step.seed, step.upstream
+    if cfg.loss_type == "robust" and cfg.label_smoothing is None:
+        cfg = dataclasses.replace(cfg, label_smoothing=_measured_flip_rate(warehouse, strategy))
     reference_version = upstream.get("reference_policy")
     reference, _ = recorded_checkpoint(warehouse, "reference_policy", reference_version)
     pairs = read_selected_pairs(warehouse, strategy, seed)
@@ -237,6 +247,8 @@ def dpo_checkpoint(step: Step, home: Home, warehouse: Warehouse, compute: Comput
         "reference_version": reference_version,
         "reference_checkpoint": dg.MetadataValue.path(str(reference)),
         "beta": cfg.beta,
+        "loss_type": cfg.loss_type,
+        "label_smoothing": cfg.label_smoothing or 0.0,
         "lora_r": cfg.lora_r,
         "seed": seed,
         "pairs": len(rows),

@@ -15,28 +15,29 @@ class Home(dg.ConfigurableResource):
     inbox_path: str = ""
     """The folder the inbox sensor watches; empty means `<home>/inbox`."""
 
-    def _folder(self, *parts: str) -> Path:
+    def folder(self, *parts: str) -> Path:
+        """A folder under the home, created."""
         folder = Path(self.path).joinpath(*parts)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     @property
     def root(self) -> Path:
-        return self._folder()
+        return self.folder()
 
     @property
     def checkpoints(self) -> Path:
         """Content-addressed checkpoint folders, `<asset>/<partition>/<data_version>/`."""
-        return self._folder("checkpoints")
+        return self.folder("checkpoints")
 
     @property
     def models(self) -> Path:
         """Base models converted once (a packaged GGUF as safetensors), shared by every checkpoint."""
-        return self._folder("models")
+        return self.folder("models")
 
     @property
     def reports(self) -> Path:
-        return self._folder("reports")
+        return self.folder("reports")
 
     @property
     def inbox(self) -> Path:
@@ -44,4 +45,4 @@ class Home(dg.ConfigurableResource):
             folder = Path(self.inbox_path)
             folder.mkdir(parents=True, exist_ok=True)
             return folder
-        return self._folder("inbox")
+        return self.folder("inbox")

@@ -1,0 +1,821 @@
+"""Annotation domain: candidates sampled from a policy, pairs chosen for annotators before labels exist,
+tasks sent to Label Studio (or written in its import format), annotations read back, their agreement and
+noise measured (docs: DESIGN.md, "The annotation loop").
+
+The labels reach the rest of the graph the way every source's do: `raw_responses` ingests the generated
+candidates (source `generated`: no score) and the annotations (source `table`, chosen/rejected rows), and
+`pair_candidates` directs each annotated pair by its comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from real_assets.core.annotation.exchange import Request, read_export, task_payload
+from real_assets.core.annotation.generation import (
+    SamplingConfig,
+    missing_samples,
+    sample_candidates,
+)
+from real_assets.core.annotation.labelstudio import PAIRWISE_CONFIG, LabelStudioClient, LabelStudioError
+from real_assets.core.annotation.prompts import read_prompts
+from real_assets.core.annotation.quality import ALL_ROUNDS
+from real_assets.core.annotation.quality import annotation_quality as compute_quality
+from real_assets.core.annotation.requests import RequestConfig, choose_requests, label_free_ches
+from real_assets.core.hashing import digest, response_id
+from real_assets.core.records import SourceError
+from real_assets.core.selection import STRATEGY_REGISTRY
+from real_assets.defs.common import Step, step_asset, step_config
+from real_assets.defs.label_noise import QUALITY
+from real_assets.defs.training import recorded_checkpoint, reference_policy
+from real_assets.defs.versions import WarehouseTable, content_version, digest_metadata, table_metadata
+from real_assets.resources import Compute, Home, Warehouse, replace_rows, table_exists
+
+GENERATIONS = WarehouseTable("raw.generations", ("model_version", "prompt_id", "sample_index"))
+PROMPT_REJECTS = WarehouseTable(
+    "raw.prompt_rejects", ("run_id", "source_file", "row_number", "field", "reason"), versioned=False
+)
+GENERATED_SOURCE = "generated"
+
+_GENERATIONS_DDL = """
+create table if not exists raw.generations (
+    model_version varchar not null, prompt_id varchar not null, sample_index integer not null,
+    response_id varchar not null, prompt varchar not null, response varchar not null,
+    external_id varchar, prompts_file varchar not null, prompt_row bigint not null,
+    model_asset varchar not null, model_partition varchar not null, model_path varchar not null,
+    temperature double not null, top_p double not null, max_new_tokens integer not null,
+    seed bigint not null, generated_at timestamp not null
+);
+create table if not exists raw.prompt_rejects (
+    source varchar not null, source_file varchar not null, row_number bigint not null,
+    field varchar not null, reason varchar not null, excerpt varchar, run_id varchar not null
+);
+"""
+
+
+class GenerationConfig(step_config(SamplingConfig, "SamplingStepConfig")):
+    """Which prompts, which policy, how to sample: `prompts_path` is a JSONL or Parquet file of `prompt`
+    (and optional `id`); the policy is the recorded checkpoint of `policy_asset` (`reference_policy`, or
+    `dpo_checkpoint` with `policy_partition` such as `0|easy`) at `policy_version` (empty: the version its
+    latest materialization names)."""
+
+    prompts_path: str = ""
+    policy_asset: str = "reference_policy"
+    policy_partition: str = ""
+    policy_version: str = ""
+    max_chars: int = 8000
+    test_fraction: float = 0.2
+
+    def to_core(self) -> GenerationConfig:
+        return self  # the step needs the file and policy fields too; `sampling()` is what core receives
+
+    def sampling(self) -> SamplingConfig:
+        fields = SamplingConfig.__dataclass_fields__
+        return SamplingConfig(**{k: v for k, v in self.model_dump().items() if k in fields})
+
+
+def _policy(step: Step, warehouse: Warehouse, config: GenerationConfig) -> tuple[Path, str, str]:
+    """(checkpoint folder, data version, partition) of the policy to sample from."""
+    from real_assets.core.checkpoints import UNPARTITIONED
+    from real_assets.defs.common import data_version_of, latest_materialization
+
+    partition = config.policy_partition or UNPARTITIONED
+    version = config.policy_version
+    if not version and config.policy_asset == "reference_policy":
+        version = step.upstream.get("reference_policy", "")
+    if not version:
+        record = latest_materialization(
+            step.context.instance, dg.AssetKey(config.policy_asset), config.policy_partition or None
+        )
+        version = data_version_of(record) or ""
+    path, _ = recorded_checkpoint(warehouse, config.policy_asset, version, partition)
+    return path, version, partition
+
+
+def generate_responses(
+    warehouse: Warehouse,
+    compute: Compute,
+    config: GenerationConfig,
+    policy: tuple[Path, str, str],
+    run_id: str,
+    generations: Path,
+) -> dict:
+    """Read the prompts file (bad rows to raw.prompt_rejects), sample the missing candidates of every prompt
+    from the policy (one model step), record them with their provenance in raw.generations, and write every
+    candidate of this policy version to a file in `generations` for `raw_responses` (source `generated`)."""
+    sampling = config.sampling()
+    try:
+        sampling.check()
+    except ValueError as e:
+        raise SourceError(f"generated_responses: {e}") from None
+    prompts = read_prompts(config.prompts_path, config.max_chars, config.test_fraction)
+    path, version, partition = policy
+    with warehouse.connect() as con:
+        con.execute(_GENERATIONS_DDL)
+        if prompts.rejects:
+            frame = pd.DataFrame([asdict(r) for r in prompts.rejects]).assign(run_id=run_id)
+            replace_rows(con, PROMPT_REJECTS.name, frame, ["run_id", "row_number"])
+        have: dict[str, set[int]] = {}
+        for pid, index in con.execute(
+            "select prompt_id, sample_index from raw.generations where model_version = ?", [version]
+        ).fetchall():
+            have.setdefault(pid, set()).add(index)
+    todo = missing_samples([(p.prompt_id, p.prompt) for p in prompts.prompts], have, sampling.k)
+    samples, device = ([], "") if not todo else compute.run(sample_candidates, path, todo, sampling)
+    by_id = {p.prompt_id: p for p in prompts.prompts}
+    now = datetime.now(UTC).replace(tzinfo=None)
+
+    rows = [
+        {
+            "model_version": version,
+            "prompt_id": pid,
+            "sample_index": index,
+            "response_id": response_id(pid, text) if text.strip() else "",
+            "prompt": by_id[pid].prompt,
+            "response": text,
+            "external_id": by_id[pid].external_id,
+            "prompts_file": prompts.path,
+            "prompt_row": by_id[pid].row_number,
+            "model_asset": config.policy_asset,
+            "model_partition": partition,
+            "model_path": str(path),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed,
+            "generated_at": now,
+        }
+        for pid, index, text in samples
+    ]
+    with warehouse.connect() as con:
+        if rows:
+            replace_rows(con, GENERATIONS.name, pd.DataFrame(rows), list(GENERATIONS.keys))
+        content = content_version(con, [GENERATIONS, PROMPT_REJECTS])
+        candidates = con.execute(
+            "select prompt, response from raw.generations where model_version = ? "
+            "order by prompt_id, sample_index",
+            [version],
+        ).df()
+    out = generations / f"generated__{version}.parquet"
+    candidates.to_parquet(out, index=False)
+    return {
+        "prompts_file": prompts.path,
+        "input_rows": prompts.input_rows,
+        "accepted_rows": prompts.accepted_rows,
+        "rejected_rows": len(prompts.rejects),
+        "prompts_sampled": len(todo),
+        "samples_drawn": len(samples),
+        "empty_samples": sum(1 for _, _, t in samples if not t.strip()),
+        "policy_asset": config.policy_asset,
+        "policy_partition": partition,
+        "policy_version": version,
+        "device": device,
+        **sampling.provenance(),
+        "candidates_file": str(out),
+        "rows": content.rows,
+        "data_version": content.version,
+        "table_digests": content.digests,
+    }
+
+
+@step_asset(
+    config=GenerationConfig,
+    kinds={"duckdb", "pytorch"},
+    deps=[reference_policy],
+    metadata=table_metadata(GENERATIONS, PROMPT_REJECTS),
+)
+def generated_responses(
+    step: Step, home: Home, warehouse: Warehouse, compute: Compute
+) -> dg.MaterializeResult:
+    """K candidate responses per prompt of a prompts file, sampled from a policy version (the reference by
+    default), with their provenance (model version, sampling settings, seed) in raw.generations; only the
+    samples a prompt still lacks are drawn. The candidates reach raw.responses unlabelled through
+    `raw_responses` with `{"source": "generated", "path": <candidates_file>}`."""
+    config: GenerationConfig = step.config
+    try:
+        policy = _policy(step, warehouse, config)
+        result = generate_responses(
+            warehouse, compute, config, policy, step.context.run_id, home.folder("generations")
+        )
+    except SourceError as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from None
+    version = result.pop("data_version")
+    digests = result.pop("table_digests")
+    metadata = {
+        **result,
+        **digest_metadata(digests),
+        "candidates_file": dg.MetadataValue.path(result["candidates_file"]),
+        "ingest_config": dg.MetadataValue.json(
+            {"source": GENERATED_SOURCE, "path": result["candidates_file"]}
+        ),
+        "dagster/row_count": result["rows"],
+    }
+    return step.finish(version, metadata)
+
+
+# ---------------------------------------------------------------------------------------- requests
+
+REQUESTS = WarehouseTable("selection.annotation_requests", ("round", "strategy", "pair_id"))
+
+_REQUESTS_DDL = """
+create table if not exists selection.annotation_requests (
+    request_id varchar not null, round bigint not null, strategy varchar not null, pair_id varchar not null,
+    prompt_id varchar not null, response_id_a varchar not null, response_id_b varchar not null,
+    cosine double, left_id varchar not null, right_id varchar not null, double_label boolean not null,
+    seed bigint not null
+)
+"""
+
+
+def read_requested_pairs(warehouse: Warehouse, strategy: str) -> pd.DataFrame:
+    """(prompt_id, response_id_a, response_id_b) of every pair a strategy requested, over all rounds."""
+    with warehouse.connect(read_only=True) as con:
+        if not table_exists(con, "selection.annotation_requests"):
+            return pd.DataFrame(columns=["prompt_id", "response_id_a", "response_id_b"])
+        return con.execute(
+            "select distinct prompt_id, response_id_a, response_id_b from selection.annotation_requests "
+            "where strategy = ? order by 1, 2, 3",
+            [strategy],
+        ).df()
+
+
+class RequestStepConfig(step_config(RequestConfig, "RequestStepConfig")):
+    """One round of annotation requests (`core.annotation.requests.RequestConfig`)."""
+
+
+def read_unlabelled_pairs(warehouse: Warehouse, with_texts: bool) -> pd.DataFrame:
+    """Candidate pairs of the train split whose two responses have no label score (generated candidates),
+    with their similarity (and texts when asked)."""
+    texts = ", p.prompt, ra.response as chosen, rb.response as rejected" if with_texts else ""
+    with warehouse.connect(read_only=True) as con:
+        return con.execute(f"""
+            select s.prompt_id, s.response_id_a, s.response_id_b, s.cosine{texts}
+            from features.response_similarity as s
+            join raw.responses as ra on ra.response_id = s.response_id_a
+            join raw.responses as rb on rb.response_id = s.response_id_b
+            join raw.prompts as p on p.prompt_id = s.prompt_id
+            where ra.score is null and rb.score is null and p.split = 'train'
+            order by s.prompt_id, s.response_id_a, s.response_id_b""").df()
+
+
+def _with_label_free_reference_scores(
+    warehouse: Warehouse, pairs: pd.DataFrame, reference_version: str | None, compute: Compute, report
+) -> pd.DataFrame:
+    from real_assets.core.reference_scores import reference_pair_scores
+
+    reference, training = recorded_checkpoint(warehouse, "reference_policy", reference_version)
+    lengths = {
+        "max_length": training["max_length"],
+        "min_response_tokens": training.get("min_response_tokens", 4),
+    }
+    forward, _ = compute.run(
+        reference_pair_scores, reference, pairs[["prompt", "chosen", "rejected"]], **lengths
+    )
+    swapped = pairs[["prompt", "rejected", "chosen"]].set_axis(["prompt", "chosen", "rejected"], axis=1)
+    backward, _ = compute.run(reference_pair_scores, reference, swapped, report=report, **lengths)
+    return pairs.reset_index(drop=True).assign(
+        ref_margin=forward["ref_margin"].to_numpy(),
+        ches=label_free_ches(forward["ches"].to_numpy(), backward["ches"].to_numpy()),
+    )
+
+
+def request_round(
+    warehouse: Warehouse, compute: Compute, config: RequestConfig, reference_version: str | None, report=None
+) -> dict:
+    """Choose one round's requests for every configured strategy and store them (a round already stored
+    for a strategy is replaced); returns the counts per strategy and the table's content."""
+    try:
+        config.check()
+    except ValueError as e:  # NeedsLabels among them: the message says which strategy and why
+        raise dg.Failure(description=str(e), allow_retries=False) from None
+    needs = {STRATEGY_REGISTRY[s].needs for s in config.strategies}
+    unlabelled = read_unlabelled_pairs(warehouse, with_texts="reference_scores" in needs)
+    if unlabelled.empty:
+        raise dg.Failure(
+            "no unlabelled candidate pairs in the train split: materialize generated_responses, ingest its "
+            "candidates_file with raw_responses (source `generated`), then the embeddings and similarity"
+        )
+    if "reference_scores" in needs:
+        unlabelled = _with_label_free_reference_scores(
+            warehouse, unlabelled, reference_version, compute, report
+        )
+    embeddings = {}
+    with warehouse.connect() as con:
+        con.execute(_REQUESTS_DDL)
+        if "embeddings" in needs:
+            ids = set(unlabelled["response_id_a"]) | set(unlabelled["response_id_b"])
+            rows = con.execute("select response_id, embedding from features.response_embeddings").fetchall()
+            embeddings = {rid: np.asarray(v, dtype=np.float32) for rid, v in rows if rid in ids}
+        earlier = con.execute(
+            "select strategy, prompt_id from selection.annotation_requests where round < ?", [config.round]
+        ).fetchall()
+    counts = {}
+    frames = []
+    for strategy in config.strategies:
+        done = {pid for s, pid in earlier if s == strategy}
+        chosen = choose_requests(unlabelled, strategy, config, done, embeddings)
+        counts[f"requests/{strategy}"] = len(chosen)
+        frames.append(chosen)
+    frame = pd.concat(frames, ignore_index=True).assign(seed=config.seed)
+    with warehouse.connect() as con:
+        con.execute("begin transaction")
+        con.execute(
+            "delete from selection.annotation_requests where round = ? and strategy in "
+            f"({', '.join('?' * len(config.strategies))})",
+            [config.round, *config.strategies],
+        )
+        con.register("_requests", frame)
+        con.execute("insert into selection.annotation_requests by name select * from _requests")
+        con.unregister("_requests")
+        con.execute("commit")
+        content = content_version(con, [REQUESTS])
+    return {
+        **counts,
+        "round": config.round,
+        "budget": config.budget,
+        "unlabelled_pairs": len(unlabelled),
+        "double_labelled": int(frame["double_label"].sum()),
+        "rows": content.rows,
+        "data_version": content.version,
+        "table_digests": content.digests,
+    }
+
+
+@step_asset(
+    config=RequestStepConfig,
+    kinds={"duckdb", "python"},
+    deps=["response_similarity", "response_embeddings", reference_policy],
+    metadata=table_metadata(REQUESTS),
+)
+def annotation_requests(step: Step, warehouse: Warehouse, compute: Compute) -> dg.MaterializeResult:
+    """The pairs annotators are asked to label, per strategy and round (selection.annotation_requests):
+    the label-free strategies (easy, hard, random, centroid, margin, ches, aepo where present) over the
+    unlabelled candidate pairs, one pair per prompt, `budget` pairs per strategy and round, with the
+    left/right order annotators will see and whether the pair is labelled twice. A strategy that needs labels
+    is refused."""
+    result = request_round(
+        warehouse, compute, step.config, step.upstream.get("reference_policy"), step.log.info
+    )
+    version = result.pop("data_version")
+    digests = result.pop("table_digests")
+    return step.finish(version, {**result, **digest_metadata(digests), "dagster/row_count": result["rows"]})
+
+
+# ---------------------------------------------------------------------------------------- Label Studio
+
+LABEL_STUDIO_URL_ENV = "LABEL_STUDIO_URL"
+LABEL_STUDIO_KEY_ENV = "LABEL_STUDIO_API_KEY"
+
+
+class LabelStudio(dg.ConfigurableResource):
+    """The Label Studio server annotators work in. `url` and `api_key` (a personal access token, or a legacy
+    token where the organization enables them) come from this config, best as `dg.EnvVar`, else from
+    $LABEL_STUDIO_URL and $LABEL_STUDIO_API_KEY; the key never reaches logs, metadata or MLflow."""
+
+    url: str = ""
+    api_key: str = Field("", repr=False)
+    project_title: str = "real-assets pairwise preferences"
+    timeout_s: float = 30.0
+
+    def base_url(self) -> str:
+        import os
+
+        return (self.url or os.environ.get(LABEL_STUDIO_URL_ENV, "")).rstrip("/")
+
+    def client(self) -> LabelStudioClient:
+        """A client for the configured server; LabelStudioError when URL or key is missing."""
+        import os
+
+        url, key = self.base_url(), self.api_key or os.environ.get(LABEL_STUDIO_KEY_ENV, "")
+        if not url or not key:
+            raise LabelStudioError(
+                f"Label Studio is not configured: set the label_studio resource's url and api_key, or "
+                f"${LABEL_STUDIO_URL_ENV} and ${LABEL_STUDIO_KEY_ENV}"
+            )
+        return LabelStudioClient(url, key, self.timeout_s)
+
+
+TASKS = WarehouseTable("selection.annotation_tasks", ("destination", "request_id"))
+ANNOTATIONS = WarehouseTable("raw.annotations", ("project_id", "annotation_id", "version"))
+ANNOTATION_REJECTS = WarehouseTable(
+    "raw.annotation_rejects", ("project_id", "annotation_id", "fingerprint", "reason"), versioned=False
+)
+LABEL_STUDIO, FILE = "label_studio", "file"
+
+_EXCHANGE_DDL = """
+create table if not exists selection.annotation_tasks (
+    destination varchar not null, request_id varchar not null, project_id bigint not null, task_id bigint,
+    server varchar, path varchar, exported_at timestamp not null
+);
+create table if not exists raw.annotations (
+    project_id bigint not null, annotation_id bigint not null, version integer not null,
+    fingerprint varchar not null, task_id bigint, request_id varchar not null, pair_id varchar not null,
+    prompt_id varchar not null, strategy varchar not null, round bigint not null, annotator varchar not null,
+    choice varchar not null, chosen_id varchar not null, rejected_id varchar not null, lead_time double,
+    created_at varchar, updated_at varchar, origin varchar not null, run_id varchar not null,
+    ingested_at timestamp not null
+);
+create table if not exists raw.annotation_rejects (
+    origin varchar not null, project_id bigint not null, task_id bigint, annotation_id bigint,
+    fingerprint varchar not null, field varchar not null, reason varchar not null, excerpt varchar,
+    run_id varchar not null
+);
+"""
+
+
+class TaskExportConfig(dg.Config):
+    """Where the tasks of the annotation requests go: `label_studio` (the project named by the resource,
+    created or reused, overlap set to `overlap`) or `file` (a Label Studio import file under
+    <home>/annotation_tasks). Only requests not yet sent to that destination are sent."""
+
+    destination: str = LABEL_STUDIO
+    overlap: float = 0.2
+
+
+def _requests(con) -> dict[str, Request]:
+    rows = con.execute(
+        "select request_id, pair_id, prompt_id, strategy, round, left_id, right_id "
+        "from selection.annotation_requests"
+    ).fetchall()
+    return {r[0]: Request(*r) for r in rows}
+
+
+def export_tasks(
+    warehouse: Warehouse, label_studio: LabelStudio, config: TaskExportConfig, run_id: str, files: Path
+) -> dict:
+    """Send the requests not yet sent to the destination as tasks (an import file goes to `files`); record
+    where each went."""
+    if config.destination not in (LABEL_STUDIO, FILE):
+        raise dg.Failure(f"destination must be {LABEL_STUDIO} or {FILE}, not {config.destination!r}")
+    with warehouse.connect() as con:
+        con.execute(_REQUESTS_DDL + ";" + _EXCHANGE_DDL)
+        pending = con.execute(
+            """
+            select q.request_id, q.pair_id, q.prompt_id, q.strategy, q.round, q.left_id, q.right_id,
+                   p.prompt, l.response, r.response
+            from selection.annotation_requests as q
+            join raw.prompts as p using (prompt_id)
+            join raw.responses as l on l.response_id = q.left_id
+            join raw.responses as r on r.response_id = q.right_id
+            where q.request_id not in (
+                select request_id from selection.annotation_tasks where destination = ?)
+            order by q.round, q.strategy, q.request_id""",
+            [config.destination],
+        ).fetchall()
+    payloads = [task_payload(Request(*row[:7]), *row[7:]) for row in pending]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    server, path, project_id, task_ids, created = None, None, 0, [None] * len(payloads), False
+    if config.destination == LABEL_STUDIO:
+        client = label_studio.client()
+        server = client.url
+        project_id, created = client.ensure_project(
+            label_studio.project_title, PAIRWISE_CONFIG, config.overlap
+        )
+        task_ids = client.import_tasks(project_id, payloads)
+    elif payloads:
+        out = files / f"tasks__{run_id[:8]}.json"
+        out.write_text(json.dumps(payloads, indent=1))
+        path = str(out)
+    rows = [
+        {
+            "destination": config.destination,
+            "request_id": row[0],
+            "project_id": project_id,
+            "task_id": task_id,
+            "server": server,
+            "path": path,
+            "exported_at": now,
+        }
+        for row, task_id in zip(pending, task_ids, strict=True)
+    ]
+    with warehouse.connect() as con:
+        if rows:
+            replace_rows(con, TASKS.name, pd.DataFrame(rows), list(TASKS.keys))
+        content = content_version(con, [TASKS])
+    return {
+        "destination": config.destination,
+        "tasks_sent": len(rows),
+        "project_id": project_id,
+        "project_created": created,
+        **({"server": server} if server else {}),
+        **({"tasks_file": path} if path else {}),
+        "rows": content.rows,
+        "data_version": content.version,
+        "table_digests": content.digests,
+    }
+
+
+@step_asset(
+    config=TaskExportConfig,
+    kinds={"duckdb", "python"},
+    deps=[annotation_requests],
+    metadata=table_metadata(TASKS),
+)
+def annotation_tasks(
+    step: Step, home: Home, warehouse: Warehouse, label_studio: LabelStudio
+) -> dg.MaterializeResult:
+    """The annotation requests as Label Studio tasks (selection.annotation_tasks): imported into the
+    project (created with a pairwise-comparison config, or reused) or written as an import file. A task shows
+    the prompt and the two answers in a seeded left/right order; never the similarity or the strategy."""
+    try:
+        files = home.folder("annotation_tasks")
+        result = export_tasks(warehouse, label_studio, step.config, step.context.run_id, files)
+    except LabelStudioError as e:
+        raise dg.Failure(description=str(e), allow_retries=True) from None
+    version, digests = result.pop("data_version"), result.pop("table_digests")
+    return step.finish(version, {**result, **digest_metadata(digests), "dagster/row_count": result["rows"]})
+
+
+class AnnotationImportConfig(dg.Config):
+    """Where the annotations come from: `label_studio` (every project the tasks went to) or `file` (a Label
+    Studio JSON export at `export_path`, e.g. dropped into the inbox)."""
+
+    origin: str = LABEL_STUDIO
+    export_path: str = ""
+
+
+def read_label_studio_exports(warehouse: Warehouse, label_studio: LabelStudio) -> list[tuple[str, list, set]]:
+    """(origin, export, task ids sent there) of every project the tasks went to."""
+    with warehouse.connect(read_only=True) as con:
+        sent = con.execute(
+            "select project_id, task_id from selection.annotation_tasks where destination = ?", [LABEL_STUDIO]
+        ).fetchall()
+    client = label_studio.client()
+    projects: dict[int, set] = {}
+    for project_id, task_id in sent:
+        projects.setdefault(int(project_id), set()).add(task_id)
+    return [(f"{LABEL_STUDIO}:project/{p}", client.export(p), ids) for p, ids in sorted(projects.items())]
+
+
+def import_annotations(
+    warehouse: Warehouse, exports: list[tuple[str, list, set]], run_id: str
+) -> tuple[dict, list[dict]]:
+    """Store the new annotation versions and the rejects of these exports; returns the counts and the
+    current label of every annotation (its latest accepted version) for the labels file."""
+    with warehouse.connect() as con:
+        con.execute(_REQUESTS_DDL + ";" + _EXCHANGE_DDL)
+        requests = _requests(con)
+        stored = {
+            (p, a): (v, f)
+            for p, a, v, f in con.execute(
+                "select project_id, annotation_id, version, fingerprint from raw.annotations "
+                "qualify row_number() over (partition by project_id, annotation_id order by version desc) = 1"
+            ).fetchall()
+        }
+        rejected = set(
+            con.execute(
+                "select project_id, annotation_id, fingerprint from raw.annotation_rejects"
+            ).fetchall()
+        )
+    now = datetime.now(UTC).replace(tzinfo=None)
+    versions, rejects, unchanged, read, missing = [], [], 0, 0, 0
+    for origin, export, sent in exports:
+        try:
+            found = read_export(export, requests, stored, rejected, origin)
+        except ValueError as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from None
+        versions += found.versions
+        rejects += found.rejects
+        unchanged += found.unchanged
+        read += found.annotations_read
+        missing += len({t for t in sent if t is not None} - found.tasks)
+    with warehouse.connect() as con:
+        if versions:
+            frame = pd.DataFrame(versions).assign(run_id=run_id, ingested_at=now)
+            replace_rows(con, ANNOTATIONS.name, frame, list(ANNOTATIONS.keys))
+        if rejects:
+            frame = pd.DataFrame(rejects).assign(run_id=run_id)
+            replace_rows(con, ANNOTATION_REJECTS.name, frame, list(ANNOTATION_REJECTS.keys))
+        content = content_version(con, [ANNOTATIONS, ANNOTATION_REJECTS])
+        labels = con.execute("""
+            select p.prompt, c.response as chosen, r.response as rejected, a.project_id, a.annotation_id,
+                   a.version, a.annotator
+            from raw.annotations as a
+            join raw.prompts as p using (prompt_id)
+            join raw.responses as c on c.response_id = a.chosen_id
+            join raw.responses as r on r.response_id = a.rejected_id
+            qualify row_number() over (partition by a.project_id, a.annotation_id order by a.version desc) = 1
+            order by a.project_id, a.annotation_id""").df()
+        reasons = dict(
+            con.execute(
+                "select reason, count(*) from raw.annotation_rejects where run_id = ? group by 1", [run_id]
+            ).fetchall()
+        )
+    counts = {
+        "annotations_read": read,
+        "new_versions": len(versions),
+        "changed_annotations": sum(1 for v in versions if v["version"] > 1),
+        "unchanged": unchanged,
+        "new_rejects": len(rejects),
+        "tasks_missing": missing,
+        "rejects_by_reason": reasons,
+        "rows": content.rows,
+        "data_version": content.version,
+        "table_digests": content.digests,
+    }
+    return counts, labels.to_dict("records")
+
+
+def write_labels(labels: list[dict], version: str, folder: Path) -> Path:
+    """The current labels as a `table` source file (prompt, chosen, rejected: one row per annotation, so two
+    annotators who disagree are both there) in `folder`: the inbox, where the inbox sensor ingests it."""
+    out = folder / f"table__annotations-{version}.jsonl"
+    partial = out.with_suffix(".jsonl.tmp")
+    partial.write_text("".join(json.dumps(row, default=str) + "\n" for row in labels))
+    partial.replace(out)
+    return out
+
+
+@step_asset(
+    config=AnnotationImportConfig,
+    kinds={"duckdb", "python"},
+    deps=[annotation_tasks],
+    metadata=table_metadata(ANNOTATIONS, ANNOTATION_REJECTS),
+)
+def raw_annotations(
+    step: Step, home: Home, warehouse: Warehouse, label_studio: LabelStudio
+) -> dg.MaterializeResult:
+    """Annotations from Label Studio (its API, or its JSON export as a file) in raw.annotations: pair id,
+    choice, chosen/rejected ids, annotator, task and project, lead time, created/updated times. A changed
+    annotation is stored again as its next version; skipped, empty, malformed, duplicate and unknown-pair
+    annotations go to raw.annotation_rejects with their reason. The current labels are written as a `table`
+    source file for `raw_responses` (the inbox), from which they reach pair_candidates like any source's."""
+    config: AnnotationImportConfig = step.config
+    try:
+        if config.origin == LABEL_STUDIO:
+            exports = read_label_studio_exports(warehouse, label_studio)
+        elif config.origin == FILE:
+            path = Path(config.export_path)
+            try:
+                export = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise dg.Failure(
+                    description=f"cannot read the Label Studio export {path}: {e}", allow_retries=False
+                ) from None
+            exports = [(f"{FILE}:{path}", export, set())]
+        else:
+            raise dg.Failure(f"origin must be {LABEL_STUDIO} or {FILE}, not {config.origin!r}")
+    except LabelStudioError as e:
+        raise dg.Failure(description=str(e), allow_retries=True) from None
+    result, labels = import_annotations(warehouse, exports, step.context.run_id)
+    if result["tasks_missing"]:
+        step.log.warning(
+            f"{result['tasks_missing']} task(s) sent to Label Studio are gone from their project (deleted "
+            "there): the annotations already stored for them are kept"
+        )
+    version, digests = result.pop("data_version"), result.pop("table_digests")
+    labels_file = write_labels(labels, version, home.inbox)
+    metadata = {
+        **{k: v for k, v in result.items() if k != "rejects_by_reason"},
+        **digest_metadata(digests),
+        "rejects_by_reason": dg.MetadataValue.json(result["rejects_by_reason"]),
+        "labels": len(labels),
+        "labels_file": dg.MetadataValue.path(str(labels_file)),
+        "ingest_config": dg.MetadataValue.json({"source": "table", "path": str(labels_file)}),
+        "dagster/row_count": result["rows"],
+    }
+    return step.finish(version, metadata)
+
+
+ANNOTATIONS_JOB = "ingest_annotations"
+annotations_job = dg.define_asset_job(ANNOTATIONS_JOB, selection=[raw_annotations.key])
+
+
+def export_fingerprint(exports: list[tuple[str, list, set]]) -> str:
+    """What the sensor compares: every annotation's id and update time, and the tasks present."""
+    parts = []
+    for origin, export, _ in exports:
+        for task in export if isinstance(export, list) else []:
+            if not isinstance(task, dict):
+                continue
+            parts.append(f"{origin}/task/{task.get('id')}")
+            for a in task.get("annotations") or []:
+                if isinstance(a, dict):
+                    parts.append(f"{origin}/{a.get('id')}/{a.get('updated_at')}/{a.get('was_cancelled')}")
+    return digest(*sorted(parts))[:16]
+
+
+@dg.sensor(
+    name="label_studio_sensor",
+    job_name=ANNOTATIONS_JOB,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="A raw_annotations run whenever annotations in the Label Studio projects are added, changed "
+    "or removed.",
+)
+def label_studio_sensor(context: dg.SensorEvaluationContext, label_studio: LabelStudio, warehouse: Warehouse):
+    """Polls every project the tasks went to; requests one raw_annotations run per new state of their
+    annotations (the cursor and run key are the state's fingerprint). A server that is down or refuses the
+    key is a skip with the reason, never a crash; nothing already stored is touched."""
+    try:
+        with warehouse.connect(read_only=True) as con:
+            if not table_exists(con, TASKS.name):
+                return dg.SkipReason("no tasks were sent to Label Studio yet (annotation_tasks)")
+        exports = read_label_studio_exports(warehouse, label_studio)
+    except FileNotFoundError as e:
+        return dg.SkipReason(str(e))
+    except LabelStudioError as e:
+        return dg.SkipReason(str(e))
+    if not exports:
+        return dg.SkipReason("no tasks were sent to Label Studio yet (annotation_tasks)")
+    state = export_fingerprint(exports)
+    if state == context.cursor:
+        return dg.SkipReason("no new or changed annotations")
+    context.update_cursor(state)
+    return dg.RunRequest(
+        run_key=state, run_config={"ops": {"raw_annotations": {"config": {"origin": LABEL_STUDIO}}}}
+    )
+
+
+jobs = [annotations_job]
+sensors = [label_studio_sensor]
+
+
+# ---------------------------------------------------------------------------------------- quality
+
+
+def current_annotations(warehouse: Warehouse) -> pd.DataFrame:
+    """The latest version of every stored annotation, with the gold gap of its choice where gold is known:
+    the response's own gold (synthetic source), else the synthetic gold function for prompts of its topics."""
+    from real_assets.core.synthetic import gold_quality, topic_of
+
+    with warehouse.connect(read_only=True) as con:
+        frame = con.execute("""
+            select a.strategy, a.round, a.request_id, a.annotator, a.chosen_id, a.rejected_id, p.prompt,
+                   c.response as chosen, r.response as rejected,
+                   c.gold as chosen_gold, r.gold as rejected_gold
+            from raw.annotations as a
+            join raw.prompts as p using (prompt_id)
+            join raw.responses as c on c.response_id = a.chosen_id
+            join raw.responses as r on r.response_id = a.rejected_id
+            qualify row_number() over (partition by a.project_id, a.annotation_id order by a.version desc) = 1
+            order by a.strategy, a.round, a.request_id, a.annotator""").df()
+
+    def gap(row) -> float:
+        if pd.notna(row.chosen_gold) and pd.notna(row.rejected_gold):
+            return float(row.chosen_gold - row.rejected_gold)
+        if topic_of(row.prompt) is not None:
+            return gold_quality(row.prompt, row.chosen) - gold_quality(row.prompt, row.rejected)
+        return float("nan")
+
+    return frame.assign(gold_gap=[gap(r) for r in frame.itertuples()] if len(frame) else [])
+
+
+@step_asset(kinds={"duckdb", "python"}, deps=[raw_annotations], metadata=table_metadata(QUALITY))
+def annotation_quality(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Per strategy and round (round -1: every round): agreement between the two annotators of
+    double-labelled tasks, the label-flip rate it implies, and the true error rate against gold where gold
+    exists (eval.annotation_quality). DPO's robust loss takes its label smoothing from here."""
+    table = compute_quality(current_annotations(warehouse))
+    with warehouse.connect() as con:
+        con.execute("drop table if exists eval.annotation_quality")
+        con.register("_quality", table)
+        con.execute("create table eval.annotation_quality as select * from _quality")
+        con.unregister("_quality")
+        content = content_version(con, [QUALITY])
+    pooled = table[table["round"] == ALL_ROUNDS]
+    metrics = {}
+    for row in pooled.itertuples():
+        for name in ("agreement", "estimated_flip_rate", "true_error_rate"):
+            value = getattr(row, name)
+            if value is not None and not pd.isna(value):
+                metrics[f"{row.strategy}/{name}"] = float(value)
+    rows = [
+        "| strategy | round | tasks | double | agreement | est. flip rate | true error |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ] + [
+        f"| {r.strategy} | {'all' if r.round == ALL_ROUNDS else r.round} | {r.tasks} | {r.double_labelled} | "
+        f"{_fmt(r.agreement)} | {_fmt(r.estimated_flip_rate)} | {_fmt(r.true_error_rate)} |"
+        for r in table.itertuples()
+    ]
+    metadata = {
+        **metrics,
+        "quality": dg.MetadataValue.md("\n".join(rows)),
+        **content.metadata(),
+        "dagster/row_count": content.rows,
+    }
+    return step.finish(content.version, metadata)
+
+
+def _fmt(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+LOOP_GROUP = "annotation"
+"""The group of these assets: steps of the annotation loop, left out of the default demo."""
+
+
+def loop_asset_names(defs: dg.Definitions) -> list[str]:
+    """The assets of the annotation loop in a code location."""
+    graph = defs.resolve_asset_graph()
+    return sorted(
+        k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).group_name == LOOP_GROUP
+    )
