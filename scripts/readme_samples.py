@@ -1,11 +1,12 @@
-"""README's samples, produced from a real run's home: the results tables of "What the default run shows" and
-the two audit samples (a clean home; a copy of it with one warehouse row and one checkpoint file changed).
+"""The docs' samples, produced from a real run's home: the results tables of README's "What the default run
+shows" and the two audit samples of docs/operations.md (a clean home; a copy of it with one warehouse row and
+one checkpoint file changed).
 
-    python scripts/readme_samples.py --home .real_assets                     # print the samples
-    python scripts/readme_samples.py --home .real_assets --write README.md   # replace README's samples
+    python scripts/readme_samples.py --home .real_assets                 # print the samples
+    python scripts/readme_samples.py --home .real_assets --write README.md docs/operations.md
 
-Each sample sits in README between `<!-- sample:NAME -->` and `<!-- /sample:NAME -->`;
-tests/test_readme_samples.py checks that README's samples have the form this script gives the shared demo
+Each sample sits between `<!-- sample:NAME -->` and `<!-- /sample:NAME -->` in one of `SAMPLE_FILES`;
+tests/test_readme_samples.py checks that the docs' samples have the form this script gives the shared demo
 home (`sample_form`: the same lines, steps, columns and layout, with ids, times, versions and numbers
 left out), so they cannot drift from the code.
 """
@@ -26,6 +27,8 @@ from pathlib import Path
 import duckdb
 
 SAMPLES = ("results", "budget-sweep", "audit-clean", "audit-tampered")
+SAMPLE_FILES = ("README.md", "docs/operations.md")
+"""Where the samples are, relative to the repository root."""
 TAMPERED_CHECKPOINT = ("dpo_checkpoint", "0|easy")
 """The checkpoint whose file the tampered sample changes: the first seed of REAL's own strategy."""
 
@@ -200,14 +203,19 @@ def sample_form(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", required=True, help="a home a demo ran in (e.g. .real_assets)")
-    parser.add_argument("--write", type=Path, help="replace the samples in this README")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        nargs="+",
+        help=f"replace the samples in these files ({', '.join(SAMPLE_FILES)} hold them)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     samples = render(Path(args.home))
-    if args.write:
-        args.write.write_text(write_samples(args.write.read_text(), samples))
-        print(f"wrote {', '.join(samples)} into {args.write}")
-    else:
+    for path in args.write or []:
+        path.write_text(write_samples(path.read_text(), samples))
+        print(f"wrote the samples {path} holds into it")
+    if not args.write:
         for name, text in samples.items():
             print(f"<!-- sample:{name} -->\n{text}\n<!-- /sample:{name} -->\n")
     return 0

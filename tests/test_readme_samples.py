@@ -22,7 +22,7 @@ def _script():
 
 def test_readme_samples_have_the_form_the_code_gives_a_real_home(demo_home):
     script = _script()
-    readme = script.readme_samples((ROOT / "README.md").read_text())
+    readme = script.readme_samples("\n".join((ROOT / name).read_text() for name in script.SAMPLE_FILES))
     produced = script.render(demo_home)
     for name in script.SAMPLES:
         assert script.sample_form(readme[name]) == script.sample_form(produced[name]), name
