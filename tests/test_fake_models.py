@@ -194,3 +194,17 @@ def test_the_backend_is_chosen_by_environment_cli_flag_or_config(monkeypatch, tm
     assert definitions(locations, "fake").resources["compute"].model_backend == "fake"
     with pytest.raises(SystemExit):
         cli.main(["demo", "--model-backend", "tensorflow"])
+
+
+def test_the_fake_samples_every_missing_candidate_deterministically(tmp_path):
+    from real_assets.core.annotation.generation import PromptTodo, SamplingConfig, sample_candidates
+    from real_assets.core.fake_models import fake_for
+
+    ref = _reference(tmp_path / "ref")[1]
+    todo = [PromptTodo("p1", "How do I brew tea?", (0, 2)), PromptTodo("p2", "And coffee?", (1,))]
+    fake = fake_for(sample_candidates)
+    first = fake(ref, todo, SamplingConfig(seed=3))
+    assert [(p, i) for p, i, _ in first] == [("p1", 0), ("p1", 2), ("p2", 1)]
+    assert all(text.endswith(".") and len(text) > 3 for _, _, text in first)
+    assert fake(ref, todo, SamplingConfig(seed=3)) == first
+    assert fake(ref, todo, SamplingConfig(seed=4)) != first

@@ -318,8 +318,31 @@ def reference_pair_scores(reference_dir, pairs: pd.DataFrame, device=None, max_l
     return pd.DataFrame({"ref_margin": np.array(margins, dtype=float), "ches": np.array(ches, dtype=float)})
 
 
+def sample_candidates(policy_dir, todo, cfg, device=None, **kwargs) -> list[tuple[str, int, str]]:
+    """Fake of `core.annotation.generation.sample_candidates`: every missing sample of every prompt, a
+    deterministic text from the policy checkpoint, the prompt and the sample index (a few words from a small
+    vocabulary, so that pairs differ in length and wording)."""
+    wait_at_barrier("sample_candidates")
+    policy = _checkpoint_digest(policy_dir)
+    words = ("water", "tea", "slowly", "first", "then", "boil", "steep", "cool", "pour", "taste", "rinse")
+    out = []
+    for item in todo:
+        for index in sorted(item.missing):
+            rng = _rng(_digest(policy, item.prompt, index, getattr(cfg, "seed", 0)))
+            text = " ".join(rng.choice(words, size=int(rng.integers(3, 12))))
+            out.append((item.prompt_id, index, text.capitalize() + "."))
+    return out
+
+
 FAKES: dict[str, Callable[..., Any]] = {
     fake.__name__: fake
-    for fake in (train_reference, train_dpo, evaluate_policy, train_and_score, reference_pair_scores)
+    for fake in (
+        train_reference,
+        train_dpo,
+        evaluate_policy,
+        train_and_score,
+        reference_pair_scores,
+        sample_candidates,
+    )
 }
 """The fake of each model function that assets pass to `Compute.run`, by the function's name."""
