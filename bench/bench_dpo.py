@@ -58,7 +58,8 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="bench_dpo_"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from real_assets.cli import instance_of, prepare_home, quiet_libraries
+    from real_assets.cli import quiet_libraries
+    from real_assets.homes import instance_of, prepare_home
 
     locations = prepare_home(str(home))
     quiet_libraries()

@@ -127,7 +127,7 @@ def run_loop(
     resources: dict | None = None,
     stream: TextIO | None = None,
 ) -> LoopRun:
-    """Run the loop into a prepared home (`cli.prepare_home`); `annotate_round` replaces the file route's
+    """Run the loop into a prepared home (`homes.prepare_home`); `annotate_round` replaces the file route's
     annotation of each round (e.g. annotators answering in Label Studio, then the sensor)."""
     out = stream or sys.stdout
     locations = Locations.resolve(home)

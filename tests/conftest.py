@@ -71,7 +71,7 @@ def home_template(tmp_path_factory) -> Path:
     """A prepared, empty home, made once: from here on every new home of the session (the CLI's, in this
     process and in the ones it starts) copies its migrated Dagster and MLflow stores
     (`REAL_ASSETS_HOME_TEMPLATE`) instead of migrating them again."""
-    from real_assets.cli import HOME_TEMPLATE_ENV, prepare_home
+    from real_assets.homes import HOME_TEMPLATE_ENV, prepare_home
 
     root = tmp_path_factory.mktemp("template") / "home"
     with _restored_environment():

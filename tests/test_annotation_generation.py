@@ -6,11 +6,11 @@ import json
 import dagster as dg
 import pytest
 
-from real_assets.cli import instance_of, prepare_home
 from real_assets.core.annotation.generation import SamplingConfig, missing_samples
 from real_assets.core.annotation.prompts import read_prompts
 from real_assets.core.records import SourceError
 from real_assets.demo import materialize
+from real_assets.homes import instance_of, prepare_home
 from real_assets.resources import Warehouse
 
 TINY_REFERENCE = {"epochs": 1.0, "n_layer": 1, "n_embd": 32, "vocab_size": 400}

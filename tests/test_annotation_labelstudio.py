@@ -10,12 +10,13 @@ from labelstudio_server import ADMIN_EMAIL, ADMIN_PASSWORD, running_label_studio
 
 from real_assets.annotation_audit import annotation_lineage
 from real_assets.annotation_loop import LoopSettings, run_loop, step
-from real_assets.cli import instance_of, main, prepare_home
+from real_assets.cli import main
 from real_assets.core.annotation.browser import LabelStudioBrowser
 from real_assets.core.annotation.labelstudio import LabelStudioError
 from real_assets.core.annotation.simulated import SimulatedAnnotators, answer_in_label_studio, pairwise_result
 from real_assets.defs.annotation import LabelStudio, label_studio_sensor
 from real_assets.demo import materialize
+from real_assets.homes import instance_of, prepare_home
 from real_assets.resources import Warehouse
 from real_assets.settings import Locations
 

@@ -8,7 +8,7 @@ import sys
 import dagster as dg
 import pytest
 
-from real_assets import cli
+from real_assets import homes
 from real_assets.definitions import defs
 from real_assets.defs import automation, conditions
 
@@ -159,7 +159,7 @@ def test_training_runs_on_data_version_change_after_cron_tick():
 def test_pools_limit_one_step_at_a_time(tmp_path):
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text(cli.DAGSTER_YAML)
+    (dagster_home / "dagster.yaml").write_text(homes.DAGSTER_YAML)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
         for pool in ("warehouse", "gpu"):

@@ -14,8 +14,8 @@ from conftest import SHORT_EVAL, SMALL_SWEEP
 from postgres_server import lake_unavailable, running_postgres
 
 from real_assets import cli
-from real_assets.cli import instance_of
 from real_assets.definitions import defs, resources_for
+from real_assets.homes import instance_of
 from real_assets.resources import Warehouse
 from real_assets.settings import Locations
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from real_assets.cli import HOME_TEMPLATE_ENV, prepare_home
+from real_assets.homes import HOME_TEMPLATE_ENV, prepare_home
 
 pytestmark = pytest.mark.slow
 

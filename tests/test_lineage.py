@@ -8,8 +8,8 @@ import json
 import dagster as dg
 import pytest
 
-from real_assets.cli import instance_of, prepare_home
 from real_assets.demo import materialize
+from real_assets.homes import instance_of, prepare_home
 from real_assets.resources import Compute, Warehouse
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 from conftest import FAKE_MODELS, SHORT_EVAL, SMALL_SWEEP
 
-from real_assets.cli import HOME_TEMPLATE_ENV, init_lock
+from real_assets.homes import HOME_TEMPLATE_ENV, init_lock
 from real_assets.recovery import WORKER_PID_TAG, recover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_concurrent_first_runs_share_one_fresh_home(tmp_path):
     home = tmp_path / "home"
     code = (
         "import sys; from mlflow import MlflowClient; "
-        "from real_assets.cli import instance_of, prepare_home; "
+        "from real_assets.homes import instance_of, prepare_home; "
         "locations = prepare_home(sys.argv[1]); "
         "instance = instance_of(locations); instance.get_runs(limit=1); "
         "MlflowClient(tracking_uri=locations.tracking_uri).search_experiments()"
@@ -240,7 +240,7 @@ def test_the_daemon_fails_a_dead_ui_run_and_frees_its_slots(tmp_path, monkeypatc
     from dagster._core.events import EngineEventData
     from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
-    from real_assets.cli import DAGSTER_YAML
+    from real_assets.homes import DAGSTER_YAML
     from real_assets.recovery import PidCheckingRunLauncher
 
     (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)

@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 
 from real_assets import cli
-from real_assets.cli import instance_of
 from real_assets.definitions import definitions
 from real_assets.defs import inbox
 from real_assets.defs.conditions import train_cron
+from real_assets.homes import instance_of
 from real_assets.resources import Warehouse
 from real_assets.settings import Locations
 

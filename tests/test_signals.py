@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from real_assets.cli import init_lock
+from real_assets.homes import init_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

@@ -26,9 +26,9 @@ import dagster as dg
 import pytest
 from conftest import copy_home
 
-from real_assets.cli import instance_of, prepare_home
 from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
+from real_assets.homes import instance_of, prepare_home
 
 pytestmark = pytest.mark.slow
 
