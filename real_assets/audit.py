@@ -37,7 +37,7 @@ import duckdb
 
 from real_assets.core.checkpoints import UNPARTITIONED
 from real_assets.core.hashing import TABLE_DIGEST_FORMAT, digest_manifest
-from real_assets.defs.annotation import LOOP_GROUP
+from real_assets.defs.annotation import LOOP_GROUPS
 from real_assets.defs.common import data_version_of, latest_materialization
 from real_assets.defs.partitions import partition_tag
 from real_assets.defs.versions import (
@@ -383,7 +383,7 @@ def audit(defs: dg.Definitions, partition: str | None = None) -> AuditReport:
         reads_partitions: set[dg.AssetKey] = set()
         """Unpartitioned assets built from every partition of an upstream: skipped for one partition."""
         for key in graph.toposorted_asset_keys:
-            if graph.get(key).group_name == LOOP_GROUP and latest_materialization(instance, key) is None:
+            if graph.get(key).group_name in LOOP_GROUPS and latest_materialization(instance, key) is None:
                 continue  # a home that never ran the annotation loop
             parents = graph.get(key).parent_keys
             if key not in partitioned and parents & (partitioned | reads_partitions):

@@ -10,6 +10,7 @@ from real_assets.defs import (
     annotation,
     automation,
     budget,
+    candidates,
     evaluation,
     features,
     inbox,
@@ -18,10 +19,10 @@ from real_assets.defs import (
     training,
 )
 from real_assets.defs.sql_assets import sql_definitions
-from real_assets.resources import Compute, Home, Tracking, Warehouse
+from real_assets.resources import Compute, Home, LabelStudio, Tracking, Warehouse
 from real_assets.settings import ENGINE_ENV, MODEL_BACKEND_ENV, Locations
 
-DOMAINS = [ingest, features, selection, training, evaluation, budget, annotation]
+DOMAINS = [ingest, features, selection, training, evaluation, budget, candidates, annotation]
 PACKAGE = "real_assets"
 
 
@@ -66,7 +67,7 @@ def resources_for(locations: Locations, model_backend: str | None = None) -> dic
             tracking_uri=locations.tracking_uri, artifact_root=locations.mlflow_artifacts or ""
         ),
         "compute": compute,
-        "label_studio": annotation.LabelStudio(),
+        "label_studio": LabelStudio(),
     }
 
 

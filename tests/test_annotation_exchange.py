@@ -198,7 +198,7 @@ def test_a_server_that_is_down_is_named_without_the_key():
     with pytest.raises(LabelStudioUnreachable, match="does not answer") as e:
         client.export(1)
     assert "secret" not in str(e.value) and "secret" not in repr(client)
-    from real_assets.defs.annotation import LabelStudio
+    from real_assets.resources import LabelStudio
 
     assert "secret" not in repr(LabelStudio(url="http://x", api_key="secret-token"))
 

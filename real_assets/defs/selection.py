@@ -22,7 +22,7 @@ from real_assets.core.selection import (
     selection_summary,
     strategy_entry,
 )
-from real_assets.defs.annotation import read_requested_pairs
+from real_assets.defs.candidates import read_requested_pairs
 from real_assets.defs.common import Step, step_asset, step_config
 from real_assets.defs.conditions import EAGER
 from real_assets.defs.data_shape import no_pairs_reason

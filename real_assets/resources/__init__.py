@@ -3,6 +3,7 @@ tracking, and compute (device, engine, model backend)."""
 
 from real_assets.resources.compute import Compute
 from real_assets.resources.home import Home
+from real_assets.resources.labelstudio import LabelStudio
 from real_assets.resources.tracking import StepRun, Tracking, TrackingServerUnreachable, check_tracking_server
 from real_assets.resources.warehouse import (
     Warehouse,
@@ -16,6 +17,7 @@ from real_assets.resources.warehouse import (
 __all__ = [
     "Compute",
     "Home",
+    "LabelStudio",
     "StepRun",
     "Tracking",
     "TrackingServerUnreachable",
