@@ -17,7 +17,8 @@ from real_assets.core.sources import SourceSpec
 from real_assets.core.sql_models import load_sql_models, run_sql_model
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import RAW_TABLES, ingest
-from real_assets.defs.selection import TRAIN_CANDIDATES, read_train_candidates, select_in_warehouse
+from real_assets.defs.pair_scores import TRAIN_CANDIDATES
+from real_assets.defs.selection import read_train_candidates, select_in_warehouse
 from real_assets.defs.versions import content_version, tracked_content_version
 from real_assets.resources import Compute, Warehouse, table_digest
 

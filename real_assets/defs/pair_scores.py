@@ -1,0 +1,77 @@
+"""The reference policy's scores of every train candidate pair (`ref_margin`, `ches`), kept per reference
+version in the warehouse and computed only for pairs not yet scored: what `margin` and `ches` select by."""
+
+import pandas as pd
+
+from real_assets.core.reference_scores import reference_pair_scores
+from real_assets.core.selection import KEY_COLUMNS
+from real_assets.defs.training import recorded_checkpoint
+from real_assets.resources import Compute, Warehouse
+
+CANDIDATES_TABLE = "selection.pair_candidates"
+TRAIN_CANDIDATES = f"(select * from {CANDIDATES_TABLE} where split = 'train')"
+REFERENCE_SCORES = "selection.reference_pair_scores"
+"""`ref_margin` and `ches` of the train pairs under one reference version: computed once per pair and
+reference, a range of prompts at a time, and shared by `margin` and `ches` on every seed."""
+SCORE_PROMPTS_PER_CHUNK = 20_000
+"""Prompts whose pairs (with their texts) the reference model scores per call."""
+SCORES_DDL = f"""
+create table if not exists {REFERENCE_SCORES} (
+    reference_version varchar not null, prompt_id varchar not null, chosen_id varchar not null,
+    rejected_id varchar not null, ref_margin double, ches double
+)
+"""
+
+
+def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: Compute, report) -> int:
+    """Score the train pairs that have no score under `reference_version` yet, one range of prompts at a
+    time (memory: one range's pair texts), and drop the scores of other versions. Returns the pairs scored."""
+    with warehouse.connect() as con:
+        con.execute(SCORES_DDL)
+        con.execute(f"delete from {REFERENCE_SCORES} where reference_version <> ?", [reference_version])
+    pending = (
+        f"select k.prompt_id, k.chosen_id, k.rejected_id from {TRAIN_CANDIDATES} as k "
+        f"where not exists (select 1 from {REFERENCE_SCORES} as s where s.reference_version = ? "
+        "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id)"
+    )
+    scored, after = 0, ""
+    while True:
+        with warehouse.connect(read_only=True) as con:
+            last = con.execute(
+                f"select max(prompt_id) from (select distinct prompt_id from ({pending}) "
+                f"where prompt_id > ? order by prompt_id limit {SCORE_PROMPTS_PER_CHUNK})",
+                [reference_version, after],
+            ).fetchone()[0]
+            if last is None:
+                return scored
+            pairs = con.execute(
+                f"""select p.prompt_id, p.chosen_id, p.rejected_id, t.prompt, c.response as chosen,
+                           r.response as rejected
+                    from ({pending}) as p join raw.prompts as t using (prompt_id)
+                    join raw.responses as c on c.response_id = p.chosen_id
+                    join raw.responses as r on r.response_id = p.rejected_id
+                    where p.prompt_id > ? and p.prompt_id <= ?
+                    order by p.prompt_id, p.chosen_id, p.rejected_id""",
+                [reference_version, after, last],
+            ).df()
+        scores = _reference_scores(warehouse, pairs, reference_version, compute, report)
+        frame = pd.concat([pairs[KEY_COLUMNS].reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
+        frame = frame.assign(reference_version=reference_version)
+        with warehouse.connect() as con:
+            con.register("scores_frame", frame)
+            con.execute(f"insert into {REFERENCE_SCORES} by name select * from scores_frame")
+        scored += len(frame)
+        after = last
+
+
+def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
+    reference, training = recorded_checkpoint(warehouse, "reference_policy", reference_version)
+    scores, _ = compute.run(
+        reference_pair_scores,
+        reference,
+        candidates[["prompt", "chosen", "rejected"]],
+        max_length=training["max_length"],
+        min_response_tokens=training["min_response_tokens"],
+        report=report,
+    )
+    return scores
