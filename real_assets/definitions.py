@@ -8,6 +8,7 @@ import dagster as dg
 from real_assets.core.hashing import code_digest
 from real_assets.defs import (
     annotation,
+    annotation_sensor,
     automation,
     budget,
     candidates,
@@ -77,9 +78,9 @@ CODE_LOCATION = (
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
-        jobs=[*automation.jobs, *annotation.jobs],
+        jobs=[*automation.jobs, *annotation_sensor.jobs],
         schedules=automation.schedules,
-        sensors=[*automation.sensors, *inbox.sensors, *annotation.sensors],
+        sensors=[*automation.sensors, *inbox.sensors, *annotation_sensor.sensors],
     ),
 )
 """Everything but the resources (a tuple: a module holds one `Definitions`, `defs`)."""

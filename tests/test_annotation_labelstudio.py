@@ -14,7 +14,7 @@ from real_assets.cli import main
 from real_assets.core.annotation.browser import LabelStudioBrowser
 from real_assets.core.annotation.labelstudio import LabelStudioError
 from real_assets.core.annotation.simulated import SimulatedAnnotators, answer_in_label_studio, pairwise_result
-from real_assets.defs.annotation import label_studio_sensor
+from real_assets.defs.annotation_sensor import label_studio_sensor
 from real_assets.demo import materialize
 from real_assets.homes import instance_of, prepare_home
 from real_assets.resources import LabelStudio, Warehouse

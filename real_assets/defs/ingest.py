@@ -16,7 +16,7 @@ from real_assets.core.progress import Progress
 from real_assets.core.records import SourceError
 from real_assets.core.sources import SourceSpec, cap_responses, check_source, stage_source
 from real_assets.core.sources import sqlchecks as sq
-from real_assets.core.sources.staging import FIRST_PER_RESPONSE_ID, later_occurrences
+from real_assets.core.sources.dedup import FIRST_PER_RESPONSE_ID, later_occurrences
 from real_assets.defs.common import RangeChecked, Step, step_asset
 from real_assets.defs.versions import (
     WarehouseTable,

@@ -25,7 +25,7 @@ from real_assets.core.sources.reasons import (
     WRONG_TYPE,
 )
 from real_assets.core.sources.rowchecks import Reject, text
-from real_assets.core.sources.staging import excerpt
+from real_assets.core.sources.rowwise import excerpt
 
 SOURCE_NAME = "prompts"
 PROMPT_FIELD = "prompt"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import duckdb
 
 from real_assets.core.records import RejectRecord, ResponseRecord, SourceBatch, SourceError
+from real_assets.core.sources.dedup import cap_responses
 from real_assets.core.sources.reasons import REASONS, ROW_FIELD
 from real_assets.core.sources.registry import file_source_names, get_source, source_names
 from real_assets.core.sources.spec import DEFAULT_MAX_RESPONSES_PER_PROMPT, SourceSpec
@@ -23,7 +24,6 @@ from real_assets.core.sources.staging import (
     EXCERPT_CHARS,
     Plan,
     StageCounts,
-    cap_responses,
     plan_source,
     stage_source,
 )

@@ -11,7 +11,6 @@ row is checked by its source's row validator in Python, which names the field an
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -19,42 +18,34 @@ import duckdb
 import pyarrow as pa
 
 import real_assets.core.sources.sqlchecks as sq
-from real_assets.core.hashing import prompt_id, response_id, split_for
 from real_assets.core.records import SourceBatch, SourceError
-from real_assets.core.sources.files import CSV, locate, peek_columns
+from real_assets.core.sources.chunk_sql import (
+    LINE_WHITESPACE,
+    chunk_rows,
+    col_of,
+    column_typed,
+    json_typed,
+    row_key,
+)
+from real_assets.core.sources.dedup import FIRST_PER_RESPONSE_ID, later_occurrences
+from real_assets.core.sources.files import locate, peek_columns
 from real_assets.core.sources.readers import FIELD_SEPARATOR, JSON_FORM, Chunk, chunks, read_ahead
 from real_assets.core.sources.reasons import (
     DUPLICATE_ROW,
     IDENTICAL_RESPONSES,
-    INVALID_JSON,
-    NOT_AN_OBJECT,
     ROW_FIELD,
     TOO_DEEPLY_NESTED,
 )
 from real_assets.core.sources.registry import Layout, Source, get_source
 from real_assets.core.sources.rowchecks import LABELLED_PAIR, SCORED, Reject
+from real_assets.core.sources.rowwise import EXCERPT_CHARS, excerpt, ids_of, parse_json
 from real_assets.core.sources.spec import SourceSpec, check_spec_values
 
-EXCERPT_CHARS = 200
 GENERATED_BATCH = 50_000
 """Responses a generated source yields per batch."""
 SCAN_BATCH_ROWS = 16_384
 """A chunk is handed to DuckDB as Arrow record batches of this many rows: DuckDB scans the batches of
 one Arrow table in parallel, but a single batch on one thread."""
-_LINE_WHITESPACE_CHARS = " \t\n\r\x0b\x0c"
-"""What bytes.strip() removes around a line."""
-_LINE_WHITESPACE = sq.literal(_LINE_WHITESPACE_CHARS)
-
-
-def _row_key(form: str) -> str:
-    """What makes two input rows the same row: their text as read (a JSONL line without the whitespace
-    around it, CSV fields, a Parquet row)."""
-    if form == JSON_FORM:
-        return f"(case when padded then md5_number(trim(raw, {_LINE_WHITESPACE})) else md5_number(raw) end)"
-    return "md5_number(raw)"
-
-
-_NULL = sq.Col("'null'", "NULL::varchar", "NULL::double")
 
 # `_staged`: one row per item of an accepted input row, with its ids (row_key: the row's duplicate key);
 # while a chunk is checked, also one row with a null item per row that the SQL checks did not accept.
@@ -192,82 +183,6 @@ def _stage_records(con: duckdb.DuckDBPyConnection, batch: SourceBatch) -> None:
 # ---------------------------------------------------------------------------------------------- typing
 
 
-def _typed_columns(i: int, t: str, v: str, n: str) -> str:
-    return f"{t} as t{i}, {v} as v{i}, {n} as n{i}"
-
-
-def _source_rows(chunk: Chunk, kind: str) -> str:
-    """The chunk's rows as read: row_number, pre_reason, raw (the row's text), padded (JSON: whitespace
-    around the line) and, in column form, the layout columns c0, c1, ..."""
-    if chunk.form == JSON_FORM:
-        return "select row_number, pre_reason, line as raw, padded from _chunk"
-    if kind == CSV:
-        raw = "raw"
-    else:
-        packed = ", ".join(f"{sq.identifier(n)} := c{i}" for i, n in enumerate(chunk.columns))
-        raw = f"to_json(struct_pack({packed}))::varchar"
-    data = "".join(f", c{i}" for i in range(len(chunk.columns)))
-    return f"select row_number, pre_reason, {raw} as raw, false as padded{data} from _chunk"
-
-
-def _json_typed(chunk: Chunk, columns: tuple[str, ...]) -> str:
-    """Each layout column of a JSON line as t{i} (type tag), v{i} (text), n{i} (number), parsed once."""
-    structure = json.dumps(dict.fromkeys(columns, "JSON"))
-    typed = []
-    for i, name in enumerate(columns):
-        f = f"struct_extract(j, {sq.literal(name)})"
-        # A JSON text that starts with a quote is a string: json_type is asked only about the others.
-        is_str = f"starts_with({f}, '\"')"
-        t = (
-            f"(case when {f} is null then 'null' when {is_str} then 'str' "
-            f"else (case json_type({f}) when 'BIGINT' then 'num' when 'UBIGINT' then 'num' "
-            f"when 'DOUBLE' then 'num' when 'NULL' then 'null' else 'other' end) end)"
-        )
-        typed.append(
-            _typed_columns(
-                i, t, f"({f} ->> '$')", f"(case when not {is_str} then try_cast({f} as double) end)"
-            )
-        )
-    # A row that yyjson reads but Python refuses (a trailing comma) goes to the row-wise checks. A key
-    # repeated in an object: the first one counts on both sides (yyjson's rule; see _parse_json).
-    json_ok = "coalesce(j is not null and not regexp_matches(raw, ',[ \\t\\n\\r]*[\\]}]'), false) as json_ok"
-    return (
-        f"select row_number, pre_reason, raw, padded, {', '.join([*typed, json_ok])} from ("
-        "select *, "
-        f"case when pre_reason is null then try(json_transform(raw, {sq.literal(structure)})) end as j "
-        f"from ({_source_rows(chunk, JSON_FORM)}))"
-    )
-
-
-def _column_typed(chunk: Chunk, kind: str) -> str:
-    """Each layout column of a CSV / Parquet chunk as t{i}, v{i}, n{i}, with the column itself as c{i}."""
-    typed = []
-    for i, typ in enumerate(chunk.types):
-        c = f"c{i}"
-        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-            tag, v, n = "str", c, "NULL::double"
-        elif pa.types.is_integer(typ) or pa.types.is_floating(typ):
-            tag, v, n = "num", "NULL::varchar", f"{c}::double"
-        else:
-            tag, v, n = "other", "NULL::varchar", "NULL::double"
-        t = f"(case when {c} is null then 'null' else '{tag}' end)"
-        typed.append(f"{c}, {_typed_columns(i, t, v, n)}")
-    return (
-        f"select row_number, pre_reason, raw, padded, {', '.join([*typed, 'true as json_ok'])} "
-        f"from ({_source_rows(chunk, kind)})"
-    )
-
-
-def _col(columns: tuple[str, ...]) -> Callable[[str], sq.Col]:
-    index = {name: i for i, name in enumerate(columns)}
-
-    def col(name: str) -> sq.Col:
-        i = index.get(name)
-        return _NULL if i is None else sq.Col(f"t{i}", f"v{i}", f"n{i}")
-
-    return col
-
-
 # ---------------------------------------------------------------------------------------------- chunks
 
 
@@ -275,7 +190,7 @@ def _stage_chunk(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> No
     """Check one chunk: the SQL form accepts what it can (one pass, items straight to _staged), the rest
     goes row by row; then duplicate rows are found."""
     first_row = int(chunk.table.column("row_number")[0].as_py())
-    source_rows = _source_rows(chunk, plan.kind)
+    source_rows = chunk_rows(chunk, plan.kind)
     scanned = pa.Table.from_batches(chunk.table.to_batches(max_chunksize=SCAN_BATCH_ROWS), chunk.table.schema)
     with _registered(con, "_chunk", scanned):
         insert = _checked_insert(plan, chunk)
@@ -305,8 +220,8 @@ def _checked_insert(plan: Plan, chunk: Chunk) -> str | None:
     assert layout is not None
     if layout.vectorized is None:
         return None
-    typed = _json_typed(chunk, layout.columns) if chunk.form == JSON_FORM else _column_typed(chunk, plan.kind)
-    vec = layout.vectorized(_col(layout.columns))
+    typed = json_typed(chunk, layout.columns) if chunk.form == JSON_FORM else column_typed(chunk, plan.kind)
+    vec = layout.vectorized(col_of(layout.columns))
     query = typed
     for name, expr in vec.lets:
         query = f"select *, {expr} as {name} from ({query})"
@@ -319,7 +234,7 @@ def _checked_insert(plan: Plan, chunk: Chunk) -> str | None:
         items=", ".join(
             f"{p} as p{k}, {r} as r{k}, ({s})::double as s{k}" for k, (p, r, s) in enumerate(vec.items)
         ),
-        key=_row_key(chunk.form),
+        key=row_key(chunk.form),
         accept=vec.accept,
         query=query,
     )
@@ -361,40 +276,6 @@ def _with_ids(items: str, test_fraction: float) -> str:
     """
 
 
-def _first_key_wins(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object whose key repeats keeps the first value, as DuckDB's reader does."""
-    row: dict = {}
-    for key, value in pairs:
-        row.setdefault(key, value)
-    return row
-
-
-def _parse_json(raw: str) -> dict:
-    try:
-        row = json.loads(raw.strip(_LINE_WHITESPACE_CHARS), object_pairs_hook=_first_key_wins)
-    except RecursionError:
-        raise Reject(ROW_FIELD, TOO_DEEPLY_NESTED) from None
-    except ValueError:
-        raise Reject(ROW_FIELD, INVALID_JSON) from None
-    if not isinstance(row, dict):
-        raise Reject(ROW_FIELD, NOT_AN_OBJECT)
-    return row
-
-
-def excerpt(raw: str | None) -> str:
-    """The first EXCERPT_CHARS characters of a row as read (CSV fields joined by commas)."""
-    if not raw:
-        return ""
-    text = raw[: 4 * EXCERPT_CHARS].strip().replace(FIELD_SEPARATOR, ",")
-    return text.encode("utf-8", "replace").decode("utf-8")[:EXCERPT_CHARS]
-
-
-def _ids(prompt: str, response: str, test_fraction: float) -> tuple[str, str, str]:
-    """(prompt id, response id, split) in Python: what `_with_ids` computes in SQL."""
-    pid = prompt_id(prompt)
-    return pid, response_id(pid, response), split_for(pid, test_fraction)
-
-
 def _check_rowwise(
     con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk, source_rows: str, pending: str | None
 ) -> None:
@@ -415,11 +296,11 @@ def _check_rowwise(
             if pre_reason is not None:
                 raise Reject(ROW_FIELD, pre_reason)
             if chunk.form == JSON_FORM:
-                row = _parse_json(raw)
+                row = parse_json(raw)
             else:
                 row = {name: v for name, v in zip(chunk.columns, values[3:], strict=True) if v is not None}
             found, kind = layout.validate(row)
-            ids = [_ids(p, r, test_fraction) for p, r, _ in found]
+            ids = [ids_of(p, r, test_fraction) for p, r, _ in found]
             if kind != SCORED and ids[0][1] == ids[1][1]:
                 raise Reject(layout.pair_field, IDENTICAL_RESPONSES)
         except Reject as r:
@@ -439,7 +320,7 @@ def _check_rowwise(
             con.execute(f"""
                 insert into _staged ({_ITEM_COLUMNS}, row_key)
                 select i.*, k.row_key from _rowwise as i join (
-                    select row_number, {_row_key(chunk.form)} as row_key from ({source_rows})
+                    select row_number, {row_key(chunk.form)} as row_key from ({source_rows})
                     where row_number in (select row_number from _rowwise)
                 ) as k using (row_number)""")
     if reject_rows:
@@ -469,7 +350,7 @@ def _drop_duplicate_rows(con: duckdb.DuckDBPyConnection, source_rows: str, first
         con.execute(f"""
             insert into staged_rejects
             select row_number, '{ROW_FIELD}', '{DUPLICATE_ROW}',
-                   left(replace(trim(raw, {_LINE_WHITESPACE}), '{FIELD_SEPARATOR}', ','), {EXCERPT_CHARS})
+                   left(replace(trim(raw, {LINE_WHITESPACE}), '{FIELD_SEPARATOR}', ','), {EXCERPT_CHARS})
             from ({source_rows}) where row_number in (select row_number from _dups)
         """)
         con.execute(
@@ -500,64 +381,3 @@ def _finish(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
             where _staged.row_number = later.row_number and _staged.item = later.item
         """)
     con.execute("alter table _staged rename to staged_responses")
-
-
-FIRST_PER_RESPONSE_ID = "partition by response_id order by row_number, item"
-"""The window that ranks the occurrences of each response id in file order (row, then item)."""
-
-
-def later_occurrences(table: str, window: str) -> str:
-    """The (row_number, item) of every row of `table` that is not the first of its `window` partition. The
-    window sees only ids and positions: over whole rows it cost as much as writing them. A window rather
-    than a grouped form because it spills: DISTINCT ON and an IN over an aggregate ran out of DuckDB's
-    memory_limit at 2M rows."""
-    return (
-        "select row_number, item from ("
-        f"select row_number, item, row_number() over ({window}) as nth from {table}"
-        ") where nth > 1"
-    )
-
-
-def cap_responses(con: duckdb.DuckDBPyConnection, cap: int, stored: str | None = None) -> int:
-    """Keep at most `cap` responses per prompt: new response ids past the cap (in file order, after the
-    responses already in the `stored` table, if given) leave staged_responses. Returns how many left."""
-    stored_ids = (
-        f"where not exists (select 1 from {stored} as r where r.response_id = s.response_id)"
-        if stored
-        else ""
-    )
-    existing = (
-        f"select prompt_id, count(*) as n from {stored} "
-        "where prompt_id in (select prompt_id from new) group by prompt_id"
-        if stored
-        else "select null::varchar as prompt_id, 0 as n where false"
-    )
-    # Staged rows plus stored responses bound the count from above: within the cap, nothing to rank.
-    bound = con.execute(f"""
-        with new as (select prompt_id, count(*) as n from staged_responses group by prompt_id),
-        existing as ({existing})
-        select coalesce(max(new.n + coalesce(e.n, 0)), 0) from new left join existing as e using (prompt_id)
-    """).fetchone()[0]
-    if bound <= cap:
-        return 0
-    con.execute(f"""
-        create or replace temp table _over_cap as
-        with new as (
-            select prompt_id, response_id, min(row_number) as first_row,
-                   arg_min(item, row_number) as first_item
-            from staged_responses as s {stored_ids}
-            group by prompt_id, response_id
-        ),
-        existing as ({existing}),
-        ranked as (
-            select new.response_id, coalesce(e.n, 0) + row_number() over (
-                partition by new.prompt_id order by first_row, first_item, new.response_id) as k
-            from new left join existing as e using (prompt_id)
-        )
-        select response_id from ranked where k > {int(cap)}
-    """)
-    dropped = con.execute("select count(*) from _over_cap").fetchone()[0]
-    if dropped:
-        con.execute("delete from staged_responses where response_id in (select response_id from _over_cap)")
-    con.execute("drop table _over_cap")
-    return int(dropped)
