@@ -125,17 +125,21 @@ def train_and_score(
     return metrics, outcomes, result.max_length
 
 
+NO_PAIRS = {
+    "eval_pairs": 0,
+    "preference_accuracy": None,
+    "preference_ties": None,
+    "reward_margin": None,
+    "eval_pairs_truncated": 0,
+    "eval_pairs_dropped_too_long": 0,
+}
+"""The reward fields of an eval without held-out pairs."""
+
+
 def _reward_metrics(policy, reference, tokenizer, pairs, config, scoring, device, report):
     empty = pd.DataFrame(columns=OUTCOME_COLUMNS)
     if not pairs:
-        return {
-            "eval_pairs": 0,
-            "preference_accuracy": None,
-            "preference_ties": None,
-            "reward_margin": None,
-            "eval_pairs_truncated": 0,
-            "eval_pairs_dropped_too_long": 0,
-        }, empty
+        return dict(NO_PAIRS), empty
     progress = Progress("eval scoring", 4 * len(pairs), report, unit="sequences")
     args = ([p.prompt for p in pairs], [p.better for p in pairs], [p.worse for p in pairs], device)
     kwargs = {
@@ -172,17 +176,21 @@ def _reward_metrics(policy, reference, tokenizer, pairs, config, scoring, device
     }, outcomes
 
 
+NO_WIN_RATE = {
+    "win_rate": None,
+    "win_rate_ci_low": None,
+    "win_rate_ci_high": None,
+    "win_comparisons": 0,
+    "win_ties": None,
+    "policy_quality": None,
+    "reference_quality": None,
+}
+"""The win-rate fields of an eval without a judge or held-out prompts."""
+
+
 def _win_rate(policy, reference, tokenizer, prompts, scorer, config, device, seed_offset, report):
     if scorer is None or not prompts:
-        return {
-            "win_rate": None,
-            "win_rate_ci_low": None,
-            "win_rate_ci_high": None,
-            "win_comparisons": 0,
-            "win_ties": None,
-            "policy_quality": None,
-            "reference_quality": None,
-        }, pd.DataFrame(columns=OUTCOME_COLUMNS)
+        return dict(NO_WIN_RATE), pd.DataFrame(columns=OUTCOME_COLUMNS)
     repeated = [p for _, p in prompts for _ in range(config.samples_per_prompt)]
     ids = [i for i, _ in prompts for _ in range(config.samples_per_prompt)]
     progress = Progress("eval sampling", 2, report, unit="models")

@@ -210,14 +210,9 @@ def train_dpo(reference_dir, rows, cfg, seed, out_dir: Path, device=None, report
 
 def _reward_metrics(digest: str, pairs: Sequence[Any]) -> tuple[dict[str, Any], pd.DataFrame]:
     if not pairs:
-        return {
-            "eval_pairs": 0,
-            "preference_accuracy": None,
-            "preference_ties": None,
-            "reward_margin": None,
-            "eval_pairs_truncated": 0,
-            "eval_pairs_dropped_too_long": 0,
-        }, pd.DataFrame(columns=["metric", "prompt_id", "item", "value"])
+        from real_assets.core.evaluation import NO_PAIRS, OUTCOME_COLUMNS
+
+        return dict(NO_PAIRS), pd.DataFrame(columns=OUTCOME_COLUMNS)
     rng = _rng(digest)
     margins = rng.normal(0.2 * rng.random(), 1.0, len(pairs))
     outcome = np.where(margins > 0, 1.0, np.where(margins == 0, 0.5, 0.0))
@@ -242,15 +237,9 @@ def _reward_metrics(digest: str, pairs: Sequence[Any]) -> tuple[dict[str, Any], 
 
 def _win_rate(digest: str, prompts, scorer, samples: int) -> tuple[dict[str, Any], pd.DataFrame]:
     if scorer is None or not prompts:
-        return {
-            "win_rate": None,
-            "win_rate_ci_low": None,
-            "win_rate_ci_high": None,
-            "win_comparisons": 0,
-            "win_ties": None,
-            "policy_quality": None,
-            "reference_quality": None,
-        }, pd.DataFrame(columns=["metric", "prompt_id", "item", "value"])
+        from real_assets.core.evaluation import NO_WIN_RATE, OUTCOME_COLUMNS
+
+        return dict(NO_WIN_RATE), pd.DataFrame(columns=OUTCOME_COLUMNS)
     from real_assets.core.scoring import wilson_interval
 
     rng = _rng(_digest(digest, "win"))

@@ -129,9 +129,7 @@ def export_tasks(
         "project_created": created,
         **({"server": server} if server else {}),
         **({"tasks_file": path} if path else {}),
-        "rows": content.rows,
-        "data_version": content.version,
-        "table_digests": content.digests,
+        **content.fields(),
     }
 
 
@@ -239,9 +237,7 @@ def import_annotations(
         "new_rejects": len(rejects),
         "tasks_missing": missing,
         "rejects_by_reason": reasons,
-        "rows": content.rows,
-        "data_version": content.version,
-        "table_digests": content.digests,
+        **content.fields(),
     }
     return counts, labels.to_dict("records")
 

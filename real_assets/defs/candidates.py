@@ -168,9 +168,7 @@ def generate_responses(
         "device": device,
         **sampling.provenance(),
         "candidates_file": str(out),
-        "rows": content.rows,
-        "data_version": content.version,
-        "table_digests": content.digests,
+        **content.fields(),
     }
 
 
@@ -331,9 +329,7 @@ def request_round(
         "budget": config.budget,
         "unlabelled_pairs": len(unlabelled),
         "double_labelled": int(frame["double_label"].sum()),
-        "rows": content.rows,
-        "data_version": content.version,
-        "table_digests": content.digests,
+        **content.fields(),
     }
 
 

@@ -132,6 +132,10 @@ class Content:
     def metadata(self) -> dict:
         return digest_metadata(self.digests)
 
+    def fields(self) -> dict:
+        """rows, data_version and table_digests, as a step's result dict carries them to its asset."""
+        return {"rows": self.rows, "data_version": self.version, "table_digests": self.digests}
+
 
 def digest_metadata(digests: Mapping[str, str]) -> dict:
     """Materialization metadata of table digests: the digests and the format they were computed in."""
