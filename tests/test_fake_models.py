@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from real_assets.core import fake_models
+from real_assets.core.annotation.generation import sample_candidates
 from real_assets.core.checkpoints import finalize, staging_dir, verify
 from real_assets.core.evaluation import EvalConfig, HeldOutPair, Scoring, evaluate_policy, train_and_score
 from real_assets.core.reference_scores import reference_pair_scores
@@ -19,7 +20,14 @@ from real_assets.core.train_config import DpoConfig, ReferenceConfig, TrainResul
 from real_assets.core.training import train_dpo, train_reference
 from real_assets.resources import Compute
 
-REAL = [train_reference, train_dpo, evaluate_policy, train_and_score, reference_pair_scores]
+REAL = [
+    train_reference,
+    train_dpo,
+    evaluate_policy,
+    train_and_score,
+    reference_pair_scores,
+    sample_candidates,
+]
 DEFS = Path(__file__).resolve().parents[1] / "real_assets" / "defs"
 ROWS = [("what is two and two", "four", "five"), ("name a colour", "blue", "seven"), ("a b c", "d", "e")]
 FAKE = Compute(model_backend="fake")
