@@ -25,7 +25,12 @@ def _lora_study(max_length: int, lora_r: int, batch_size: int) -> dict[str, dict
     return {
         "reference_policy": {"base_model": SMOLLM2, "epochs": 1.0, "learning_rate": 2e-4, **lora},
         "dpo_checkpoint": {"epochs": 1.0, "learning_rate": 5e-4, "beta": 0.1, **lora},
-        "eval_scores": {"samples_per_prompt": 1, "max_new_tokens": 32, "batch_size": 16},
+        "eval_scores": {
+            "samples_per_prompt": 1,
+            "max_new_tokens": 32,
+            "batch_size": 16,
+            "max_eval_pairs": 24,
+        },
     }
 
 
