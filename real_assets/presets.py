@@ -36,11 +36,12 @@ def _lora_study(max_length: int, lora_r: int, batch_size: int) -> dict[str, dict
 
 PRESETS = {
     "smollm2-cpu": Preset(
-        "SmolLM2-135M-Instruct + LoRA (r 8) on a CPU-sized synthetic subset: 30 prompts with 4 responses "
-        "each, 3 seeds, strategies easy, hard, random, all, margin, ches, aepo; max_length 128",
+        "SmolLM2-135M-Instruct + LoRA (r 8) on a CPU-sized synthetic subset: 24 prompts with 4 responses "
+        "each, 3 seeds, strategies easy, hard, random, all, margin, ches, aepo; max_length 128, at most 24 "
+        "held-out pairs",
         {
             "source": "synthetic",
-            "n_prompts": 30,
+            "n_prompts": 24,
             "seeds": 3,
             "strategies": STUDY_STRATEGIES,
             "skip": ("budget_point", "budget_sweep"),
