@@ -38,6 +38,8 @@ class AuditReport:
     steps: list[StepAudit] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     """Problems not tied to one step (no home, no checkpoint at all)."""
+    warnings: list[str] = field(default_factory=list)
+    """Warnings not tied to one step (an asset this home never ran)."""
 
     @property
     def ok(self) -> bool:
@@ -47,7 +49,7 @@ class AuditReport:
         return self.problems + [f"{s.label}: {p}" for s in self.steps for p in s.problems]
 
     def all_warnings(self) -> list[str]:
-        return [f"{s.label}: {w}" for s in self.steps for w in s.warnings]
+        return self.warnings + [f"{s.label}: {w}" for s in self.steps for w in s.warnings]
 
     def to_dict(self) -> dict[str, Any]:
         return {

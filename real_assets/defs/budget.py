@@ -164,7 +164,8 @@ def budget_sweep(step: Step, home: Home, warehouse: Warehouse) -> dg.Materialize
     beside the full budget (`all`, from eval_scores), with `all`'s interval over seeds and held-out prompts
     and the smallest budget at which easy is within it."""
     all_rows, all_outcomes = _all_reference(warehouse)
-    with warehouse.connect(read_only=True) as con:
+    with warehouse.connect() as con:
+        con.execute(POINTS.ddl())  # no point materialized yet: the sweep is the full budget alone
         points = con.execute(
             "select strategy, keep_fraction, seed::integer as seed, pairs, label_error_rate, "
             "preference_accuracy, 'trained' as source from eval.budget_points"
