@@ -41,9 +41,14 @@ FAKE_MODELS = ("--model-backend", "fake")
 """`real-assets demo` flags of a demo whose test is about orchestration, not the models."""
 
 
-def demo_partitions(keys) -> list:
-    """The partition keys the shared demo materializes: every strategy, the first `DEMO_SEEDS` seeds."""
-    return [k for k in keys if k is None or "|" not in str(k) or int(str(k).split("|")[0]) < DEMO_SEEDS]
+GOLDEN_SEEDS = 1
+"""Seeds of the golden home: its tests are about lineage and orchestration, which one seed shows."""
+
+
+def demo_partitions(keys, seeds: int = DEMO_SEEDS) -> list:
+    """The partition keys a demo of `seeds` seeds materializes (the shared demo's by default): every
+    strategy, the first `seeds` seeds."""
+    return [k for k in keys if k is None or "|" not in str(k) or int(str(k).split("|")[0]) < seeds]
 
 
 @contextlib.contextmanager
@@ -117,11 +122,11 @@ def _point_at(root: Path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def golden_home(tmp_path_factory, home_template) -> Path:
-    """The shared demo's graph (same source, prompts, seeds and partitions) run once with the fake model
+    """The shared demo's graph (same source and prompts; `GOLDEN_SEEDS` seeds) run once with the fake model
     backend: every asset, partition, check, MLflow run and checkpoint record, in a fraction of the time.
     Tests only read it; a test that changes a home takes a `golden_copy`."""
     root = tmp_path_factory.mktemp("golden") / "home"
-    _cli_in_process(["demo", "--home", str(root), *TINY_DEMO, *FAKE_MODELS])
+    _cli_in_process(["demo", "--home", str(root), *TINY_DEMO, "--seeds", str(GOLDEN_SEEDS), *FAKE_MODELS])
     return root
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from conftest import demo_partitions
+from conftest import GOLDEN_SEEDS, demo_partitions
 
 from real_assets import cli
 from real_assets.audit import audit
@@ -38,7 +38,7 @@ def _warehouse(home: Path):
 
 
 DPO = dg.AssetKey("dpo_checkpoint")
-DPO_PARTITIONS = demo_partitions(defs.get_assets_def(DPO).partitions_def.get_partition_keys())
+DPO_PARTITIONS = demo_partitions(defs.get_assets_def(DPO).partitions_def.get_partition_keys(), GOLDEN_SEEDS)
 
 
 def _label(asset: str, partition: str | None = None) -> str:
@@ -52,7 +52,9 @@ def test_clean_home_passes(home, capsys):
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         partitions = graph.get(key).partitions_def
-        for partition in demo_partitions(partitions.get_partition_keys()) if partitions else [None]:
+        for partition in (
+            demo_partitions(partitions.get_partition_keys(), GOLDEN_SEEDS) if partitions else [None]
+        ):
             assert _label(key.to_user_string(), partition) in out
 
     first, second = DPO_PARTITIONS[:2]

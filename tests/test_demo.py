@@ -44,6 +44,7 @@ def test_demo_from_an_asset_starts_at_its_first_step_and_rejects_unknown_names()
         (["--from", "dpo"], "--from: no step materializes 'dpo'"),
     ],
 )
+@pytest.mark.usefixtures("home_template")  # a new home with migrated stores
 def test_demo_rejects_bad_step_options_before_any_step_runs(tmp_path, monkeypatch, capsys, args, message):
     from real_assets import cli
 

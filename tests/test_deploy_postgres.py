@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.skipif(bool(lake_unavailable()), reason=str(lake_unavailable())),
 ]
 TINY = [
-    *shlex.split("--n-prompts 16 --sft-epochs 1 --dpo-epochs 1 --seeds 1"),
+    *shlex.split("--n-prompts 16 --seeds 1"),
     *("--config", SMALL_SWEEP, "--config", SHORT_EVAL),
 ]
 
@@ -42,6 +42,7 @@ def service(tmp_path_factory):
             "REAL_ASSETS_WAREHOUSE": f"ducklake:postgres:{pg.libpq('lake')}",
             "REAL_ASSETS_WAREHOUSE_DATA": str(root / "lake"),
             "REAL_ASSETS_HOME": str(root / "home"),
+            "REAL_ASSETS_MODEL_BACKEND": "fake",  # about the service's stores, not the models
         }
         with pytest.MonkeyPatch.context() as mp:
             for name, value in env.items():

@@ -1,6 +1,7 @@
 """Models by lineage, hyperparameters by record: eval uses the beta its checkpoint was trained with and the
 reference that checkpoint was trained from, even after the reference is retrained. One small graph, one
-strategy and seed."""
+strategy and seed, with the fake model backend (what is proven is which checkpoint and record each step
+is handed, not what the models learn)."""
 
 import json
 
@@ -9,7 +10,7 @@ import pytest
 
 from real_assets.cli import prepare_home
 from real_assets.demo import materialize
-from real_assets.resources import Warehouse
+from real_assets.resources import Compute, Warehouse
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,9 @@ UPSTREAM = ["raw_responses", "response_embeddings", "response_similarity", "pair
 
 
 def _materialize(instance, names, partition=None, ops=None):
-    result = materialize(names, instance, partition, ops)
+    result = materialize(
+        names, instance, partition, ops, resources={"compute": Compute(model_backend="fake")}
+    )
     assert result.success
     return result
 
@@ -29,7 +32,7 @@ def _metadata(result, name):
 
 
 @pytest.fixture(scope="module")
-def small_home(tmp_path_factory):
+def small_home(tmp_path_factory, home_template):
     home = tmp_path_factory.mktemp("lineage")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REAL_ASSETS_HOME", str(home))

@@ -205,6 +205,11 @@ def test_every_blocking_asset_check_passed(demo_home):
                     assert record.status.value == "SUCCEEDED", check
 
 
+def test_the_audit_passes_on_the_real_demo(demo_env):
+    """The audit over real checkpoints (its own tests tamper with copies of the fake-trained golden home)."""
+    assert cli.main(["audit", "--home", str(demo_env)]) == 0
+
+
 def test_rerun_on_unchanged_inputs_keeps_data_versions(demo_env):
     keys = [dg.AssetKey(k) for k in ("raw_responses", "response_embeddings", "response_similarity")]
     keys.append(dg.AssetKey("pair_candidates"))

@@ -1,6 +1,7 @@
 """The `ray` engine on a local Ray instance (2 CPUs, its job server on a free port, shut down after): the
-whole graph materializes with `engine="ray"` (model steps as Ray tasks, DPO under `accelerate launch` as a
-Ray job through Pipes, their progress and curves forwarded), and the Ray Data embeddings embed only new
+whole graph materializes with `engine="ray"` and the fake model backend (every model step a Ray task, its
+progress and curve forwarded); real models on Ray: SFT in a Ray task, DPO under `accelerate launch` as a Ray
+job through Pipes, reference scores equal to the local engine's; the Ray Data embeddings embed only new
 responses and equal the local engine's. One test: the Ray instance and the graph's data are made once."""
 
 import socket
@@ -40,18 +41,18 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
     home, local_ray, monkeypatch
 ):
     from real_assets.definitions import defs
-    from real_assets.demo import run_steps
+    from real_assets.demo import materialize, run_steps
 
-    on_ray = Compute(
-        device="cpu", engine="ray", embed_actors=1, dpo_launcher="accelerate", ray_dashboard=local_ray
+    fake_on_ray = Compute(
+        device="cpu", engine="ray", embed_actors=1, model_backend="fake", ray_dashboard=local_ray
     )
     ray_defs = dg.Definitions(
-        assets=defs.assets, asset_checks=defs.asset_checks, resources={**defs.resources, "compute": on_ray}
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        resources={**defs.resources, "compute": fake_on_ray},
     )
     ops = {
         "raw_responses": {"config": {"source": "synthetic", "n_prompts": 24}},
-        "reference_policy": {"config": {"epochs": 1}},
-        "dpo_checkpoint": {"config": {"epochs": 1}},
         "budget_sweep": {"config": {"keep_fractions": [0.5, 1.0], "strategies": ["easy"]}},
     }
     instance = dg.DagsterInstance.ephemeral()
@@ -61,18 +62,34 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
         [record] = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
         return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
-    # SFT in a Ray task, DPO under `accelerate launch` in a Ray job (Pipes): each one's curve reached its
-    # MLflow run and its progress lines the Dagster run log
+    def assert_curve_and_progress_reached_mlflow_and_dagster(steps) -> None:
+        for asset, curve, task in steps:
+            run = mlflow.get_run(metadata(asset)["mlflow_run_id"])
+            assert curve in run.data.metrics
+            messages = [e.user_message for e in instance.all_logs(run.data.tags["dagster.run_id"])]
+            assert any(message.startswith(f"progress {task} ") for message in messages), asset
+
+    # every model step in a Ray task, its curve in its MLflow run and its progress in the Dagster run log
+    for asset in ("reference_policy", "dpo_checkpoint"):
+        assert metadata(asset)["device"] == "ray:cpu (1 CPU, 0 GPU)", asset
+    assert metadata("response_embeddings")["device"].startswith("ray:cpu (1 actors")
+    assert_curve_and_progress_reached_mlflow_and_dagster(
+        (("reference_policy", "sft/loss", "sft"), ("dpo_checkpoint", "train/loss", "dpo"))
+    )
+    assert metadata("strategy_comparison") and metadata("budget_sweep")
+
+    # Real models on Ray: SFT in a Ray task, DPO under `accelerate launch` in a Ray job (Pipes)
+    on_ray = Compute(device="cpu", engine="ray", dpo_launcher="accelerate", ray_dashboard=local_ray)
+    for asset, partition in (("reference_policy", None), ("dpo_checkpoint", "0|all")):
+        result = materialize(
+            [asset], instance, partition, {asset: {"epochs": 1}}, resources={"compute": on_ray}
+        )
+        assert result.success, asset
     assert metadata("reference_policy")["device"] == "ray:cpu (1 CPU, 0 GPU)"
     assert metadata("dpo_checkpoint")["device"] == "accelerate: 2 processes (ray job)"
-    assert metadata("response_embeddings")["device"].startswith("ray:cpu (1 actors")
-    steps = (("reference_policy", "sft/loss", "sft"), ("dpo_checkpoint", "train/loss", "dpo"))
-    for asset, curve, task in steps:
-        run = mlflow.get_run(metadata(asset)["mlflow_run_id"])
-        assert curve in run.data.metrics
-        messages = [e.user_message for e in instance.all_logs(run.data.tags["dagster.run_id"])]
-        assert any(message.startswith(f"progress {task} ") for message in messages), asset
-    assert metadata("strategy_comparison") and metadata("budget_sweep")
+    assert_curve_and_progress_reached_mlflow_and_dagster(
+        (("reference_policy", "sft/loss", "sft"), ("dpo_checkpoint", "train/loss", "dpo"))
+    )
 
     # The reference scores that `margin` and `ches` select by, in a Ray task, equal the local engine's
     warehouse = Warehouse()

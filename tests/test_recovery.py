@@ -3,6 +3,7 @@ concurrent first runs share one home safely; a dead tracking server fails fast; 
 reported once."""
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -125,9 +126,10 @@ def test_a_demo_killed_in_each_kind_of_step_is_recovered_by_the_next_demo(tmp_pa
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
-def test_recover_leaves_live_runs_and_ends_abandoned_mlflow_runs(tmp_path):
+def test_recover_leaves_live_runs_and_ends_abandoned_mlflow_runs(tmp_path, home_template):
     from mlflow import MlflowClient
 
+    shutil.copy2(home_template / "mlflow.db", tmp_path / "mlflow.db")  # migrated once per session
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "checkpoints" / "dpo_checkpoint" / "easy" / "_staging-abc").mkdir(parents=True)
     with dg.instance_for_test() as instance:

@@ -3,8 +3,8 @@ headless Chromium (Debian's `chromium`, through Playwright with `executable_path
 doing what a user does: look at the asset graph, press Materialize, launch a partition from the partition
 dialog, open a run's log, read the comparison page, look at the checks.
 
-The upstream assets are prepared in-process (`dg.materialize` on the same instance) while the webserver
-starts, on a tiny synthetic source; runs launched from the UI use the assets' default config. On failure a
+The home is a copy of the golden home (the shared demo's graph, fake-trained); the webserver's runs use the
+fake model backend too (the test is about the UI, not the models) and the assets' default config. On failure a
 screenshot and the webserver log are kept under tests/artifacts/ (the path is printed)."""
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import copy_home
 
 from real_assets.cli import prepare_home
 from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
-from real_assets.demo import materialize
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_ENV = "REAL_ASSETS_CHROMIUM"
 CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 RUN_TIMEOUT_MS = 420_000
-"""A UI run starts two Python processes (run and step worker) and trains: generous on a busy 2-core box."""
+"""A UI run starts two Python processes (run and step worker): generous on a busy 2-core box."""
 UI_TIMEOUT_MS = 60_000
 WEBSERVER = [sys.executable, "-m", "dagster_webserver"]
 
@@ -48,13 +48,6 @@ run_coordinator:
   module: dagster.core.run_coordinator
   class: DefaultRunCoordinator
 """
-# Small everywhere: a dozen prompts, one epoch, short generations.
-PREPARE_CONFIG = {
-    "raw_responses": {"n_prompts": 12},
-    "reference_policy": {"epochs": 1.0},
-    "dpo_checkpoint": {"epochs": 1.0},
-    "eval_scores": {"samples_per_prompt": 1, "max_new_tokens": 8, "max_eval_prompts": 4},
-}
 PARTITION_LAUNCHED = "dpo_checkpoint"
 """The asset launched from the partition dialog: a strategy partition of a training step."""
 PROGRESS_ASSET = "reference_policy"
@@ -118,26 +111,6 @@ def _first_strategy() -> str:
     return partitions.get_partition_keys()[0]
 
 
-def _prepare(instance: dg.DagsterInstance, strategy: str) -> None:
-    """Materialize, in this process, everything `strategy_comparison` needs for one strategy."""
-    target = dg.AssetKey("strategy_comparison")
-    graph = _asset_graph()
-    needed = {target, *graph.upstream_key_iterator(target)}
-    for key in graph.toposorted_asset_keys:
-        if key not in needed:
-            continue
-        name = key.to_user_string()
-        partitioned = graph.get(key).partitions_def is not None
-        result = materialize(
-            [key],
-            instance,
-            _partition_key(name, strategy) if partitioned else None,
-            {name: PREPARE_CONFIG[name]} if name in PREPARE_CONFIG else {},
-            tags={"real_assets/launched_by": "test_ui_browser"},
-        )
-        assert result.success, name
-
-
 def _wait_for_code_location(url: str, proc: subprocess.Popen, deadline_s: float = 240.0) -> None:
     query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
     deadline = time.monotonic() + deadline_s
@@ -156,9 +129,9 @@ def _wait_for_code_location(url: str, proc: subprocess.Popen, deadline_s: float 
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """A webserver on a free 127.0.0.1 port over a fresh home whose upstream assets are materialized."""
-    home = tmp_path_factory.mktemp("ui_home")
+def ui(tmp_path_factory, golden_home):
+    """A webserver on a free 127.0.0.1 port over a copy of the golden home, with the fake model backend."""
+    home = copy_home(golden_home, tmp_path_factory.mktemp("ui") / "home")
     log = home / "webserver.log"
     port = _free_port()
     with pytest.MonkeyPatch.context() as mp:
@@ -168,7 +141,7 @@ def ui(tmp_path_factory):
         prepare_home(str(home))  # instance config and storage, as `real-assets ui` does first
         with (home / "dagster" / "dagster.yaml").open("a") as config:
             config.write(LAUNCH_AT_ONCE)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "REAL_ASSETS_MODEL_BACKEND": "fake"}
         with log.open("w") as out:
             proc = subprocess.Popen(
                 [*WEBSERVER, "-m", "real_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
@@ -182,7 +155,6 @@ def ui(tmp_path_factory):
         try:
             instance = dg.DagsterInstance.get()
             strategy = _first_strategy()
-            _prepare(instance, strategy)  # while the webserver loads the code location
             _wait_for_code_location(url, proc)
             yield {"url": url, "home": home, "log": log, "instance": instance, "strategy": strategy}
         finally:
@@ -311,10 +283,13 @@ def test_asset_graph_shows_every_asset(page, ui, request):
 def test_strategy_comparison_page_shows_the_table_and_the_plot_renders(page, ui, request):
     with artifacts_on_failure(page, ui, request):
         page.goto("/assets/strategy_comparison")
-        table = page.locator("table").filter(has_text="preference_accuracy").first
+        # every strategy's row: the UI shows a table this large behind its metadata row's [Show Markdown]
+        page.get_by_role("row", name=re.compile(r"^comparison ")).get_by_text("[Show Markdown]").click()
+        table = page.get_by_role("dialog").locator("table").filter(has_text="preference_accuracy").first
         expect(table).to_be_visible()
         expect(table).to_contain_text(ui["strategy"])
-        page.get_by_text("[Show Markdown]").first.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("row", name=re.compile(r"^plot ")).get_by_text("[Show Markdown]").click()
         image = page.get_by_role("dialog").locator('img[src^="data:image/png"]')
         expect(image).to_be_visible()
         image.evaluate("img => img.decode()")  # resolves once the image is decoded, rejects if it is broken
