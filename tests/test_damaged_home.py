@@ -68,6 +68,7 @@ def test_store_failures_are_told_by_store_cause_and_fix(tmp_path):
     assert describe(ValueError("a bug"), home) is None
 
 
+@pytest.mark.slow
 def test_a_truncated_warehouse_is_named_by_audit_and_demo(copied):
     warehouse = copied / "warehouse.duckdb"
     os.truncate(warehouse, warehouse.stat().st_size // 3)
@@ -78,6 +79,7 @@ def test_a_truncated_warehouse_is_named_by_audit_and_demo(copied):
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("store", "name"),
     [("dagster/history/runs.db", "Dagster instance storage"), ("mlflow.db", "MLflow tracking store")],
@@ -90,6 +92,7 @@ def test_a_damaged_sqlite_store_is_named(copied, store, name):
     _one_line(_cli(copied, "audit"), f"{name} ", ": not a SQLite database or damaged: ")
 
 
+@pytest.mark.slow
 def test_a_missing_checkpoint_folder_names_the_asset_to_rematerialize(copied):
     import duckdb
 
@@ -119,6 +122,7 @@ def _mounted(*args: str, target: Path):
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+@pytest.mark.slow
 def test_audit_reads_a_read_only_home_and_the_demo_says_read_only(copied, tmp_path):
     with _mounted("--bind", "-o", "ro", str(copied), target=tmp_path / "ro") as read_only:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(read_only)], check=True)
@@ -131,6 +135,7 @@ def test_audit_reads_a_read_only_home_and_the_demo_says_read_only(copied, tmp_pa
         assert sorted(p.name for p in read_only.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_said_and_nothing_is_lost_once_there_is_room(tmp_path, home_template):
     with _mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", target=tmp_path / "small") as small:
         home = small / "home"

@@ -21,7 +21,7 @@ from real_assets.defs.evaluation import _scorer, held_out, win_rate_reading
 from real_assets.resources import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = [*("--sft-epochs", "1", "--dpo-epochs", "1", "--seeds", "1", "--partition", "0|easy")]
+QUICK = [*("--seeds", "1", "--partition", "0|easy", "--model-backend", "fake")]
 
 
 def _warehouse(tmp_path: Path, prompts: list[tuple[str, str, int]], responses, candidates=()) -> Warehouse:
