@@ -262,3 +262,35 @@ def test_the_tracked_digests_and_an_incremental_refresh_are_exact_on_ducklake(tm
             ("pair_candidates", "selection.pair_candidates"),
         ):
             assert table_digest(con, table) == (runs[name].digest, runs[name].rows), name
+
+
+def test_labelled_comparisons_refresh_incrementally_as_a_full_rebuild_would(tmp_path, home):
+    """HH-RLHF rows: only the compared pairs of a prompt are candidates (raw.comparisons). A new comparison
+    for a stored prompt and a new prompt refresh those two prompts alone, and equal a full rebuild."""
+    import json
+
+    def rows(path: Path, pairs) -> Path:
+        def row(question, chosen, rejected):
+            prompt = f"\n\nHuman: {question}\n\nAssistant:"
+            return {"chosen": f"{prompt} {chosen}", "rejected": f"{prompt} {rejected}"}
+
+        path.write_text("".join(json.dumps(row(*p)) + "\n" for p in pairs))
+        return path
+
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    first = [(f"Question {i}?", f"Good answer {i}.", f"Bad answer {i}.") for i in range(6)]
+    ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(rows(tmp_path / "a.jsonl", first))))
+    embed_new_responses(warehouse, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    run_models(warehouse)
+    later = [("Question 2?", "Another good answer.", "Another bad answer."), ("Question 9?", "Yes.", "No.")]
+    ingest(warehouse, SourceSpec(source="hh_rlhf", path=str(rows(tmp_path / "b.jsonl", later))))
+    embed_new_responses(warehouse, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    runs = run_models(warehouse)
+    assert runs["pair_candidates"].mode == "incremental" and runs["pair_candidates"].recomputed_keys == 2
+    incremental = rows_of(warehouse, "selection.pair_candidates")
+    assert len(incremental) == 6 + 2 and incremental["labelled_pair"].all()
+    copy = Warehouse(path=str(tmp_path / "copy.duckdb"))
+    shutil.copy(warehouse.database(), copy.database())
+    full = run_models(copy, full_refresh=True)
+    pd.testing.assert_frame_equal(incremental, rows_of(copy, "selection.pair_candidates"))
+    assert full["pair_candidates"].digest == runs["pair_candidates"].digest
