@@ -9,6 +9,7 @@ import pytest
 from real_assets.annotation_audit import annotation_lineage
 from real_assets.cli import main
 from real_assets.resources import Warehouse
+from real_assets.settings import Locations
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,6 @@ def test_demo_loop_offline_with_the_robust_loss(tmp_path, monkeypatch, capsys):
         assert record["loss_type"] == "robust"
         assert record["label_smoothing"] == pytest.approx(min(flip[record["strategy"]], 0.49))
     assert requested == 0  # every trained pair was chosen before its label
-    lineage = annotation_lineage(home, "0|easy")
+    lineage = annotation_lineage(Locations.resolve(home), "0|easy")
     assert lineage.problems == [] and lineage.summary()["annotations"] > 0
     assert lineage.summary()["projects"] == [0]  # the file route: no Label Studio project
