@@ -92,6 +92,12 @@ class _Auditor:
         keys = [k for k in self.graph.get(key).partitions_def.get_partition_keys() if k in done]
         return [k for k in keys if wanted is None or wanted == k or wanted in k.split("|")]
 
+    def partitions_named(self, key: dg.AssetKey, wanted: str) -> list[str]:
+        """The partition keys of an asset (materialized or not) that are `wanted` or have it as one
+        dimension's value."""
+        keys = self.graph.get(key).partitions_def.get_partition_keys()
+        return [k for k in keys if wanted == k or wanted in k.split("|")]
+
     def upstream(self, key: dg.AssetKey, partition: str | None) -> dict[str, tuple[str, str | None]]:
         """{MLflow upstream tag name: (parent asset, parent partition)} as the step records them: the
         parent's name where it reads one partition (or an unpartitioned parent), `name/partition` for each
@@ -302,6 +308,8 @@ def audit(defs: dg.Definitions, partition: str | None = None) -> AuditReport:
                 reads_partitions.add(key)
             if key in partitioned:
                 keys = auditor.partitions(key, partition)
+                if partition is not None and not auditor.partitions_named(key, partition):
+                    continue  # partitioned otherwise (the budget points): not part of this partition
                 if not keys:
                     what = f"partition {partition}" if partition else "partition"
                     report.problems.append(f"{key.to_user_string()}: no {what} was ever materialized")

@@ -48,7 +48,11 @@ GOLDEN_SEEDS = 1
 def demo_partitions(keys, seeds: int = DEMO_SEEDS) -> list:
     """The partition keys a demo of `seeds` seeds materializes (the shared demo's by default): every
     strategy, the first `seeds` seeds."""
-    return [k for k in keys if k is None or "|" not in str(k) or int(str(k).split("|")[0]) < seeds]
+    def seed(key) -> int:
+        dimensions = getattr(key, "keys_by_dimension", None) or {}
+        return int(dimensions.get("seed", 0))
+
+    return [k for k in keys if k is None or seed(k) < seeds]
 
 
 @contextlib.contextmanager
