@@ -266,6 +266,8 @@ class _Auditor:
                 step.problems.append(f"MLflow run lacks tag dagster.upstream.{tag}")
             elif version and used != version:
                 step.warnings.append(f"stale: built from {tag} {used}, which is now {version}")
+            elif not version and used is not None:
+                step.problems.append(f"built from {tag} {used}, which this home has no materialization of")
 
 
 def audit(defs: dg.Definitions, partition: str | None = None) -> AuditReport:
@@ -297,9 +299,9 @@ def audit(defs: dg.Definitions, partition: str | None = None) -> AuditReport:
         """Unpartitioned assets built from every partition of an upstream: skipped for one partition."""
         materialized = {k for k in graph.get_all_asset_keys() if latest_materialization(instance, k)}
         for key in graph.toposorted_asset_keys:
-            if key not in materialized and not graph.get(key).child_keys & materialized:
-                # Never run here, and nothing that was run builds on it (a skipped step, the annotation
-                # loop in a demo home): outside this home's lineage, said but not a problem.
+            if key not in materialized:
+                # Never run here (a skipped step, the annotation loop in a demo home): outside this home's
+                # lineage, said but not a problem. A step that recorded building on it is checked below.
                 if graph.get(key).group_name not in LOOP_GROUPS:
                     report.warnings.append(f"{key.to_user_string()}: never materialized in this home")
                 continue

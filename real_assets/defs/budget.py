@@ -64,7 +64,19 @@ POINT_OUTCOMES = WarehouseTable(
         ("value", "double"),
     ),
 )
-SWEEP = WarehouseTable("eval.budget_sweep", ("strategy", "keep_fraction", "seed"))
+SWEEP = WarehouseTable(
+    "eval.budget_sweep",
+    ("strategy", "keep_fraction", "seed"),
+    columns=(
+        ("strategy", "varchar"),
+        ("keep_fraction", "double"),
+        ("seed", "integer"),
+        ("pairs", "bigint"),
+        ("label_error_rate", "double"),
+        ("preference_accuracy", "double"),
+        ("source", "varchar"),
+    ),
+)
 
 
 def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -189,8 +201,14 @@ def budget_sweep(step: Step, home: Home, warehouse: Warehouse) -> dg.Materialize
         for strategy in SWEEP_STRATEGIES
     ]
     sweep = pd.concat([points, pd.DataFrame(full)], ignore_index=True)
-    if sweep.empty:
-        raise dg.Failure("no budget_point is materialized and no eval_scores[<seed>|all]: nothing to sweep")
+    if sweep.empty:  # a run without the full budget and without points (one strategy, points skipped)
+        step.log.warning("no budget_point and no eval_scores[<seed>|all] yet: the sweep is empty")
+        with warehouse.connect() as con:
+            con.execute(f"drop table if exists {SWEEP.name}")
+            con.execute(SWEEP.ddl())
+            content = content_version(con, [SWEEP])
+        reading = "nothing to sweep: no budget point and no full budget (`all`) evaluated yet"
+        return step.finish(content.version, {"rows": 0, "reading": reading, **content.metadata()})
     sweep = sweep.sort_values(["strategy", "keep_fraction", "seed"], ignore_index=True)
     grid = np.zeros((0, 0))
     if not all_outcomes.empty:
