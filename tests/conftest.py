@@ -48,6 +48,7 @@ GOLDEN_SEEDS = 1
 def demo_partitions(keys, seeds: int = DEMO_SEEDS) -> list:
     """The partition keys a demo of `seeds` seeds materializes (the shared demo's by default): every
     strategy, the first `seeds` seeds."""
+
     def seed(key) -> int:
         dimensions = getattr(key, "keys_by_dimension", None) or {}
         return int(dimensions.get("seed", 0))

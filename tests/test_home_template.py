@@ -16,10 +16,9 @@ MARKER = "made-in-the-template"
 @pytest.fixture
 def template(tmp_path, monkeypatch):
     """A prepared home with an MLflow experiment and a Dagster run that only a copy of it can have."""
-    for name in ("REAL_ASSETS_HOME", "DAGSTER_HOME", HOME_TEMPLATE_ENV):  # prepare_home sets the first two
-        monkeypatch.setenv(name, "")
+    monkeypatch.delenv(HOME_TEMPLATE_ENV, raising=False)  # this test makes its own template
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    root = prepare_home(str(tmp_path / "template"))
+    root = prepare_home(str(tmp_path / "template")).home
     MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").create_experiment(MARKER)
     with dg.DagsterInstance.from_config(str(root / "dagster")) as instance:
         instance.add_run(dg.DagsterRun(job_name=MARKER, run_id=MARKER))
@@ -36,10 +35,10 @@ def _marked(home) -> tuple[bool, bool]:
 def test_a_new_home_copies_the_templates_stores_and_a_home_that_has_them_keeps_its_own(
     template, tmp_path, monkeypatch
 ):
-    assert _marked(prepare_home(str(tmp_path / "plain"))) == (False, False)
+    assert _marked(prepare_home(str(tmp_path / "plain")).home) == (False, False)
     monkeypatch.setenv(HOME_TEMPLATE_ENV, str(template))
-    assert _marked(prepare_home(str(tmp_path / "copied"))) == (True, True)
-    assert _marked(prepare_home(str(tmp_path / "plain"))) == (False, False)  # already had stores
+    assert _marked(prepare_home(str(tmp_path / "copied")).home) == (True, True)
+    assert _marked(prepare_home(str(tmp_path / "plain")).home) == (False, False)  # already had stores
 
 
 def test_a_service_instance_config_and_a_tracking_server_take_nothing_from_the_template(
@@ -48,10 +47,10 @@ def test_a_service_instance_config_and_a_tracking_server_take_nothing_from_the_t
     monkeypatch.setenv(HOME_TEMPLATE_ENV, str(template))
     config = tmp_path / "service.yaml"
     config.write_text("telemetry:\n  enabled: false\n")
-    home = prepare_home(str(tmp_path / "service"), instance_config=str(config))
+    home = prepare_home(str(tmp_path / "service"), instance_config=str(config)).home
     assert not (home / "dagster" / "history" / "runs.db").exists() or not _marked(home)[1]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
-    home = prepare_home(str(tmp_path / "tracked-elsewhere"))
+    home = prepare_home(str(tmp_path / "tracked-elsewhere")).home
     assert not (home / "mlflow.db").exists()
 
 
@@ -60,4 +59,4 @@ def test_a_template_that_is_not_a_prepared_home_fails_clearly(tmp_path, monkeypa
         monkeypatch.setenv(name, "")
     monkeypatch.setenv(HOME_TEMPLATE_ENV, str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="is not a prepared home"):
-        prepare_home(str(tmp_path / "home"))
+        prepare_home(str(tmp_path / "home")).home
