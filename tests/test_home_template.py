@@ -59,4 +59,4 @@ def test_a_template_that_is_not_a_prepared_home_fails_clearly(tmp_path, monkeypa
         monkeypatch.setenv(name, "")
     monkeypatch.setenv(HOME_TEMPLATE_ENV, str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="is not a prepared home"):
-        prepare_home(str(tmp_path / "home")).home
+        prepare_home(str(tmp_path / "home"))
