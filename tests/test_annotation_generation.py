@@ -83,7 +83,10 @@ def test_only_missing_samples_are_drawn():
 @pytest.fixture(scope="module")
 def generated_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("generation")
-    with instance_of(prepare_home(str(home))) as instance:
+    # Not a `with` block: one held open across the yield would leave Dagster's current defs-state storage
+    # (a context variable) pointing at this instance for later tests once it is disposed.
+    instance = instance_of(prepare_home(str(home)))
+    try:
         assert materialize(
             ["raw_responses"], instance, ops={"raw_responses": {"n_prompts": 8}}, home=home
         ).success
@@ -105,6 +108,8 @@ def generated_home(tmp_path_factory):
             ["generated_responses"], instance, ops={"generated_responses": config | {"k": 4}}, home=home
         )
         yield home, instance, first, again, more
+    finally:
+        instance.dispose()
 
 
 def _metadata(result, name):

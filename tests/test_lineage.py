@@ -33,7 +33,10 @@ def _metadata(result, name):
 @pytest.fixture(scope="module")
 def small_home(tmp_path_factory, home_template):
     home = tmp_path_factory.mktemp("lineage")
-    with instance_of(prepare_home(str(home))) as instance:
+    # Not a `with` block: one held open across the yield would leave Dagster's current defs-state storage
+    # (a context variable) pointing at this instance for later tests once it is disposed.
+    instance = instance_of(prepare_home(str(home)))
+    try:
         tiny_reference = {"epochs": 1.0, "n_layer": 1, "n_embd": 32, "vocab_size": 400}
         _materialize(instance, home, UPSTREAM, ops={"raw_responses": {"n_prompts": 24}})
         _materialize(instance, home, ["reference_policy"], ops={"reference_policy": tiny_reference})
@@ -54,6 +57,8 @@ def small_home(tmp_path_factory, home_template):
         )
         second_eval = _materialize(instance, home, ["eval_scores"], PARTITION, tiny_eval)
         yield home, dpo, first_eval, retrained, second_eval
+    finally:
+        instance.dispose()
 
 
 def test_eval_uses_and_reports_the_beta_the_checkpoint_was_trained_with(small_home):
