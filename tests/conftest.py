@@ -56,6 +56,18 @@ def demo_partitions(keys, seeds: int = DEMO_SEEDS) -> list:
     return [k for k in keys if k is None or seed(k) < seeds]
 
 
+@pytest.fixture(autouse=True)
+def _no_current_defs_state_storage():
+    """Each test starts with no current Dagster defs-state storage. Entering a `DagsterInstance` sets it (a
+    context variable); an instance entered in one fixture and exited out of order leaves it pointing at a
+    disposed instance, and every later in-process `Definitions` resolution fails ("Attempted to resolve
+    undefined DagsterInstance weakref")."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield
+
+
 @contextlib.contextmanager
 def _restored_environment():
     """Run CLI code that points the environment at its home, and leave the environment as it was."""
