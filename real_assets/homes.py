@@ -132,3 +132,27 @@ def _create_storage(dagster_home: Path, tracking_uri: str) -> None:
         from mlflow import MlflowClient
 
         MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """Copy a home (its lock files left out) and move the absolute paths it records to the copy: the
+    checkpoint folders in `models.checkpoints` and MLflow's artifact locations and model sources of its
+    SQLite store. Dagster's event metadata keeps the paths it showed, as in any moved home."""
+    import shutil
+    import sqlite3
+
+    import duckdb
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
+    old, new = str(source), str(target)
+    with duckdb.connect(str(target / "warehouse.duckdb")) as con:
+        con.execute("update models.checkpoints set path = replace(path, ?, ?)", [old, new])
+    with contextlib.closing(sqlite3.connect(target / "mlflow.db")) as con, con:
+        for table, column in (
+            ("experiments", "artifact_location"),
+            ("runs", "artifact_uri"),
+            ("model_versions", "source"),
+            ("model_versions", "storage_location"),
+        ):
+            con.execute(f"update {table} set {column} = replace({column}, ?, ?)", [old, new])
+    return target

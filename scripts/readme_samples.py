@@ -17,8 +17,6 @@ import argparse
 import contextlib
 import os
 import re
-import shutil
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -105,29 +103,13 @@ def audit_clean(home: Path) -> str:
     return _audit_text(home, _first_partition)
 
 
-def _copy_home(source: Path, target: Path) -> Path:
-    """A copy of a home whose recorded absolute paths (checkpoint folders, MLflow artifact locations and
-    model sources) point into the copy, as tests/conftest.py's `copy_home` makes for the tests."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
-    old, new = str(source), str(target)
-    with duckdb.connect(str(target / "warehouse.duckdb")) as con:
-        con.execute("update models.checkpoints set path = replace(path, ?, ?)", [old, new])
-    with contextlib.closing(sqlite3.connect(target / "mlflow.db")) as con, con:
-        for table, column in (
-            ("experiments", "artifact_location"),
-            ("runs", "artifact_uri"),
-            ("model_versions", "source"),
-            ("model_versions", "storage_location"),
-        ):
-            con.execute(f"update {table} set {column} = replace({column}, ?, ?)", [old, new])
-    return target
-
-
 @contextlib.contextmanager
 def _tampered_copy(home: Path) -> Iterator[Path]:
     """A copy of the home with one `raw.responses` score and one byte of a checkpoint file changed."""
+    from real_assets.homes import copy_home
+
     with tempfile.TemporaryDirectory(prefix="readme_samples_") as tmp:
-        copy = _copy_home(home, Path(tmp) / "home")
+        copy = copy_home(home, Path(tmp) / "home")
         with duckdb.connect(str(copy / "warehouse.duckdb")) as con:
             con.execute(
                 "update raw.responses set score = score + 1 "

@@ -6,10 +6,11 @@ the same shape (`golden_home`, `golden_copy`). New homes start from migrated sto
 import contextlib
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
+
+from real_assets.homes import copy_home
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -137,24 +138,3 @@ def golden_home(tmp_path_factory, home_template) -> Path:
 def golden_copy(golden_home, tmp_path) -> Path:
     """A copy of the golden home for one test to change."""
     return copy_home(golden_home, tmp_path / "home")
-
-
-def copy_home(source: Path, target: Path) -> Path:
-    """Copy a home and move the absolute paths it records to the copy: the checkpoint folders in
-    `models.checkpoints` and MLflow's artifact locations and model sources. (Dagster's event metadata keeps
-    the paths it showed, as any moved home does.)"""
-    import duckdb
-
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".init.lock"))
-    old, new = str(source), str(target)
-    with duckdb.connect(str(target / "warehouse.duckdb")) as con:
-        con.execute("update models.checkpoints set path = replace(path, ?, ?)", [old, new])
-    with sqlite3.connect(target / "mlflow.db") as con:
-        for table, column in (
-            ("experiments", "artifact_location"),
-            ("runs", "artifact_uri"),
-            ("model_versions", "source"),
-            ("model_versions", "storage_location"),
-        ):
-            con.execute(f"update {table} set {column} = replace({column}, ?, ?)", [old, new])
-    return target

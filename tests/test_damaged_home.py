@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_MODELS, copy_home
+from conftest import FAKE_MODELS
 
 from real_assets.home_errors import describe
+from real_assets.homes import copy_home
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = [

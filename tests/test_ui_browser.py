@@ -24,11 +24,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import copy_home
 
 from real_assets.core.progress import PROGRESS_PREFIX
 from real_assets.definitions import defs
-from real_assets.homes import instance_of, prepare_home
+from real_assets.homes import copy_home, instance_of, prepare_home
 
 pytestmark = pytest.mark.slow
 
