@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pipe: tuple[int, int] | None = None
+_pending: int | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -80,16 +81,30 @@ def handled() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def received() -> int | None:
-    """The stop signal received since the last call (the last one if several), or None."""
+def _drain() -> None:
+    global _pending
     if _pipe is None:
-        return None
-    found = None
+        return
     with contextlib.suppress(BlockingIOError):
         while data := os.read(_pipe[0], 512):
             for signum in data:
                 if signum in STOP_SIGNALS:
-                    found = signum
+                    _pending = signum
+
+
+def pending() -> int | None:
+    """The stop signal received and not yet taken by `received()`, or None. Code that ends a step asks it to
+    tell an error a signal caused (an interrupted DuckDB query, a library's own exception) from the step's
+    own."""
+    _drain()
+    return _pending
+
+
+def received() -> int | None:
+    """The stop signal received since the last call (the last one if several), or None."""
+    global _pending
+    _drain()
+    found, _pending = _pending, None
     return found
 
 

@@ -165,6 +165,7 @@ def write_samples(readme: str, samples: dict[str, str]) -> str:
 
 
 _VOLATILE = [
+    (re.compile(r" \(all ties\)"), ""),  # whether a judge told the policies apart depends on the run
     (re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\b"), "<time>"),
     (re.compile(r"\b[0-9a-f]{8,}\b"), "<hex>"),
     (re.compile(r"p[<=]\d+(\.\d+)?"), "p=<n>"),

@@ -11,6 +11,8 @@ from typing import Any
 
 import dagster as dg
 
+from real_assets import interrupts
+
 
 class StepRun:
     """The MLflow run of one materialization: what an asset may log (its own params, metrics, artifacts)."""
@@ -179,7 +181,8 @@ class Tracking(dg.ConfigurableResource):
             client.set_terminated(step.run_id, "KILLED")  # stopped by a signal, not by its own error
             raise
         except BaseException:
-            client.set_terminated(step.run_id, "FAILED")
+            # a signal can surface as another error (DuckDB's InterruptException in a warehouse write)
+            client.set_terminated(step.run_id, "KILLED" if interrupts.pending() else "FAILED")
             raise
         client.log_metric(step.run_id, "step/seconds", time.perf_counter() - started)
         client.set_terminated(step.run_id, "FINISHED")
