@@ -16,6 +16,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One of two workers on two cores: one OpenMP thread each (torch, and the processes tests start), or
+    # their thread pools oversubscribe the cores and spin against each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for _name in (
     "REAL_ASSETS_TRAIN_CRON",
     "REAL_ASSETS_INGEST_CRON",
@@ -89,16 +94,44 @@ def _cli_in_process(args: list[str]) -> None:
         assert cli.main(args) == 0
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow modules first: under pytest-xdist (`./scripts/test` runs `-n 2 --dist loadfile`, a module's tests
+    on one worker, so its module fixtures start once) the quick ones then fill the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """`<folder>/home` built by `build(home)` once for the whole run: under pytest-xdist the first worker
+    to ask builds it in the run's shared temporary folder while the others wait, then all read it."""
+    if worker_id == "master":
+        root = tmp_path_factory.mktemp(name) / "home"
+        build(root)
+        return root
+    from filelock import FileLock
+
+    folder = tmp_path_factory.getbasetemp().parent / name
+    root, built = folder / "home", folder / "built"
+    with FileLock(f"{folder}.lock"):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed to build it left
+            folder.mkdir()
+            build(root)
+            built.touch()
+    return root
+
+
 @pytest.fixture(scope="session")
-def home_template(tmp_path_factory) -> Path:
+def home_template(tmp_path_factory, worker_id) -> Path:
     """A prepared, empty home, made once: from here on every new home of the session (the CLI's, in this
     process and in the ones it starts) copies its migrated Dagster and MLflow stores
     (`REAL_ASSETS_HOME_TEMPLATE`) instead of migrating them again."""
     from real_assets.homes import HOME_TEMPLATE_ENV, prepare_home
 
-    root = tmp_path_factory.mktemp("template") / "home"
-    with _restored_environment():
-        prepare_home(str(root))
+    def build(root: Path) -> None:
+        with _restored_environment():
+            prepare_home(str(root))
+
+    root = _built_once(tmp_path_factory, worker_id, "template", build)
     os.environ[HOME_TEMPLATE_ENV] = str(root)
     yield root
     os.environ.pop(HOME_TEMPLATE_ENV, None)
@@ -116,22 +149,27 @@ def home(tmp_path, home_template):
 
 
 @pytest.fixture(scope="session")
-def demo_home(tmp_path_factory, home_template) -> Path:
-    """One real `real-assets demo` home for the whole session (the full graph, every partition, real
+def demo_home(tmp_path_factory, worker_id, home_template) -> Path:
+    """One real `real-assets demo` home for the whole run (the full graph, every partition, real
     training). Tests only read it."""
-    root = tmp_path_factory.mktemp("shared") / "home"
-    _cli_in_process(["demo", "--home", str(root), *TINY_DEMO])
-    return root
+    return _built_once(
+        tmp_path_factory,
+        worker_id,
+        "shared",
+        lambda root: _cli_in_process(["demo", "--home", str(root), *TINY_DEMO]),
+    )
 
 
 @pytest.fixture(scope="session")
-def golden_home(tmp_path_factory, home_template) -> Path:
+def golden_home(tmp_path_factory, worker_id, home_template) -> Path:
     """The shared demo's graph (same source and prompts; `GOLDEN_SEEDS` seeds) run once with the fake model
     backend: every asset, partition, check, MLflow run and checkpoint record, in a fraction of the time.
     Tests only read it; a test that changes a home takes a `golden_copy`."""
-    root = tmp_path_factory.mktemp("golden") / "home"
-    _cli_in_process(["demo", "--home", str(root), *TINY_DEMO, "--seeds", str(GOLDEN_SEEDS), *FAKE_MODELS])
-    return root
+
+    def build(root: Path) -> None:
+        _cli_in_process(["demo", "--home", str(root), *TINY_DEMO, "--seeds", str(GOLDEN_SEEDS), *FAKE_MODELS])
+
+    return _built_once(tmp_path_factory, worker_id, "golden", build)
 
 
 @pytest.fixture

@@ -89,7 +89,8 @@ def _tamper(home: Path, table: str, column: str, expression: str) -> None:
         ("raw.prompt_texts", "prompt", "prompt || '!'", "raw_responses: raw.prompt_texts content hashes to"),
         ("raw.ingestions", "accepted_rows", "accepted_rows + 1", "raw_responses: raw.ingestions differs"),
         ("selection.pair_candidates", "cosine", "cosine / 2", "pair_candidates: selection.pair_candidates"),
-        ("eval.eval_scores", "win_rate", "win_rate / 2", "eval_scores["),
+        # a value the row cannot already hold (a fake win rate may be 0, which halving leaves as it was)
+        ("eval.eval_scores", "win_rate", "case when win_rate > 0.5 then 0 else 1 end", "eval_scores["),
     ],
 )
 def test_a_tampered_table_fails_naming_its_asset(home, capsys, table, column, expression, problem):
