@@ -30,7 +30,14 @@ EMBEDDERS = {
     "SmolLM2-135M (policy LM, mean-pooled)": "policy-lm:packaged:smollm2-135m-instruct",
 }
 STRATEGIES = ["easy", "hard", "random"]
-TRAINING = ["reference_policy", "dpo_checkpoint", "eval_scores", "strategy_comparison", "budget_sweep"]
+TRAINING = [
+    "reference_policy",
+    "dpo_checkpoint",
+    "eval_scores",
+    "strategy_comparison",
+    "budget_point",
+    "budget_sweep",
+]
 
 
 def main() -> int:

@@ -144,6 +144,22 @@ def _table(path: Path, prompts: int, responses: int) -> Path:
     return path
 
 
+def test_the_budget_steps_before_any_eval_read_no_full_budget_and_no_python_variable(tmp_path):
+    """Before eval_scores ever ran there is no `all` reference: the budget steps see none (and warn), and a
+    warehouse query never resolves a missing table to a Python variable of its name (DuckDB's replacement
+    scans are off: `eval_scores` is also the name of an asset object in the module that asks)."""
+    from real_assets.defs.budget import _all_reference
+
+    warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    with warehouse.connect():
+        pass  # an empty warehouse: its schemas, no table
+    rows, outcomes = _all_reference(warehouse)
+    assert rows.empty and outcomes.empty and "checkpoint_version" in rows and "value" in outcomes
+    responses = pd.DataFrame({"response": ["a"]})  # noqa: F841 - what a replacement scan would find
+    with warehouse.connect(read_only=True) as con, pytest.raises(duckdb.CatalogException, match="responses"):
+        con.execute("select * from responses")
+
+
 @pytest.mark.slow
 def test_two_prompts_fail_eval_instead_of_storing_nan(tmp_path):
     home = tmp_path / "home"

@@ -24,7 +24,7 @@ from real_assets.defs.partitions import SEEDS
 from real_assets.defs.selection import read_train_candidates
 from real_assets.defs.training import recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
-from real_assets.resources import Compute, Home, Warehouse, replace_rows
+from real_assets.resources import Compute, Home, Warehouse, replace_rows, table_exists
 
 SWEEP_STRATEGIES = ("easy", "random")
 KEEP_FRACTIONS = (0.1, 0.25, 0.5)
@@ -80,8 +80,13 @@ SWEEP = WarehouseTable(
 
 
 def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The `all` strategy's eval rows and per-item preference outcomes."""
+    """The `all` strategy's eval rows and per-item preference outcomes (empty before any eval ran)."""
     with warehouse.connect(read_only=True) as con:
+        if not (table_exists(con, "eval.eval_scores") and table_exists(con, "eval.eval_outcomes")):
+            empty = pd.DataFrame()
+            return empty.assign(
+                seed=[], checkpoint_version=[], preference_accuracy=[], label_error_rate=[]
+            ), (empty.assign(seed=[], prompt_id=[], value=[]))
         rows = con.execute(
             """
             select e.seed, e.checkpoint_version, e.preference_accuracy, s.label_error_rate

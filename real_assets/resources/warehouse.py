@@ -90,7 +90,10 @@ class Warehouse(dg.ConfigurableResource):
             con.close()
 
     def _config(self) -> dict[str, Any]:
-        return {"memory_limit": self.memory_limit} if self.memory_limit else {}
+        # No replacement scans: a table name that does not exist is an error naming it, never a Python
+        # variable of that name in some caller's frame (frames are registered with `con.register`).
+        config: dict[str, Any] = {"python_enable_replacements": False}
+        return config | ({"memory_limit": self.memory_limit} if self.memory_limit else {})
 
     def _open(self, db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         # DuckDB allows one writing process per file. The `warehouse` pool serialises the writing assets;
