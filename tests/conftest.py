@@ -75,7 +75,7 @@ def _no_current_defs_state_storage():
 
 
 @contextlib.contextmanager
-def _restored_environment():
+def restored_environment():
     """Run CLI code that points the environment at its home, and leave the environment as it was."""
     saved = dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -86,11 +86,23 @@ def _restored_environment():
         os.environ.update(saved)
 
 
+def run_cli(capsys, args: list[str]) -> tuple[int, str, str]:
+    """`real-assets ARGS` in this process, as a user runs it: its exit code, stdout and stderr (the
+    environment left as it was)."""
+    from real_assets import cli
+
+    capsys.readouterr()
+    with restored_environment():
+        code = cli.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def _cli_in_process(args: list[str]) -> None:
     """`real-assets ARGS` in this process; it must succeed."""
     from real_assets import cli
 
-    with _restored_environment():
+    with restored_environment():
         assert cli.main(args) == 0
 
 
@@ -128,7 +140,7 @@ def home_template(tmp_path_factory, worker_id) -> Path:
     from real_assets.homes import HOME_TEMPLATE_ENV, prepare_home
 
     def build(root: Path) -> None:
-        with _restored_environment():
+        with restored_environment():
             prepare_home(str(root))
 
     root = _built_once(tmp_path_factory, worker_id, "template", build)

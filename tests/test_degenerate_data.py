@@ -3,15 +3,13 @@ pairs, an empty split, one response per prompt and tied pairs each stop with the
 judge recorded is the one used; a win rate made only of ties says so."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from real_assets.core import evaluation
 from real_assets.core.evaluation import EvalConfig
@@ -20,7 +18,6 @@ from real_assets.defs.data_shape import no_pairs_reason
 from real_assets.defs.evaluation import _scorer, held_out, win_rate_reading
 from real_assets.resources import Warehouse
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICK = [*("--seeds", "1", "--partition", "0|easy", "--model-backend", "fake")]
 
 
@@ -116,18 +113,8 @@ def test_a_win_rate_of_ties_only_reports_its_tie_share(monkeypatch):
     assert shown["win_rate"].iloc[0].endswith("(all ties)")
 
 
-def _demo(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [
-            *(sys.executable, "-c", "import sys; from real_assets.cli import main; sys.exit(main())"),
-            *("demo", "--home", str(home), *QUICK, *args),
-        ],
-        env={**env, "REAL_ASSETS_HOME": str(home), "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def _demo(capsys, home: Path, *args: str) -> tuple[int, str, str]:
+    return run_cli(capsys, ["demo", "--home", str(home), *QUICK, *args])
 
 
 def _table(path: Path, prompts: int, responses: int) -> Path:
@@ -161,12 +148,12 @@ def test_the_budget_steps_before_any_eval_read_no_full_budget_and_no_python_vari
 
 
 @pytest.mark.slow
-def test_two_prompts_fail_eval_instead_of_storing_nan(tmp_path):
+def test_two_prompts_fail_eval_instead_of_storing_nan(tmp_path, home_template, capsys):
     home = tmp_path / "home"
-    result = _demo(home, "--n-prompts", "2")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "error in eval_scores" in result.stderr and "min_eval_pairs = 10" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, out, err = _demo(capsys, home, "--n-prompts", "2")
+    assert code == 1, out + err
+    assert "error in eval_scores" in err and "min_eval_pairs = 10" in err
+    assert "Traceback" not in err
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         stored = con.execute(
             "select count(*) from information_schema.tables where table_name = 'eval_scores'"
@@ -189,9 +176,11 @@ def test_two_prompts_fail_eval_instead_of_storing_nan(tmp_path):
     ],
     ids=["one response per prompt", "every prompt held out"],
 )
-def test_degenerate_tables_fail_with_their_own_cause(tmp_path, prompts, responses, extra, step, expected):
+def test_degenerate_tables_fail_with_their_own_cause(
+    tmp_path, home_template, capsys, prompts, responses, extra, step, expected
+):
     path = _table(tmp_path / "data.jsonl", prompts, responses)
-    result = _demo(tmp_path / "home", "--source", "table", "--path", str(path), *extra)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert f"error in {step}" in result.stderr and expected in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    code, out, err = _demo(capsys, tmp_path / "home", "--source", "table", "--path", str(path), *extra)
+    assert code == 1, out + err
+    assert f"error in {step}" in err and expected in err, err
+    assert "Traceback" not in err

@@ -1,18 +1,12 @@
 """Step settings out of range are refused before any step runs, naming the field, the value and the range;
 the same check runs when a step starts from a run launched elsewhere (the Dagster UI)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import dagster as dg
 import pytest
+from conftest import run_cli
 
 from real_assets.definitions import defs
 from real_assets.defs.common import SETTING_RANGES, SettingOutOfRange, _config_class, check_step_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 OUT_OF_RANGE = [
     # (asset, config, the text the error must hold: field = value and the allowed range)
@@ -85,21 +79,6 @@ def test_a_step_launched_with_a_setting_out_of_range_fails_before_its_body(home)
     assert "keep_fraction = 0.0: must be in (0, 1]" in text
 
 
-def _demo(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [
-            *(sys.executable, "-c", "import sys; from real_assets.cli import main; sys.exit(main())"),
-            *("demo", "--home", str(home), "--n-prompts", "12", *args),
-        ],
-        env={**env, "REAL_ASSETS_HOME": str(home), "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -108,11 +87,13 @@ def _demo(home: Path, *args: str) -> subprocess.CompletedProcess:
         (["--dpo-epochs", "0"], "dpo_checkpoint: epochs = 0.0: must be > 0"),
     ],
 )
-def test_the_demo_refuses_a_setting_out_of_range_before_any_step(tmp_path, args, expected):
+def test_the_demo_refuses_a_setting_out_of_range_before_any_step(
+    tmp_path, home_template, capsys, args, expected
+):
     home = tmp_path / "home"
-    result = _demo(home, *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert expected in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = run_cli(capsys, ["demo", "--home", str(home), "--n-prompts", "12", *args])
+    assert code == 2, err
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         assert instance.get_runs() == []  # no step ran
