@@ -4,6 +4,8 @@ ingests, DPO trains on the labels, and the audit walks from the checkpoint back 
 the bad inputs: an unknown pair, two choices, an empty result, a deleted task, a server that is down or
 refuses the key; nothing already ingested is lost."""
 
+import dataclasses
+
 import dagster as dg
 import pytest
 from labelstudio_server import ADMIN_EMAIL, ADMIN_PASSWORD, running_label_studio, unavailable
@@ -25,6 +27,18 @@ pytestmark = [
     pytest.mark.skipif(unavailable() is not None, reason=str(unavailable())),
 ]
 
+
+@dataclasses.dataclass(frozen=True)
+class AgreeingAnnotators(SimulatedAnnotators):
+    """Annotators who always agree: the shorter answer (ties by text), whichever side it is shown on. The tiny
+    policy's candidates tie on gold quality, so simulated annotators flip coins on them, and a pair labelled
+    both ways is left out of training: on 10 tasks every `easy` pair could cancel out, depending on what the
+    policy happened to generate. Label noise is the annotation-quality tests' subject, not this module's."""
+
+    def choose(self, annotator: int, task_key: str, prompt: str, left: str, right: str) -> str:
+        return "left" if (len(left), left) <= (len(right), right) else "right"
+
+
 PARTITION = "0|easy"
 SETTINGS = LoopSettings(
     n_prompts=16,
@@ -33,7 +47,7 @@ SETTINGS = LoopSettings(
     rounds=1,
     budget=5,
     overlap=0.5,
-    annotators=SimulatedAnnotators(n_annotators=3, seed=0),
+    annotators=AgreeingAnnotators(n_annotators=3, seed=0),
     reference={"epochs": 1.0, "n_layer": 1, "n_embd": 32, "vocab_size": 400},
     sampling={"max_new_tokens": 8},
     dpo={"epochs": 1.0, "batch_size": 4},
