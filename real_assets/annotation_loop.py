@@ -195,7 +195,7 @@ def loop_report(warehouse: Warehouse, strategies: list[str]) -> tuple[list[dict]
     with warehouse.connect(read_only=True) as con:
         quality = con.execute(
             "select strategy, tasks, annotations, double_labelled, agreement, estimated_flip_rate, "
-            "true_error_rate from eval.annotation_quality where round = -1 order by strategy"
+            "true_error_rate, gold_ties from eval.annotation_quality where round = -1 order by strategy"
         ).df()
         evals = con.execute(
             "select e.strategy, s.pairs, e.preference_accuracy, e.reward_margin, e.win_rate "
@@ -259,7 +259,8 @@ def demo_loop(args, locations: Locations) -> int:
     quality, evals = loop_report(warehouse, settings.strategies)
     print(f"\nloop done in {time.perf_counter() - started:.1f} s\n")
     print(
-        "annotation quality (every round; flip rate estimated from the agreement of double-labelled tasks):\n"
+        "annotation quality (every round; flip rate estimated from the agreement of double-labelled tasks; "
+        "gold_ties: annotations of pairs whose answers tie on gold, labels that can only be coin flips):\n"
     )
     print(markdown_table(pd.DataFrame(quality).round(3)))
     print("\nDPO on each strategy's labelled pairs (seed 0), evaluated on the held-out synthetic pairs:\n")

@@ -130,6 +130,7 @@ def test_quality_per_strategy_and_round():
     assert (pooled.tasks, pooled.annotations, pooled.gold_known) == (3, 5, 4)
     hard = table.loc[("hard", 0)]
     assert pd.isna(hard.agreement) and pd.isna(hard.true_error_rate)  # one label, a gold tie
+    assert (hard.gold_ties, easy0.gold_ties, pooled.gold_ties) == (1, 0, 0)
 
 
 def test_simulated_annotators_follow_gold_with_their_bias_and_lapses():

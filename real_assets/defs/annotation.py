@@ -336,8 +336,9 @@ def current_annotations(warehouse: Warehouse) -> pd.DataFrame:
 @step_asset(kinds={"duckdb", "python"}, deps=[raw_annotations], metadata=table_metadata(QUALITY))
 def annotation_quality(step: Step, warehouse: Warehouse) -> dg.MaterializeResult:
     """Per strategy and round (round -1: every round): agreement between the two annotators of
-    double-labelled tasks, the label-flip rate it implies, and the true error rate against gold where gold
-    exists (eval.annotation_quality). DPO's robust loss takes its label smoothing from here."""
+    double-labelled tasks, the label-flip rate it implies, the true error rate against gold where gold
+    exists, and the annotations of pairs that tie on gold (eval.annotation_quality). DPO's robust loss takes
+    its label smoothing from here."""
     table = compute_quality(current_annotations(warehouse))
     with warehouse.connect() as con:
         con.execute("drop table if exists eval.annotation_quality")
@@ -352,12 +353,15 @@ def annotation_quality(step: Step, warehouse: Warehouse) -> dg.MaterializeResult
             value = getattr(row, name)
             if value is not None and not pd.isna(value):
                 metrics[f"{row.strategy}/{name}"] = float(value)
+        if row.annotations:
+            metrics[f"{row.strategy}/gold_tie_share"] = row.gold_ties / row.annotations
     rows = [
-        "| strategy | round | tasks | double | agreement | est. flip rate | true error |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| strategy | round | tasks | double | agreement | est. flip rate | true error | gold ties |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ] + [
         f"| {r.strategy} | {'all' if r.round == ALL_ROUNDS else r.round} | {r.tasks} | {r.double_labelled} | "
-        f"{_fmt(r.agreement)} | {_fmt(r.estimated_flip_rate)} | {_fmt(r.true_error_rate)} |"
+        f"{_fmt(r.agreement)} | {_fmt(r.estimated_flip_rate)} | {_fmt(r.true_error_rate)} | "
+        f"{r.gold_ties}/{r.annotations} |"
         for r in table.itertuples()
     ]
     metadata = {

@@ -3,7 +3,9 @@
 With two annotators per double-labelled task, each flipping the true label independently with probability
 e, they agree with probability (1 - e)^2 + e^2 = 1 - 2e(1 - e); so e = (1 - sqrt(2A - 1)) / 2 for an observed
 agreement A >= 0.5 (and e = 0.5 below: the labels carry no information). Where gold quality is known, the
-true error rate is the share of annotations that picked the answer of lower gold (gold ties left out).
+true error rate is the share of annotations that picked the answer of lower gold (gold ties left out);
+`gold_ties` counts the annotations of pairs whose answers tie on gold, where a label can only be a coin flip
+(a policy whose candidates all tie gives labels that carry nothing, whatever the agreement says).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def flip_rate_from_agreement(agreement: float | None) -> float | None:
 
 def annotation_quality(annotations: pd.DataFrame) -> pd.DataFrame:
     """Per strategy and round (and per strategy over every round, `round` = ALL_ROUNDS): tasks, annotations,
-    double-labelled tasks, agreement, estimated flip rate, and the true error rate where gold is known.
+    double-labelled tasks, agreement, estimated flip rate, the true error rate where gold is known, and the
+    annotations of pairs that tie on gold.
     `annotations`: one row per current annotation with strategy, round, request_id, annotator, chosen_id,
     and `gold_gap` (gold of chosen minus rejected, NaN where unknown)."""
     columns = [
@@ -40,6 +43,7 @@ def annotation_quality(annotations: pd.DataFrame) -> pd.DataFrame:
         "estimated_flip_rate",
         "true_error_rate",
         "gold_known",
+        "gold_ties",
     ]
     if annotations.empty:
         return pd.DataFrame(columns=columns)
@@ -55,8 +59,8 @@ def annotation_quality(annotations: pd.DataFrame) -> pd.DataFrame:
                 first, second = task["chosen_id"].iloc[0], task["chosen_id"].iloc[1]
                 agree += int(first == second)
         agreement = agree / double if double else None
-        gold = group["gold_gap"].dropna()
-        gold = gold[gold != 0]
+        known = group["gold_gap"].dropna()
+        gold = known[known != 0]
         rows.append(
             {
                 "strategy": strategy,
@@ -68,6 +72,7 @@ def annotation_quality(annotations: pd.DataFrame) -> pd.DataFrame:
                 "estimated_flip_rate": flip_rate_from_agreement(agreement),
                 "true_error_rate": float((gold < 0).mean()) if len(gold) else None,
                 "gold_known": len(gold),
+                "gold_ties": int((known == 0).sum()),
             }
         )
     return pd.DataFrame(rows, columns=columns)
