@@ -83,10 +83,8 @@ def _all_reference(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The `all` strategy's eval rows and per-item preference outcomes (empty before any eval ran)."""
     with warehouse.connect(read_only=True) as con:
         if not (table_exists(con, "eval.eval_scores") and table_exists(con, "eval.eval_outcomes")):
-            empty = pd.DataFrame()
-            return empty.assign(
-                seed=[], checkpoint_version=[], preference_accuracy=[], label_error_rate=[]
-            ), (empty.assign(seed=[], prompt_id=[], value=[]))
+            rows = ["seed", "checkpoint_version", "preference_accuracy", "label_error_rate"]
+            return pd.DataFrame(columns=rows), pd.DataFrame(columns=["seed", "prompt_id", "value"])
         rows = con.execute(
             """
             select e.seed, e.checkpoint_version, e.preference_accuracy, s.label_error_rate

@@ -177,12 +177,11 @@ class Tracking(dg.ConfigurableResource):
         step = StepRun(client, run.info.run_id, experiment_id)
         try:
             yield step
-        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError):
-            client.set_terminated(step.run_id, "KILLED")  # stopped by a signal, not by its own error
-            raise
-        except BaseException:
-            # a signal can surface as another error (DuckDB's InterruptException in a warehouse write)
-            client.set_terminated(step.run_id, "KILLED" if interrupts.pending() else "FAILED")
+        except BaseException as e:
+            # Stopped by a signal, not by its own error: the interrupt itself, or another error it surfaced
+            # as (DuckDB's InterruptException in a warehouse write) while the signal is pending.
+            signalled = isinstance(e, KeyboardInterrupt | dg.DagsterExecutionInterruptedError)
+            client.set_terminated(step.run_id, "KILLED" if signalled or interrupts.pending() else "FAILED")
             raise
         client.log_metric(step.run_id, "step/seconds", time.perf_counter() - started)
         client.set_terminated(step.run_id, "FINISHED")
