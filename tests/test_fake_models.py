@@ -5,6 +5,7 @@ unknown function fails; the barrier holds a step until released."""
 import ast
 import inspect
 import json
+import sys
 import threading
 from pathlib import Path
 
@@ -216,3 +217,40 @@ def test_the_fake_samples_every_missing_candidate_deterministically(tmp_path):
     assert all(text.endswith(".") and len(text) > 3 for _, _, text in first)
     assert fake(ref, todo, SamplingConfig(seed=3)) == first
     assert fake(ref, todo, SamplingConfig(seed=4)) != first
+
+
+def test_the_fake_embedder_orders_texts_by_shared_words_and_never_gives_a_zero_vector():
+    from real_assets.core.embedding import embed_with, load_encoder
+
+    encode = load_encoder(fake_models.FAKE_EMBEDDER, None)
+    texts = ["Boil water for the tea", "boil the water for tea!", "Tax forms are due in April", "", "..."]
+    vectors = embed_with(encode, texts)
+    assert vectors.shape == (5, fake_models.FAKE_EMBEDDING_DIM)
+    assert all(abs(float((v * v).sum()) - 1.0) < 1e-5 for v in vectors)  # normalised, none zero
+    cosine = vectors @ vectors.T
+    assert cosine[0, 1] > 0.8 > 0.3 > abs(cosine[0, 2])  # same words, other case and order; no shared word
+    assert (embed_with(encode, texts[:1]) == vectors[:1]).all()  # a text embeds alike in any batch
+
+
+def test_a_fake_run_records_the_fake_embedder_so_a_real_run_embeds_again(tmp_path, home, monkeypatch):
+    """The fake backend never loads the configured embedder, nor imports a model library: its rows say so
+    (`model_id`), and a later run with the real backend on the same warehouse re-embeds them all."""
+    from real_assets.core.sources import SourceSpec
+    from real_assets.defs.features import EmbeddingConfig, embed_new_responses
+    from real_assets.defs.ingest import ingest
+    from real_assets.resources import Warehouse
+
+    warehouse = Warehouse(path=str(tmp_path / "w.duckdb"))
+    responses = ingest(warehouse, SourceSpec(source="synthetic", n_prompts=3))["responses"]
+    with monkeypatch.context() as blocked:
+        for library in ("torch", "transformers", "sentence_transformers"):
+            blocked.setitem(sys.modules, library, None)  # importing it now raises ImportError
+        fake = embed_new_responses(warehouse, FAKE, EmbeddingConfig())
+    assert (fake["model"], fake["device"], fake["embedded_now"]) == (fake_models.FAKE_EMBEDDER, "fake", responses)
+    assert "dtype" not in fake
+    real = embed_new_responses(warehouse, Compute(device="cpu"), EmbeddingConfig())
+    assert real["embedded_now"] == responses and real["data_version"] != fake["data_version"]
+    with warehouse.connect(read_only=True) as con:
+        assert con.execute("select distinct model_id from features.response_embeddings").fetchall() == [
+            (EmbeddingConfig().model,)
+        ]

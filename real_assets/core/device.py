@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,10 +37,10 @@ def pick_device(prefer: str = "auto", half_precision: bool = True) -> DeviceChoi
 
 
 def release_cuda_memory() -> None:
-    """Free cached CUDA blocks after a step drops its model, so the next GPU step starts clean."""
-    import torch
-
-    if torch.cuda.is_available():
+    """Free cached CUDA blocks after a step drops its model, so the next GPU step starts clean. A process
+    that never imported torch has none (and does not import it here)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 

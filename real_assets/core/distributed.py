@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from real_assets.core.device import DeviceChoice, on_device, pick_device
+from real_assets.core.fake_models import FAKE_EMBEDDER
 from real_assets.core.progress import Progress
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
@@ -165,7 +166,8 @@ class _EmbeddingActor:
     def __init__(self, model_id: str, device: str, half_precision: bool, batch_size: int, trust: bool):
         from real_assets.core.embedding import load_encoder
 
-        self.encode = load_encoder(model_id, pick_device(device, half_precision), trust)
+        choice = None if model_id == FAKE_EMBEDDER else pick_device(device, half_precision)
+        self.encode = load_encoder(model_id, choice, trust)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -56,7 +56,7 @@ def embed_texts(
 def embed_chunks(
     chunks: Iterable[Sequence[str]],
     model_id: str,
-    device: DeviceChoice,
+    device: DeviceChoice | None,
     batch_size: int = 128,
     trust_remote_code: bool = False,
     progress: Progress | None = None,
@@ -77,8 +77,13 @@ def embed_chunks(
         release_cuda_memory()
 
 
-def load_encoder(model_id: str, device: DeviceChoice, trust_remote_code: bool = False):
-    """The model behind `model_id`, loaded once: a function from a list of texts to raw vectors."""
+def load_encoder(model_id: str, device: DeviceChoice | None, trust_remote_code: bool = False):
+    """The model behind `model_id`, loaded once: a function from a list of texts to raw vectors. The fake
+    backend's embedder (`core.fake_models.FAKE_EMBEDDER`) loads no model and needs no device."""
+    from real_assets.core.fake_models import FAKE_EMBEDDER, hashed_words_encoder
+
+    if model_id == FAKE_EMBEDDER:
+        return hashed_words_encoder()
     if model_id.startswith(POLICY_LM_PREFIX):
         return _causal_lm_encoder(model_id.removeprefix(POLICY_LM_PREFIX), device, trust_remote_code)
     return _sentence_transformers_encoder(model_id, device, trust_remote_code)

@@ -4,7 +4,8 @@ Each fake stands in for one function that an asset passes to `Compute.run`, unde
 the same arguments, writes a small but real checkpoint where the real one would (a tiny safetensors file, a
 config and the training log), and returns a result of the same type. Its numbers are drawn from a digest of
 its inputs, checkpoints by content: the same inputs always give the same checkpoint and figures, and other
-strategies or seeds give others. No torch, transformers or TRL is imported.
+strategies or seeds give others. The embeddings step runs `hashed_words_encoder` instead of its model
+(`Compute.embed_chunks`). No torch, transformers, sentence-transformers or TRL is imported.
 
 A test can stop a fake inside its step: with `$REAL_ASSETS_FAKE_BARRIER` naming a folder that holds
 `<name>.hold`, the fake called `<name>` creates `<name>.reached` there and waits for `<name>.release`.
@@ -15,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,11 @@ WEIGHTS = 16
 """float32 values in a fake checkpoint's one tensor."""
 MAX_LENGTH_CAP = 256
 """A derived fake max_length never exceeds the builtin model's context window."""
+FAKE_EMBEDDER = "fake:hashed-words"
+"""The embedder the fake backend uses whatever model is configured (`hashed_words_encoder`); it is the
+`model_id` its rows carry, so a later run with a real model re-embeds them."""
+FAKE_EMBEDDING_DIM = 384
+_WORD = re.compile(r"\w+")
 
 
 class UnknownModelFunction(LookupError):
@@ -321,6 +329,23 @@ def sample_candidates(policy_dir, todo, cfg, device=None, **kwargs) -> list[tupl
             text = " ".join(rng.choice(words, size=int(rng.integers(3, 12))))
             out.append((item.prompt_id, index, text.capitalize() + "."))
     return out
+
+
+def hashed_words_encoder() -> Callable[[list[str]], np.ndarray]:
+    """The fake embedder (feature hashing, no model): each lowercased word of a text adds +-1 at a position
+    and sign drawn from its crc32, and the whole text adds one more, so no vector is zero. Texts that share
+    words point the same way, so cosine still orders pairs from alike to unlike; equal texts embed equally.
+    Rows are not normalised (`core.embedding.embed_with` does that)."""
+
+    def encode(texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), FAKE_EMBEDDING_DIM), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for token in [*_WORD.findall(text.lower()), "\0" + text]:
+                code = zlib.crc32(token.encode())
+                out[row, code % FAKE_EMBEDDING_DIM] += 1.0 if code >> 31 else -1.0
+        return out
+
+    return encode
 
 
 FAKES: dict[str, Callable[..., Any]] = {

@@ -69,12 +69,13 @@ def embed_new_responses(
     A change of model re-embeds everything. The model work holds no warehouse connection. The table's
     digest is kept up to date from the rows removed and added (`core.table_digests`). Progress lines go to
     `report` (the run log)."""
+    model = compute.embedder_id(config.model)
     with warehouse.connect() as con:
         # One model per table: a change of model (or of its dimension) starts the table afresh.
         if (
             table_exists(con, EMBEDDINGS_TABLE)
             and con.execute(
-                "select count(*) from features.response_embeddings where model_id <> ?", [config.model]
+                "select count(*) from features.response_embeddings where model_id <> ?", [model]
             ).fetchone()[0]
         ):
             con.execute("drop table features.response_embeddings")
@@ -110,7 +111,7 @@ def embed_new_responses(
             yield [text for _, _, text in chunk]
 
     vectors_per_chunk, device = compute.embed_chunks(
-        texts_per_chunk(), loadable_model_id(config.model, models_dir), config.trust_remote_code, progress
+        texts_per_chunk(), loadable_model_id(model, models_dir), config.trust_remote_code, progress
     )
     seconds, embedded = 0.0, 0
     try:
@@ -121,7 +122,7 @@ def embed_new_responses(
             if vectors is None:
                 break
             chunk = in_flight.pop(0)
-            _write_embeddings(warehouse, chunk, vectors, config.model)
+            _write_embeddings(warehouse, chunk, vectors, model)
             embedded += len(chunk)
     finally:
         vectors_per_chunk.close()
@@ -130,12 +131,12 @@ def embed_new_responses(
         dim = con.execute(
             "select array_length(embedding) from features.response_embeddings limit 1"
         ).fetchone()
-    local = compute.engine == "local"
+    dtype = compute.local_dtype()
     return {
-        "model": config.model,
+        "model": model,
         "device": device,
         "engine": compute.engine,
-        **({"dtype": compute.choice().dtype_name} if local else {}),
+        **({"dtype": dtype} if dtype else {}),
         "rows": rows,
         "embedded_now": embedded,
         "dimensions": int(dim[0]) if dim else 0,

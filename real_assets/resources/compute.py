@@ -11,6 +11,7 @@ import numpy as np
 
 from real_assets.core.device import DeviceChoice, on_device, pick_device
 from real_assets.core.embedding import embed_chunks
+from real_assets.core.fake_models import FAKE_EMBEDDER
 from real_assets.core.progress import Progress
 
 T = TypeVar("T")
@@ -54,6 +55,18 @@ class Compute(dg.ConfigurableResource):
     def choice(self) -> DeviceChoice:
         return pick_device(self.device, self.half_precision)
 
+    def local_dtype(self) -> str | None:
+        """The dtype model steps run in on the local engine; None on Ray (the worker picks it) and with the
+        fake backend (no model)."""
+        if self.engine != "local" or self.model_backend == "fake":
+            return None
+        return self.choice().dtype_name
+
+    def embedder_id(self, model_id: str) -> str:
+        """The embedder that runs for a configured `model_id`: itself, or with the fake model backend the
+        fake embedder (`core.fake_models.FAKE_EMBEDDER`), which is what its rows record."""
+        return FAKE_EMBEDDER if self.model_backend == "fake" else model_id
+
     def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> tuple[T, str]:
         """`fn(*args, device=..., **kwargs)` where the engine puts it (`OnDevice` arguments built there),
         and a description of where it ran (device, and Ray resources on Ray). Callable keyword arguments
@@ -91,13 +104,15 @@ class Compute(dg.ConfigurableResource):
         progress: Progress | None = None,
     ) -> tuple[Iterator[np.ndarray], str]:
         """The embeddings of each chunk in turn, on this engine, and where they are computed; a chunk is
-        taken from `chunks` only once the previous one's vectors have been handed back."""
+        taken from `chunks` only once the previous one's vectors have been handed back. With the fake model
+        backend, the fake embedder runs whatever `model_id` says (`embedder_id`)."""
+        model_id = self.embedder_id(model_id)
         if self.engine == "local":
-            device = self.choice()
+            device = None if self.model_backend == "fake" else self.choice()
             vectors = embed_chunks(
                 chunks, model_id, device, self.embed_batch_size, trust_remote_code, progress
             )
-            return vectors, device.device
+            return vectors, device.device if device else "fake"
         from real_assets.core import distributed
 
         return distributed.embed_chunks_on_ray(
