@@ -246,7 +246,11 @@ def test_a_fake_run_records_the_fake_embedder_so_a_real_run_embeds_again(tmp_pat
         for library in ("torch", "transformers", "sentence_transformers"):
             blocked.setitem(sys.modules, library, None)  # importing it now raises ImportError
         fake = embed_new_responses(warehouse, FAKE, EmbeddingConfig())
-    assert (fake["model"], fake["device"], fake["embedded_now"]) == (fake_models.FAKE_EMBEDDER, "fake", responses)
+    assert (fake["model"], fake["device"], fake["embedded_now"]) == (
+        fake_models.FAKE_EMBEDDER,
+        "fake",
+        responses,
+    )
     assert "dtype" not in fake
     real = embed_new_responses(warehouse, Compute(device="cpu"), EmbeddingConfig())
     assert real["embedded_now"] == responses and real["data_version"] != fake["data_version"]
