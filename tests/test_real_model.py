@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 ARGS = [
     *("--preset", "smollm2-cpu", "--n-prompts", "20", "--seeds", "1", "--strategies", "easy"),
-    *("--config", 'eval_scores={"samples_per_prompt": 1, "max_new_tokens": 8}'),
+    *("--config", 'eval_scores={"samples_per_prompt": 1, "max_new_tokens": 8, "max_eval_pairs": 12}'),
 ]
 
 
