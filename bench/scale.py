@@ -215,6 +215,7 @@ def more_rows_csv(warehouse, path: Path, fraction: float = 0.02) -> int:
 
 def run_refresh(n: int, seeds: int, memory_limit: str, centroid: bool) -> list[dict]:
     """Full build and refresh after 2% new rows at `n` responses; one row per stage and phase."""
+    import real_assets.defs.pair_scores as pair_scores
     import real_assets.defs.selection as selection
     from real_assets.core.selection import STRATEGIES, SelectionConfig
     from real_assets.core.sources import SourceSpec
@@ -223,7 +224,7 @@ def run_refresh(n: int, seeds: int, memory_limit: str, centroid: bool) -> list[d
     from real_assets.defs.ingest import ingest
     from real_assets.resources import Warehouse
 
-    selection._reference_scores = random_reference_scores
+    pair_scores._reference_scores = random_reference_scores
     models = {m.name: m for m in load_sql_models()}
     rows: list[dict] = []
     strategies = ["centroid"] if centroid else [s for s in STRATEGIES if s != "centroid"]

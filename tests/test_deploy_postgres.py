@@ -102,7 +102,9 @@ def test_two_runs_writing_two_partitions_at_once_both_land(service):
     with _warehouse(home).connect(read_only=True) as con:
         before = dict(con.execute(PAIRS_PER_PARTITION).fetchall())
     partitions = sorted(before)
-    assert set(partitions) <= set(defs.resolve_assets_def("selected_pairs").partitions_def.get_partition_keys())
+    assert set(partitions) <= set(
+        defs.resolve_assets_def("selected_pairs").partitions_def.get_partition_keys()
+    )
     runs = [
         subprocess.Popen(
             [

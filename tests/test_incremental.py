@@ -7,6 +7,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ from real_assets.defs.ingest import RAW_TABLES, ingest
 from real_assets.defs.pair_scores import TRAIN_CANDIDATES
 from real_assets.defs.selection import read_train_candidates, select_in_warehouse
 from real_assets.defs.versions import content_version, tracked_content_version
-from real_assets.resources import Compute, Warehouse, table_digest
+from real_assets.resources import Compute, Warehouse, key_ranges, table_digest
 
 MODELS = {m.name: m for m in load_sql_models()}
 
@@ -294,3 +295,52 @@ def test_labelled_comparisons_refresh_incrementally_as_a_full_rebuild_would(tmp_
     full = run_models(copy, full_refresh=True)
     pd.testing.assert_frame_equal(incremental, rows_of(copy, "selection.pair_candidates"))
     assert full["pair_candidates"].digest == runs["pair_candidates"].digest
+
+
+def test_key_ranges_cover_every_row_in_whole_keys_of_about_max_rows():
+    con = duckdb.connect()
+    keys = ["a"] * 3 + ["b"] + ["c"] * 5 + ["d"] * 2 + ["e"]
+    con.execute("create table t as select unnest(?::varchar[]) as prompt_id", [keys])
+    # a range ends at the key that reaches 4 rows: a+b (4), c alone (5: one key larger than the limit), d+e
+    assert key_ranges(con, "select * from t", [], 4) == [("", "b"), ("b", "c"), ("c", "e")]
+    assert key_ranges(con, "select * from t where prompt_id > ?", ["c"], 100) == [("", "e")]
+    assert key_ranges(con, "select * from t", [], 1) == [
+        ("", "a"),
+        ("a", "b"),
+        ("b", "c"),
+        ("c", "d"),
+        ("d", "e"),
+    ]
+    assert key_ranges(con, "select * from t where false", [], 4) == []
+
+
+def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_read_gives(built, monkeypatch):
+    """`centroid` (per prompt) and the reference scores of `margin`/`ches` read the candidates a range of
+    whole prompts at a time: many small ranges give the same picks and scores as one range of all."""
+    from real_assets.defs import pair_scores, selection
+
+    def scores(_warehouse, pairs, _version, _compute, _report):  # a stand-in for the reference model
+        seed = pd.util.hash_pandas_object(pairs[["chosen_id", "rejected_id"]], index=False).to_numpy()
+        return pd.DataFrame({"ref_margin": seed % 1000 / 1000.0, "ches": seed % 997 / 997.0})
+
+    monkeypatch.setattr(pair_scores, "_reference_scores", scores)
+    config, lines = SelectionConfig(), []
+
+    def read_both(version: str):
+        picks = selection.centroid_picks(built, config, 1, "per_prompt", None, lines.append)
+        scored = pair_scores.score_pending_pairs(built, version, None, None)
+        with built.connect(read_only=True) as con:
+            table = con.execute(
+                "select prompt_id, chosen_id, rejected_id, ref_margin, ches from "
+                "selection.reference_pair_scores order by all"
+            ).fetchall()
+        return picks.sort_values(list(picks.columns)).reset_index(drop=True), scored, table
+
+    one_range, scored, table = read_both("v1")
+    assert len(lines) == 1 and scored == len(table) > 0
+    monkeypatch.setattr(selection, "CENTROID_PAIRS_PER_RANGE", 7)
+    monkeypatch.setattr(pair_scores, "SCORE_PAIRS_PER_RANGE", 7)
+    small_ranges, scored_again, table_again = read_both("v2")  # a new version: every pair scored again
+    assert len(lines) > 5 and scored_again == scored
+    pd.testing.assert_frame_equal(small_ranges, one_range)
+    assert table_again == table

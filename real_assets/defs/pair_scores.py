@@ -6,15 +6,16 @@ import pandas as pd
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import KEY_COLUMNS
 from real_assets.defs.training import recorded_checkpoint
-from real_assets.resources import Compute, Warehouse
+from real_assets.resources import Compute, Warehouse, key_ranges
 
 CANDIDATES_TABLE = "selection.pair_candidates"
 TRAIN_CANDIDATES = f"(select * from {CANDIDATES_TABLE} where split = 'train')"
 REFERENCE_SCORES = "selection.reference_pair_scores"
 """`ref_margin` and `ches` of the train pairs under one reference version: computed once per pair and
 reference, a range of prompts at a time, and shared by `margin` and `ches` on every seed."""
-SCORE_PROMPTS_PER_CHUNK = 20_000
-"""Prompts whose pairs (with their texts) the reference model scores per call."""
+SCORE_PAIRS_PER_RANGE = 50_000
+"""Pairs (with their texts: about 45 MB in pandas) the reference model scores per call: a range of whole
+prompts (`key_ranges`), so memory does not grow with the corpus."""
 SCORES_DDL = f"""
 create table if not exists {REFERENCE_SCORES} (
     reference_version varchar not null, prompt_id varchar not null, chosen_id varchar not null,
@@ -24,8 +25,9 @@ create table if not exists {REFERENCE_SCORES} (
 
 
 def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: Compute, report) -> int:
-    """Score the train pairs that have no score under `reference_version` yet, one range of prompts at a
-    time (memory: one range's pair texts), and drop the scores of other versions. Returns the pairs scored."""
+    """Score the train pairs that have no score under `reference_version` yet, one range of whole prompts
+    at a time (memory: about `SCORE_PAIRS_PER_RANGE` pairs' texts), and drop the scores of other versions.
+    Returns the pairs scored."""
     with warehouse.connect() as con:
         con.execute(SCORES_DDL)
         con.execute(f"delete from {REFERENCE_SCORES} where reference_version <> ?", [reference_version])
@@ -34,16 +36,11 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
         f"where not exists (select 1 from {REFERENCE_SCORES} as s where s.reference_version = ? "
         "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id)"
     )
-    scored, after = 0, ""
-    while True:
+    with warehouse.connect(read_only=True) as con:
+        ranges = key_ranges(con, pending, [reference_version], SCORE_PAIRS_PER_RANGE)
+    scored = 0
+    for after, last in ranges:
         with warehouse.connect(read_only=True) as con:
-            last = con.execute(
-                f"select max(prompt_id) from (select distinct prompt_id from ({pending}) "
-                f"where prompt_id > ? order by prompt_id limit {SCORE_PROMPTS_PER_CHUNK})",
-                [reference_version, after],
-            ).fetchone()[0]
-            if last is None:
-                return scored
             pairs = con.execute(
                 f"""select p.prompt_id, p.chosen_id, p.rejected_id, t.prompt, c.response as chosen,
                            r.response as rejected
@@ -61,7 +58,7 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
             con.register("scores_frame", frame)
             con.execute(f"insert into {REFERENCE_SCORES} by name select * from scores_frame")
         scored += len(frame)
-        after = last
+    return scored
 
 
 def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:

@@ -42,7 +42,7 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Compute, Warehouse
+from real_assets.resources import Compute, Warehouse, key_ranges
 
 PAIR_COLUMNS = [
     "prompt_id",
@@ -108,8 +108,9 @@ def read_train_candidates(warehouse: Warehouse, with_embeddings: bool, with_text
 
 SIMILARITY = "features.response_similarity"
 PROMPT_KEY = "prompt_id"
-CENTROID_PROMPTS_PER_CHUNK = 20_000
-"""Prompts whose candidates and response vectors `centroid` holds at once (per-prompt mode)."""
+CENTROID_PAIRS_PER_RANGE = 50_000
+"""Candidate pairs (of whole prompts) whose rows and response vectors `centroid` holds at once in per-prompt
+mode: about 50,000 x 2 x 384 x 4 B of vectors at most, whatever the corpus."""
 
 
 def _partition_rows(strategy: str, seed: int) -> str:
@@ -267,27 +268,27 @@ def select_in_warehouse(
 def centroid_picks(
     warehouse: Warehouse, config: SelectionConfig, seed: int, mode: str, prompts: list[str] | None, report
 ) -> pd.DataFrame:
-    """`centroid`'s picks (key columns), for every prompt or only `prompts`. Per prompt: a range of
-    `CENTROID_PROMPTS_PER_CHUNK` prompts at a time, so memory holds one range's candidates and vectors
-    (prompts x responses x dimensions x 4 B). Globally (one pair per prompt): k-means over every train
+    """`centroid`'s picks (key columns), for every prompt or only `prompts`. Per prompt: a range of whole
+    prompts of about `CENTROID_PAIRS_PER_RANGE` pairs at a time, so memory holds one range's candidates and
+    vectors. Globally (one pair per prompt): k-means over every train
     pair's mean vector at once, pairs x dimensions x 4 B, plus as many centres as pairs kept."""
     if mode == "global":
         candidates, embeddings = read_train_candidates(warehouse, with_embeddings=True)
         picked = select_pairs(candidates, "centroid", config, seed, embeddings)
         return picked[KEY_COLUMNS]
-    picks, after = [], ""
+    picks = []
     only = "and prompt_id in (select unnest(?::varchar[]))" if prompts is not None else ""
     where = f"{only} and k.prompt_id > ? and k.prompt_id <= ?"
     given = [prompts] if prompts is not None else []
-    while True:
+    with warehouse.connect(read_only=True) as con:
+        ranges = key_ranges(
+            con,
+            f"select prompt_id from {TRAIN_CANDIDATES} where true {only}",
+            given,
+            CENTROID_PAIRS_PER_RANGE,
+        )
+    for after, last in ranges:
         with warehouse.connect(read_only=True) as con:
-            last = con.execute(
-                f"select max(prompt_id) from (select distinct prompt_id from {TRAIN_CANDIDATES} "
-                f"where prompt_id > ? {only} order by prompt_id limit {CENTROID_PROMPTS_PER_CHUNK})",
-                [after, *given],
-            ).fetchone()[0]
-            if last is None:
-                break
             window = [after, last]
             columns = ", ".join(f"k.{c}" for c in PAIR_COLUMNS)
             candidates = con.execute(
@@ -301,7 +302,6 @@ def centroid_picks(
         picked = select_pairs(candidates, "centroid", SelectionConfig(mode="per_prompt"), seed, embeddings)
         picks.append(picked[KEY_COLUMNS])
         report(f"centroid: prompts up to {last}: {len(picked)} pairs")
-        after = last
     return pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=KEY_COLUMNS)
 
 

@@ -8,6 +8,7 @@ from real_assets.resources.tracking import StepRun, Tracking, TrackingServerUnre
 from real_assets.resources.warehouse import (
     Warehouse,
     extension_file,
+    key_ranges,
     replace_rows,
     same_catalog_cursor,
     table_digest,
@@ -24,6 +25,7 @@ __all__ = [
     "Warehouse",
     "check_tracking_server",
     "extension_file",
+    "key_ranges",
     "replace_rows",
     "same_catalog_cursor",
     "table_digest",
