@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from real_assets.core import table_digests
+from real_assets.core.ranges import key_ranges
 from real_assets.core.selection import SelectionConfig, select_pairs
 from real_assets.core.sources import SourceSpec
 from real_assets.core.sql_models import load_sql_models, run_sql_model
@@ -21,7 +22,7 @@ from real_assets.defs.ingest import RAW_TABLES, ingest
 from real_assets.defs.pair_scores import TRAIN_CANDIDATES
 from real_assets.defs.selection import read_train_candidates, select_in_warehouse
 from real_assets.defs.versions import content_version, tracked_content_version
-from real_assets.resources import Compute, Warehouse, key_ranges, table_digest
+from real_assets.resources import Compute, Warehouse, table_digest
 
 MODELS = {m.name: m for m in load_sql_models()}
 
@@ -344,3 +345,23 @@ def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_re
     assert len(lines) > 5 and scored_again == scored
     pd.testing.assert_frame_equal(small_ranges, one_range)
     assert table_again == table
+
+
+def test_a_full_build_in_small_key_ranges_equals_one_statement_over_everything(built, monkeypatch):
+    """A full build reads its upstream tables one range of prompts at a time (bounded memory): ranges of
+    7 upstream rows give the same rows and digest as one range of the whole corpus."""
+    from real_assets.core import sql_models
+
+    one = run_models(built, full_refresh=True)
+    monkeypatch.setattr(sql_models, "FULL_BUILD_ROWS_PER_RANGE", 7)
+    with built.connect(read_only=True) as con:
+        assert len(key_ranges(con, "select prompt_id from features.response_embeddings", [], 7)) > 20
+    ranged = run_models(built, full_refresh=True)
+    for name, run in ranged.items():
+        assert (run.mode, run.recomputed_keys, run.rows, run.digest) == (
+            one[name].mode,
+            one[name].recomputed_keys,
+            one[name].rows,
+            one[name].digest,
+        ), name
+        assert run.rows > 0

@@ -24,6 +24,7 @@ from sqlglot.lineage import lineage
 
 from real_assets.core import table_digests
 from real_assets.core.identifiers import validate_identifier
+from real_assets.core.ranges import key_ranges
 
 DIALECT = "duckdb"
 SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
@@ -31,6 +32,8 @@ SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 checkout)."""
 _KEY_LINE = re.compile(r"^--\s*key:(.*)$", re.MULTILINE)
 _INCREMENTAL_LINE = re.compile(r"^--\s*incremental:(.*)$", re.MULTILINE)
+FULL_BUILD_ROWS_PER_RANGE = 200_000
+"""Upstream rows a full build of an incremental model reads per statement (`_build_in_ranges`)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,23 @@ def run_sql_model(
     return run
 
 
+def _build_in_ranges(con: duckdb.DuckDBPyConnection, model: SqlModel, key: str) -> None:
+    """A full build of an incremental model, one range of whole key values at a time (`key_ranges` over the
+    upstream tables' rows, about `FULL_BUILD_ROWS_PER_RANGE` each): every statement reads and joins a
+    bounded share of the corpus, so memory does not grow with it (one statement over everything ran out of
+    a 256 MB DuckDB `memory_limit` at 1M responses). The table comes out ordered by the key."""
+    con.execute(f"create or replace table {model.table} as select * from ({model.sql}) limit 0")
+    upstream = " union all ".join(f"select {key} from {table}" for table in model.upstream_tables)
+    for after, last in key_ranges(con, upstream, [], FULL_BUILD_ROWS_PER_RANGE, key):
+        con.execute(
+            f"create or replace temp table _range_keys as select distinct {key} as key from ({upstream}) "
+            f"where {key} > ? and {key} <= ?",
+            [after, last],
+        )
+        con.execute(f"insert into {model.table} by name {restricted_sql(model, '_range_keys')}")
+    con.execute("drop table if exists _range_keys")
+
+
 def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRun:
     key = model.incremental_key
     reason = "no incremental key"
@@ -190,7 +210,10 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
             [model.schema, model.name],
         ).fetchone()[0]
         removed = con.execute(f"select count(*) from {model.table}").fetchone()[0] if existed else 0
-        con.execute(f"create or replace table {model.table} as {model.sql}")
+        if key is None:
+            con.execute(f"create or replace table {model.table} as {model.sql}")
+        else:
+            _build_in_ranges(con, model, key)
         table_digests.record_full(con, model.table, key)
         recomputed = None
         if key is not None:

@@ -3,10 +3,11 @@ version in the warehouse and computed only for pairs not yet scored: what `margi
 
 import pandas as pd
 
+from real_assets.core.ranges import key_ranges
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import KEY_COLUMNS
 from real_assets.defs.training import recorded_checkpoint
-from real_assets.resources import Compute, Warehouse, key_ranges
+from real_assets.resources import Compute, Warehouse
 
 CANDIDATES_TABLE = "selection.pair_candidates"
 TRAIN_CANDIDATES = f"(select * from {CANDIDATES_TABLE} where split = 'train')"

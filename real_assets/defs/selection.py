@@ -10,6 +10,7 @@ import pandas as pd
 from real_assets.core import table_digests
 from real_assets.core.annotation.requests import requested_pairs
 from real_assets.core.hashing import digest
+from real_assets.core.ranges import key_ranges
 from real_assets.core.selection import (
     KEY_COLUMNS,
     SelectionConfig,
@@ -42,7 +43,7 @@ from real_assets.defs.versions import (
     context_partition,
     table_metadata,
 )
-from real_assets.resources import Compute, Warehouse, key_ranges
+from real_assets.resources import Compute, Warehouse
 
 PAIR_COLUMNS = [
     "prompt_id",

@@ -8,7 +8,6 @@ from real_assets.resources.tracking import StepRun, Tracking, TrackingServerUnre
 from real_assets.resources.warehouse import (
     Warehouse,
     extension_file,
-    key_ranges,
     replace_rows,
     same_catalog_cursor,
     table_digest,
@@ -25,7 +24,6 @@ __all__ = [
     "Warehouse",
     "check_tracking_server",
     "extension_file",
-    "key_ranges",
     "replace_rows",
     "same_catalog_cursor",
     "table_digest",
