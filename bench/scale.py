@@ -244,7 +244,6 @@ def run_refresh(n: int, seeds: int, memory_limit: str, centroid: bool) -> list[d
             recomputed = []
             for strategy in strategies:
                 for seed in range(seeds):
-                    partition = {"strategy": strategy, "seed": str(seed)}
                     reference = "bench-reference" if strategy in ("margin", "ches") else None
                     if reference:
                         selection.score_pending_pairs(warehouse, reference, None, print)
@@ -255,7 +254,7 @@ def run_refresh(n: int, seeds: int, memory_limit: str, centroid: bool) -> list[d
                             warehouse, config, seed, mode, prompts, lambda _: None
                         )
                     _, summary = selection.select_in_warehouse(
-                        warehouse, strategy, seed, config, partition, "bench", picks, prompts, reference
+                        warehouse, strategy, seed, config, "bench", picks, prompts, reference
                     )
                     recomputed.append(summary["prompts_recomputed"])
             print(

@@ -88,8 +88,13 @@ def _tamper(home: Path, table: str, column: str, expression: str) -> None:
         ("raw.responses", "score", "score + 1", "raw_responses: raw.responses content hashes to"),
         ("raw.prompt_texts", "prompt", "prompt || '!'", "raw_responses: raw.prompt_texts content hashes to"),
         ("raw.ingestions", "accepted_rows", "accepted_rows + 1", "raw_responses: raw.ingestions differs"),
-        ("selection.pair_candidates", "cosine", "cosine / 2", "pair_candidates: selection.pair_candidates"),
-        # a value the row cannot already hold (a fake win rate may be 0, which halving leaves as it was)
+        # values the row cannot already hold (a cosine or a fake win rate may be 0, which halving leaves)
+        (
+            "selection.pair_candidates",
+            "cosine",
+            "case when cosine > 0 then -0.5 else 0.5 end",
+            "pair_candidates: selection.pair_candidates",
+        ),
         ("eval.eval_scores", "win_rate", "case when win_rate > 0.5 then 0 else 1 end", "eval_scores["),
     ],
 )

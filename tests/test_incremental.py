@@ -20,7 +20,7 @@ from real_assets.core.sql_models import load_sql_models, run_sql_model
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import RAW_TABLES, ingest
 from real_assets.defs.pair_scores import TRAIN_CANDIDATES
-from real_assets.defs.selection import read_train_candidates, select_in_warehouse
+from real_assets.defs.selection import SELECTED_PAIRS, read_train_candidates, select_in_warehouse
 from real_assets.defs.versions import content_version, tracked_content_version
 from real_assets.resources import Compute, Warehouse, table_digest
 
@@ -215,8 +215,13 @@ def test_selection_in_the_warehouse_equals_the_dataframe_path_and_refreshes_per_
     built, strategy, tmp_path
 ):
     config = SelectionConfig()
-    partition = {"strategy": strategy, "seed": "3"}
-    content, summary = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+
+    def counted_in_full():  # the partition's content from all of its rows
+        with built.connect(read_only=True) as con:
+            return content_version(con, [SELECTED_PAIRS], {"strategy": strategy, "seed": "3"})
+
+    content, summary = select_in_warehouse(built, strategy, 3, config, "v1")
+    assert content == counted_in_full()
     expected = expected_selection(built, strategy, config, 3)
     assert stored_selection(built, strategy, 3) == expected
     with built.connect(read_only=True) as con:
@@ -228,17 +233,14 @@ def test_selection_in_the_warehouse_equals_the_dataframe_path_and_refreshes_per_
     ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / "more.csv", 3, 2))))
     embed_new_responses(built, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
     run_models(built)
-    content, summary = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    content, summary = select_in_warehouse(built, strategy, 3, config, "v1")
     assert (summary["refresh"], summary["prompts_recomputed"]) == ("incremental", 3 + 2)
     assert stored_selection(built, strategy, 3) == expected_selection(built, strategy, config, 3)
-    with built.connect(read_only=True) as con:
-        assert (
-            content.digests["selection.selected_pairs"]
-            == table_digest(con, "selection.selected_pairs", {"strategy": strategy, "seed": 3})[0]
-        )
-    _, again = select_in_warehouse(built, strategy, 3, config, partition, "v1")
+    assert content == counted_in_full()  # kept from the rows removed and added
+    again_content, again = select_in_warehouse(built, strategy, 3, config, "v1")
     assert (again["refresh"], again["prompts_recomputed"]) == ("incremental", 0)
-    _, other = select_in_warehouse(built, strategy, 3, SelectionConfig(aepo_lambda=0.5), partition, "v2")
+    assert again_content == content
+    _, other = select_in_warehouse(built, strategy, 3, SelectionConfig(aepo_lambda=0.5), "v2")
     assert other["refresh_reason"].startswith("code or config changed")
 
 

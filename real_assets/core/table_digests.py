@@ -146,6 +146,48 @@ def tracked_digest(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int
     return digest_from_parts(int(rows), int(hi), int(lo)), int(rows)
 
 
+# ------------------------------------------------------------------------------------ partition digests
+
+PARTITION_DIGESTS = "models.partition_digests"
+_PARTITION_DDL = f"""
+create table if not exists {PARTITION_DIGESTS} (
+    scope varchar not null, rows bigint not null, hi decimal(38, 0) not null, lo decimal(38, 0) not null
+)
+"""
+
+
+def parts_of(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, int, int]:
+    """(rows, hi, lo) of `relation`'s rows in one pass: the parts of their digest (`digest_from_parts`).
+    The rows must have their table's columns in its order, as in `key_parts_sql`."""
+    row = con.execute(
+        f"select coalesce(sum(rows), 0), coalesce(sum(hi), 0), coalesce(sum(lo), 0) "
+        f"from ({key_parts_sql(relation, None)})"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def kept_partition_parts(
+    con: duckdb.DuckDBPyConnection, scope: str, relation: str
+) -> tuple[int, int, int] | None:
+    """The digest parts kept for one partition of a table (`scope`: the step that writes it) while they
+    still count its rows (`relation`); None when none are kept or its row count changed outside the step."""
+    con.execute(_PARTITION_DDL)
+    row = con.execute(f"select rows, hi, lo from {PARTITION_DIGESTS} where scope = ?", [scope]).fetchone()
+    if row is None or con.execute(f"select count(*) from {relation}").fetchone()[0] != row[0]:
+        return None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def keep_partition_parts(con: duckdb.DuckDBPyConnection, scope: str, parts: tuple[int, int, int]) -> str:
+    """Keep one partition's digest parts (a writer that removed and added rows passes the kept parts less
+    the removed rows' plus the added rows'); returns the partition's digest, as `table_digest_sql` over
+    its rows gives it."""
+    con.execute(_PARTITION_DDL)
+    con.execute(f"delete from {PARTITION_DIGESTS} where scope = ?", [scope])
+    con.execute(f"insert into {PARTITION_DIGESTS} values (?, ?, ?, ?)", [scope, *parts])
+    return digest_from_parts(*parts)
+
+
 # ------------------------------------------------------------------------------------ incremental steps
 
 STEP_STATE = "models.incremental_state"

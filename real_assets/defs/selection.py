@@ -39,8 +39,7 @@ from real_assets.defs.training import reference_policy
 from real_assets.defs.versions import (
     Content,
     WarehouseTable,
-    content_version,
-    context_partition,
+    content_of,
     table_metadata,
 )
 from real_assets.resources import Compute, Warehouse
@@ -192,7 +191,6 @@ def select_in_warehouse(
     strategy: str,
     seed: int,
     config: SelectionConfig,
-    partition: dict,
     version: str,
     picks: pd.DataFrame | None = None,
     picked_for: list[str] | None = None,
@@ -242,21 +240,29 @@ def select_in_warehouse(
                 keep = n_keep(stats["pairs"], config.keep_fraction) if ranked else None
                 select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
             only_changed = f" and prompt_id in {changed}" if reason is None else ""
+            # The partition's digest from the rows removed and added, not from all of its rows
+            step, rows = _step(strategy, seed), _partition_rows(strategy, seed)
+            kept = table_digests.kept_partition_parts(con, step, rows) if reason is None else None
+            touched = f"(select * from {rows} where prompt_id in {changed})"
+            removed = table_digests.parts_of(con, touched) if kept else None
             con.execute(
                 f"delete from {SELECTED_PAIRS.name} where strategy = ? and seed = ?{only_changed}",
                 [strategy, seed],
             )
             con.execute(_insert_sql(strategy, seed, select))
+            parts = table_digests.parts_of(con, touched if kept else rows)
+            if kept:
+                parts = tuple(k - r + a for k, r, a in zip(kept, removed, parts, strict=True))
+            partition_digest = table_digests.keep_partition_parts(con, step, parts)
             recomputed = stats["prompts"]
             if reason is None:
                 recomputed = con.execute(f"select count(*) from {changed}").fetchone()[0]
-            step = _step(strategy, seed)
             table_digests.record_inputs(con, step, f"{version}/{mode}")
             con.execute("commit")
         except BaseException:
             con.execute("rollback")
             raise
-        content = content_version(con, [SELECTED_PAIRS], partition)
+        content = content_of([(SELECTED_PAIRS, partition_digest, parts[0])])
         summary = selection_summary(con, _partition_rows(strategy, seed), stats)
     refresh = {
         "refresh": "incremental" if reason is None else "full",
@@ -322,7 +328,6 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
     cfg: SelectionConfig = step.config
     strategy, seed = step.strategy, step.seed
     needs = None if cfg.from_requests else strategy_entry(strategy).needs
-    partition = context_partition(step.context)
     code_version = step.context.assets_def.code_versions_by_key[step.context.asset_key]
     version = digest(code_version or "", repr(cfg))[:16]
     extra, picks, prompts = {}, None, None
@@ -358,7 +363,6 @@ def selected_pairs(step: Step, warehouse: Warehouse, compute: Compute) -> dg.Mat
         strategy,
         seed,
         cfg,
-        partition,
         version,
         picks,
         picked_for=prompts if picks is not None else None,

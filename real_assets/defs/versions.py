@@ -152,35 +152,32 @@ def content_version(
     partition: Mapping[str, str] | None = None,
 ) -> Content:
     """The content of `tables` (only the partition's rows where `partition` is given)."""
-    digests, versioned, rows = {}, [], None
-    for table in tables:
-        content, count = table_digest(con, table.name, where=partition or None)
-        digests[table.name] = content
-        if table.versioned:
-            versioned.append(content)
-        rows = count if rows is None else rows
-    return Content(digest(*versioned)[:16], rows or 0, digests)
+    return content_of([(table, *table_digest(con, table.name, where=partition or None)) for table in tables])
+
+
+def content_of(digests: Sequence[tuple[WarehouseTable, str, int]]) -> Content:
+    """The content version of tables from each one's (table, digest, rows): the data version over the
+    versioned tables' digests, the rows of the first table."""
+    versioned = [content for table, content, _ in digests if table.versioned]
+    rows = digests[0][2] if digests else 0
+    return Content(digest(*versioned)[:16], rows, {table.name: content for table, content, _ in digests})
 
 
 def tracked_content_version(con: duckdb.DuckDBPyConnection, tables: Sequence[WarehouseTable]) -> Content:
     """`content_version` from the digests its writer keeps up to date (`core.table_digests`) for the
     tables that are tracked, so no row is read; a table that is not tracked (a view) is read in full.
     Equal to `content_version` of the same tables."""
-    digests, versioned, rows = {}, [], None
+    digests = []
     for table in tables:
         marker = con.execute(
             f"select key_column from {table_digests.KEY_DIGESTS} where table_name = ? and key is null",
             [table.name],
         ).fetchone()
         if marker is not None and table_digests.is_tracked(con, table.name, marker[0]):
-            content, count = table_digests.tracked_digest(con, table.name)
+            digests.append((table, *table_digests.tracked_digest(con, table.name)))
         else:
-            content, count = table_digest(con, table.name)
-        digests[table.name] = content
-        if table.versioned:
-            versioned.append(content)
-        rows = count if rows is None else rows
-    return Content(digest(*versioned)[:16], rows or 0, digests)
+            digests.append((table, *table_digest(con, table.name)))
+    return content_of(digests)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
