@@ -367,3 +367,33 @@ def test_a_full_build_in_small_key_ranges_equals_one_statement_over_everything(b
             one[name].digest,
         ), name
         assert run.rows > 0
+
+
+def test_reference_scores_after_new_rows_look_only_at_the_changed_prompts(built, tmp_path, monkeypatch):
+    """After a complete pass, `score_pending_pairs` looks only at the prompts whose candidates changed:
+    it scores exactly the pairs a scan of every pair would find unscored, and then none."""
+    from real_assets.defs import pair_scores
+
+    asked: list[set[str]] = []
+
+    def scores(_warehouse, pairs, _version, _compute, _report):  # a stand-in for the reference model
+        asked.append(set(pairs["prompt_id"]))
+        return pd.DataFrame({"ref_margin": [0.5] * len(pairs), "ches": [0.25] * len(pairs)})
+
+    monkeypatch.setattr(pair_scores, "_reference_scores", scores)
+    first = pair_scores.score_pending_pairs(built, "v1", None, None)
+    with built.connect(read_only=True) as con:
+        assert first == con.execute(f"select count(*) from {TRAIN_CANDIDATES}").fetchone()[0]
+    ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / "more.csv", 3, 2))))
+    embed_new_responses(built, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    run_models(built)
+    with built.connect(read_only=True) as con:
+        unscored = con.execute(
+            f"select prompt_id from {TRAIN_CANDIDATES} as k anti join selection.reference_pair_scores as s "
+            "using (prompt_id, chosen_id, rejected_id)"
+        ).fetchall()
+    asked.clear()
+    assert pair_scores.score_pending_pairs(built, "v1", None, None) == len(unscored) > 0
+    assert set().union(*asked) == {prompt for (prompt,) in unscored}
+    asked.clear()
+    assert pair_scores.score_pending_pairs(built, "v1", None, None) == 0 and asked == []

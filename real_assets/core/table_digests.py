@@ -250,10 +250,24 @@ def plan_refresh(
     return None
 
 
-def record_inputs(con: duckdb.DuckDBPyConnection, step: str, version: str) -> None:
+def upstream_seen(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, int]]:
+    """The upstream tables' sequence numbers that `plan_refresh` found, for a step that writes its rows
+    over several connections and records them at the end (`record_inputs(..., seen=...)`)."""
+    return con.execute("select table_name, epoch, seen from _upstream_now").fetchall()
+
+
+def record_inputs(
+    con: duckdb.DuckDBPyConnection,
+    step: str,
+    version: str,
+    seen: Sequence[tuple[str, int, int]] | None = None,
+) -> None:
     """After the step's rows are written: record the sequence numbers of the upstream tables it has now
-    seen (from `plan_refresh`), and its version."""
+    seen (from `plan_refresh` on this connection, or `seen` as `upstream_seen` gave them), and its version."""
     con.execute(f"delete from {STEP_INPUTS} where step = ?", [step])
-    con.execute(f"insert into {STEP_INPUTS} select ?, table_name, epoch, seen from _upstream_now", [step])
+    if seen is None:
+        con.execute(f"insert into {STEP_INPUTS} select ?, table_name, epoch, seen from _upstream_now", [step])
+    elif seen:
+        con.executemany(f"insert into {STEP_INPUTS} values (?, ?, ?, ?)", [(step, *row) for row in seen])
     con.execute(f"delete from {STEP_STATE} where step = ?", [step])
     con.execute(f"insert into {STEP_STATE} values (?, ?)", [step, version])

@@ -3,6 +3,7 @@ version in the warehouse and computed only for pairs not yet scored: what `margi
 
 import pandas as pd
 
+from real_assets.core import table_digests
 from real_assets.core.ranges import key_ranges
 from real_assets.core.reference_scores import reference_pair_scores
 from real_assets.core.selection import KEY_COLUMNS
@@ -28,18 +29,38 @@ create table if not exists {REFERENCE_SCORES} (
 def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: Compute, report) -> int:
     """Score the train pairs that have no score under `reference_version` yet, one range of whole prompts
     at a time (memory: about `SCORE_PAIRS_PER_RANGE` pairs' texts), and drop the scores of other versions.
-    Returns the pairs scored."""
+    After a first complete pass, only the prompts whose candidates changed since (`core.table_digests`)
+    are looked at, so a refresh (and every partition after the first) does not scan every pair for
+    scores. Returns the pairs scored."""
     with warehouse.connect() as con:
         con.execute(SCORES_DDL)
-        con.execute(f"delete from {REFERENCE_SCORES} where reference_version <> ?", [reference_version])
+        con.execute("begin transaction")
+        try:
+            con.execute(f"delete from {REFERENCE_SCORES} where reference_version <> ?", [reference_version])
+            full = table_digests.plan_refresh(
+                con, REFERENCE_SCORES, (CANDIDATES_TABLE,), "prompt_id", reference_version
+            )
+            changed = (
+                None if full else [key for (key,) in con.execute("select key from _changed_keys").fetchall()]
+            )
+            seen = table_digests.upstream_seen(con)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    only = "" if changed is None else "and k.prompt_id in (select unnest(?::varchar[]))"
+    params = [reference_version] if changed is None else [reference_version, changed]
     pending = (
         f"select k.prompt_id, k.chosen_id, k.rejected_id from {TRAIN_CANDIDATES} as k "
         f"where not exists (select 1 from {REFERENCE_SCORES} as s where s.reference_version = ? "
-        "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id)"
+        "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id) "
+        f"{only}"
     )
-    with warehouse.connect(read_only=True) as con:
-        ranges = key_ranges(con, pending, [reference_version], SCORE_PAIRS_PER_RANGE)
     scored = 0
+    ranges = []
+    if changed != []:
+        with warehouse.connect(read_only=True) as con:
+            ranges = key_ranges(con, pending, params, SCORE_PAIRS_PER_RANGE)
     for after, last in ranges:
         with warehouse.connect(read_only=True) as con:
             pairs = con.execute(
@@ -50,7 +71,7 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
                     join raw.responses as r on r.response_id = p.rejected_id
                     where p.prompt_id > ? and p.prompt_id <= ?
                     order by p.prompt_id, p.chosen_id, p.rejected_id""",
-                [reference_version, after, last],
+                [*params, after, last],
             ).df()
         scores = _reference_scores(warehouse, pairs, reference_version, compute, report)
         frame = pd.concat([pairs[KEY_COLUMNS].reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
@@ -59,6 +80,8 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
             con.register("scores_frame", frame)
             con.execute(f"insert into {REFERENCE_SCORES} by name select * from scores_frame")
         scored += len(frame)
+    with warehouse.connect() as con:  # every pair seen up to `seen` now has its score
+        table_digests.record_inputs(con, REFERENCE_SCORES, reference_version, seen)
     return scored
 
 
