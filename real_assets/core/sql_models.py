@@ -184,14 +184,20 @@ def _build_in_ranges(con: duckdb.DuckDBPyConnection, model: SqlModel, key: str) 
     a 256 MB DuckDB `memory_limit` at 1M responses). The table comes out ordered by the key."""
     con.execute(f"create or replace table {model.table} as select * from ({model.sql}) limit 0")
     upstream = " union all ".join(f"select {key} from {table}" for table in model.upstream_tables)
-    for after, last in key_ranges(con, upstream, [], FULL_BUILD_ROWS_PER_RANGE, key):
+    ranges = key_ranges(con, upstream, [], FULL_BUILD_ROWS_PER_RANGE, key)
+    # The keys once, so that a range's keys come from them and not from another scan of every upstream row
+    con.execute(
+        f"create or replace temp table _upstream_keys as select distinct {key} as key from ({upstream})"
+    )
+    for after, last in ranges:
         con.execute(
-            f"create or replace temp table _range_keys as select distinct {key} as key from ({upstream}) "
-            f"where {key} > ? and {key} <= ?",
+            "create or replace temp table _range_keys as "
+            "select key from _upstream_keys where key > ? and key <= ?",
             [after, last],
         )
         con.execute(f"insert into {model.table} by name {restricted_sql(model, '_range_keys')}")
     con.execute("drop table if exists _range_keys")
+    con.execute("drop table _upstream_keys")
 
 
 def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRun:
