@@ -20,7 +20,12 @@ from real_assets.core.sql_models import load_sql_models, run_sql_model
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import RAW_TABLES, ingest
 from real_assets.defs.pair_scores import TRAIN_CANDIDATES
-from real_assets.defs.selection import SELECTED_PAIRS, read_train_candidates, select_in_warehouse
+from real_assets.defs.selection import (
+    CHANGED_PROMPTS,
+    SELECTED_PAIRS,
+    read_train_candidates,
+    select_in_warehouse,
+)
 from real_assets.defs.versions import content_version, tracked_content_version
 from real_assets.resources import Compute, Warehouse, table_digest
 
@@ -397,3 +402,45 @@ def test_reference_scores_after_new_rows_look_only_at_the_changed_prompts(built,
     assert set().union(*asked) == {prompt for (prompt,) in unscored}
     asked.clear()
     assert pair_scores.score_pending_pairs(built, "v1", None, None) == 0 and asked == []
+
+
+def test_partitions_of_a_refresh_share_one_copy_of_the_changed_rows_and_pick_as_a_full_read(built, tmp_path):
+    config, embed = SelectionConfig(), EmbeddingConfig(model="random")
+
+    def new_rows(name: str, existing: int, new: int) -> None:
+        ingest(built, SourceSpec(source="table", path=str(more_rows(built, tmp_path / name, existing, new))))
+        embed_new_responses(built, RandomVectors(device="cpu"), embed)
+        run_models(built)
+
+    def copied_prompts() -> int:
+        with built.connect(read_only=True) as con:
+            return con.execute(f"select count(*) from {CHANGED_PROMPTS}").fetchone()[0]
+
+    for strategy in ("easy", "aepo"):
+        select_in_warehouse(built, strategy, 0, config, "v1")
+    new_rows("first.csv", 3, 2)
+    _, easy = select_in_warehouse(built, "easy", 0, config, "v1")  # copies the first batch's prompts
+    assert copied_prompts() == easy["prompts_recomputed"] == 5
+    new_rows("second.csv", 8, 0)
+    # aepo missed the first refresh: its prompts are both batches', which the copy does not cover
+    _, aepo = select_in_warehouse(built, "aepo", 0, config, "v1")
+    both = aepo["prompts_recomputed"]
+    assert copied_prompts() == both > 5
+    # easy's prompts (the second batch's) are in the copy, which it reads as it is
+    _, easy = select_in_warehouse(built, "easy", 0, config, "v1")
+    assert 0 < easy["prompts_recomputed"] < both and copied_prompts() == both
+    for strategy in ("easy", "aepo"):
+        assert stored_selection(built, strategy, 0) == expected_selection(built, strategy, config, 0)
+    # a copy of older tables is not read, even where it holds the changed prompt
+    with built.connect(read_only=True) as con:
+        (prompt,) = con.execute(
+            f"select min(prompt) from raw.prompts where prompt_id in (from {CHANGED_PROMPTS})"
+        ).fetchone()
+    third = tmp_path / "third.csv"
+    pd.DataFrame({"prompt": [prompt], "response": ["One more, late answer."], "score": [9.0]}).to_csv(third)
+    ingest(built, SourceSpec(source="table", path=str(third)))
+    embed_new_responses(built, RandomVectors(device="cpu"), embed)
+    run_models(built)
+    _, easy = select_in_warehouse(built, "easy", 0, config, "v1")
+    assert copied_prompts() == easy["prompts_recomputed"] == 1
+    assert stored_selection(built, "easy", 0) == expected_selection(built, "easy", config, 0)
