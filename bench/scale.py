@@ -96,7 +96,7 @@ def run_size(n: int, engines: list[str], model: str, embed_max: int) -> list[dic
     from real_assets.core.sql_models import load_sql_models
     from real_assets.defs.features import EmbeddingConfig, embed_new_responses
     from real_assets.defs.ingest import ingest
-    from real_assets.defs.selection import read_train_candidates
+    from real_assets.defs.train_candidates import read_train_candidates
     from real_assets.resources import Compute, Warehouse
 
     rows: list[dict] = []
@@ -217,6 +217,7 @@ def run_refresh(n: int, seeds: int, memory_limit: str, centroid: bool) -> list[d
     """Full build and refresh after 2% new rows at `n` responses; one row per stage and phase."""
     import real_assets.defs.pair_scores as pair_scores
     import real_assets.defs.selection as selection
+    import real_assets.defs.train_candidates as train_candidates
     from real_assets.core.selection import STRATEGIES, SelectionConfig
     from real_assets.core.sources import SourceSpec
     from real_assets.core.sql_models import load_sql_models, run_sql_model
@@ -250,7 +251,7 @@ def run_refresh(n: int, seeds: int, memory_limit: str, centroid: bool) -> list[d
                     picks = prompts = None
                     if strategy == "centroid":
                         mode, prompts = selection.plan_selection(warehouse, strategy, seed, config, "bench")
-                        picks = selection.centroid_picks(
+                        picks = train_candidates.centroid_picks(
                             warehouse, config, seed, mode, prompts, lambda _: None
                         )
                     _, summary = selection.select_in_warehouse(

@@ -106,10 +106,36 @@ def _cli_in_process(args: list[str]) -> None:
         assert cli.main(args) == 0
 
 
+MODULE_SECONDS = {
+    "test_pipeline.py": 135,
+    "test_real_model.py": 102,
+    "test_recovery.py": 74,
+    "test_ray.py": 63,
+    "test_damaged_home.py": 59,
+    "test_ui_browser.py": 55,
+    "test_signals.py": 48,
+    "test_deploy_postgres.py": 41,
+    "test_wheel.py": 30,
+    "test_audit.py": 30,
+    "test_annotation_labelstudio.py": 24,
+    "test_annotation_loop.py": 22,
+    "test_incremental.py": 21,
+    "test_refresh.py": 20,
+    "test_ducklake.py": 13,
+    "test_mixed_data.py": 12,
+    "test_launcher.py": 12,
+    "test_gpu_check.py": 12,
+}
+"""Seconds each slow module's tests took on 2 idle cores (its module and first-use session fixtures included;
+2026-12-05, a timeline of the full suite). Only the order matters: re-measure when a module moves far."""
+
+
 def pytest_collection_modifyitems(config, items):
-    """Slow modules first: under pytest-xdist (`./scripts/test` runs `-n 2 --dist loadfile`, a module's tests
-    on one worker, so its module fixtures start once) the quick ones then fill the end of the run."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest modules first, so that under pytest-xdist (`./scripts/test` runs `-n 2 --dist loadfile
+    --no-loadscope-reorder`: a module's tests on one worker, in this order) the two workers end together:
+    with xdist's own order (modules with the most tests first) the Ray module ran last, alone, for a minute.
+    The order within a module is kept."""
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))
 
 
 def _built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:

@@ -20,12 +20,8 @@ from real_assets.core.sql_models import load_sql_models, run_sql_model
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import RAW_TABLES, ingest
 from real_assets.defs.pair_scores import TRAIN_CANDIDATES
-from real_assets.defs.selection import (
-    CHANGED_PROMPTS,
-    SELECTED_PAIRS,
-    read_train_candidates,
-    select_in_warehouse,
-)
+from real_assets.defs.selection import CHANGED_PROMPTS, SELECTED_PAIRS, select_in_warehouse
+from real_assets.defs.train_candidates import read_train_candidates
 from real_assets.defs.versions import content_version, tracked_content_version
 from real_assets.resources import Compute, Warehouse, table_digest
 
@@ -325,7 +321,7 @@ def test_key_ranges_cover_every_row_in_whole_keys_of_about_max_rows():
 def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_read_gives(built, monkeypatch):
     """`centroid` (per prompt) and the reference scores of `margin`/`ches` read the candidates a range of
     whole prompts at a time: many small ranges give the same picks and scores as one range of all."""
-    from real_assets.defs import pair_scores, selection
+    from real_assets.defs import pair_scores, train_candidates
 
     def scores(_warehouse, pairs, _version, _compute, _report):  # a stand-in for the reference model
         seed = pd.util.hash_pandas_object(pairs[["chosen_id", "rejected_id"]], index=False).to_numpy()
@@ -335,7 +331,7 @@ def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_re
     config, lines = SelectionConfig(), []
 
     def read_both(version: str):
-        picks = selection.centroid_picks(built, config, 1, "per_prompt", None, lines.append)
+        picks = train_candidates.centroid_picks(built, config, 1, "per_prompt", None, lines.append)
         scored = pair_scores.score_pending_pairs(built, version, None, None)
         with built.connect(read_only=True) as con:
             table = con.execute(
@@ -346,7 +342,7 @@ def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_re
 
     one_range, scored, table = read_both("v1")
     assert len(lines) == 1 and scored == len(table) > 0
-    monkeypatch.setattr(selection, "CENTROID_PAIRS_PER_RANGE", 7)
+    monkeypatch.setattr(train_candidates, "CENTROID_PAIRS_PER_RANGE", 7)
     monkeypatch.setattr(pair_scores, "SCORE_PAIRS_PER_RANGE", 7)
     small_ranges, scored_again, table_again = read_both("v2")  # a new version: every pair scored again
     assert len(lines) > 5 and scored_again == scored

@@ -20,7 +20,7 @@ from real_assets.defs import features
 from real_assets.defs.features import EmbeddingConfig, embed_new_responses
 from real_assets.defs.ingest import ingest
 from real_assets.defs.pair_scores import _reference_scores
-from real_assets.defs.selection import read_train_candidates
+from real_assets.defs.train_candidates import read_train_candidates
 from real_assets.resources import Compute
 from real_assets.settings import Locations
 

@@ -21,7 +21,7 @@ from real_assets.defs.common import Step, step_asset
 from real_assets.defs.conditions import EAGER, on_new_training_data
 from real_assets.defs.evaluation import eval_scores, held_out, png_markdown
 from real_assets.defs.partitions import SEEDS
-from real_assets.defs.selection import read_train_candidates
+from real_assets.defs.train_candidates import read_train_candidates
 from real_assets.defs.training import recorded_checkpoint, reference_policy
 from real_assets.defs.versions import WarehouseTable, content_version, context_partition, table_metadata
 from real_assets.resources import Compute, Home, Warehouse, replace_rows, table_exists
