@@ -256,10 +256,17 @@ def test_the_tracked_digests_and_an_incremental_refresh_are_exact_on_ducklake(tm
     ingest(lake, SourceSpec(source="synthetic", n_prompts=20))
     embed_new_responses(lake, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
     run_models(lake)
+    config, strategies = SelectionConfig(), ("easy", "aepo")
+    for strategy in strategies:
+        select_in_warehouse(lake, strategy, 0, config, "v1")
     ingest(lake, SourceSpec(source="table", path=str(more_rows(lake, tmp_path / "more.csv", 2, 1))))
     embed_new_responses(lake, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
     runs = run_models(lake)
     assert {r.mode for r in runs.values()} == {"incremental"}
+    for strategy in strategies:  # the second partition reads the copy the first one made
+        _, summary = select_in_warehouse(lake, strategy, 0, config, "v1")
+        assert (summary["refresh"], summary["prompts_recomputed"]) == ("incremental", 3)
+        assert stored_selection(lake, strategy, 0) == expected_selection(lake, strategy, config, 0)
     with lake.connect() as con:
         assert tracked_content_version(con, RAW_TABLES) == content_version(con, RAW_TABLES)
         for name, table in (
