@@ -12,7 +12,7 @@ Throughput is input rows per second of wall time; memory is the peak RSS above t
 (psutil, sampled every 5 ms: tracemalloc sees no DuckDB allocation). Passes alternate, baseline first;
 medians over --repeats. Also printed: process CPU seconds of each pass (all threads: DuckDB uses every core,
 json.loads one; steadier than wall time on a loaded machine), the 1-minute load average around each pass,
-and how much of ours was the content digest of the raw tables (`content_version`, diagnostic).
+and how much of ours was the content version of the raw tables (`tracked_content_version`, diagnostic).
 --profile adds one more ingest with DuckDB on one thread (`threads=1`, so that each statement's CPU is its
 own) and prints the CPU seconds of each kind of statement it ran, largest first (diagnostic, not timed).
 """
@@ -56,8 +56,8 @@ def _timed_content_version(*args, **kwargs):
         DIGEST_CPU.append(time.process_time() - c0)
 
 
-_content_version = ingest_module.content_version
-ingest_module.content_version = _timed_content_version
+_content_version = ingest_module.tracked_content_version
+ingest_module.tracked_content_version = _timed_content_version
 
 
 def baseline(path: Path) -> int:

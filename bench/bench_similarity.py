@@ -49,7 +49,7 @@ from peak_rss import PeakRss
 
 from real_assets.core.hashing import digest
 from real_assets.core.sql_models import load_sql_models
-from real_assets.defs.features import _DDL as EMBEDDINGS_DDL
+from real_assets.defs.features import EMBEDDINGS
 from real_assets.resources import Warehouse, table_digest
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -79,7 +79,7 @@ def build_input(warehouse: Warehouse, responses: int, per_prompt: int, dim: int,
         }
     )
     with warehouse.connect() as con:
-        con.execute(EMBEDDINGS_DDL)
+        con.execute(EMBEDDINGS.ddl())
         con.register("staged", staged)
         con.execute("insert into features.response_embeddings select * from staged")
 
