@@ -119,3 +119,35 @@ def test_table_digest_follows_content_not_storage_order():
     assert table_digest(con, "s.t")[0] != before[0]
     assert table_digest(con, "s.t", where={"k": 2}) == table_digest(con, "s.t", where={"x": "b"})
     assert table_digest(con, "s.t", where={"k": 3})[1] == 0
+
+
+def test_code_digest_is_the_same_in_every_process_and_reads_each_kind_of_definition():
+    """A frozenset constant (its order follows the process's string hashing) gives one digest under any
+    PYTHONHASHSEED; decorated functions, methods and classes nested in classes or functions are read from
+    their file's syntax tree as `inspect.getsource` gives them (tests/digest_fixture)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "digest_fixture"
+    outputs = {
+        subprocess.run(
+            [sys.executable, str(fixture / "probe.py"), str(fixture)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1, outputs
+    (output,) = outputs
+    assert output.startswith("True [")
+    assert "__doc__" not in output  # the module's docstring, which a class body names, is no code
+    for part in (
+        "class pkg_defs.logic.Outer.Inner",
+        "constant pkg_defs.logic.KEYS",
+        "function pkg_defs.logic.cached",
+    ):
+        assert part in output

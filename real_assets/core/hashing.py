@@ -135,6 +135,8 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
                 function = getattr(member, "__func__", member)
                 if isinstance(function, types.FunctionType):
                     follow(function)
+                elif isinstance(member, type) and ours(member):  # a nested class
+                    visit(member)
         elif isinstance(value, types.FunctionType):
             try:
                 source = _source(value)
@@ -146,12 +148,18 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
     def follow(function: types.FunctionType) -> None:
         namespace = function.__globals__
         cells = dict(zip(function.__code__.co_freevars, function.__closure__ or (), strict=True))
-        referenced = {name: namespace[name] for name in names_of(function.__code__) if name in namespace}
+        # Dunder names are the module's own (a class body reads `__name__` and writes `__doc__`, which
+        # would find the module's docstring), not code it uses.
+        referenced = {
+            name: namespace[name]
+            for name in names_of(function.__code__)
+            if name in namespace and not (name.startswith("__") and name.endswith("__"))
+        }
         referenced |= {name: cell.cell_contents for name, cell in cells.items() if _filled(cell)}
         referenced |= {f"annotation {k}": v for k, v in function.__annotations__.items()}
         for name, value in sorted(referenced.items()):
             if isinstance(value, _CONSTANT_TYPES) and " at 0x" not in repr(value):
-                parts[f"constant {function.__module__}.{name}"] = repr(value)
+                parts[f"constant {function.__module__}.{name}"] = _constant_text(value)
             elif (
                 isinstance(value, type | types.FunctionType | types.ModuleType) or callable(value)
             ) and ours(value):
@@ -161,11 +169,69 @@ def code_sources(obj: object, package: str) -> dict[str, str]:
     return parts
 
 
+def _constant_text(value: object) -> str:
+    """`repr`, with a frozenset's items sorted: its own order follows string hashing, which changes from one
+    process to the next (PYTHONHASHSEED), and would move the code version with it."""
+    if type(value) is frozenset:
+        return f"frozenset({sorted(_constant_text(item) for item in value)})"
+    if type(value) is tuple:  # not a named tuple or a record, which keep their repr
+        return f"tuple({[_constant_text(item) for item in value]})"
+    return repr(value)
+
+
 @functools.cache
 def _source(value: object) -> str:
-    # Each code location load digests every asset, and the assets share most of what they call;
-    # inspect.getsource parses a class's whole module on every call.
-    return behaviour_source(inspect.getsource(value))
+    # Each code location load digests every asset, and the assets share most of what they call.
+    node = _definition(value)
+    if node is None:  # a lambda, or a definition not found in its file's tree
+        return behaviour_source(inspect.getsource(value))
+    return ast.unparse(node)
+
+
+def _definition(value: object) -> ast.AST | None:
+    """The syntax tree of a module, or the node of a function or class in it, from its file parsed once
+    (`inspect.getsource` would tokenize the file again for each definition and, for a class, walk the whole
+    module's tree). None where there is no such node (a lambda)."""
+    if not isinstance(value, types.FunctionType | type | types.ModuleType) or value.__name__ == "<lambda>":
+        return None
+    try:
+        filename = inspect.getsourcefile(value)
+    except TypeError:
+        return None
+    if filename is None:
+        return None
+    source = Path(filename).read_bytes()  # the file as it is now, as `inspect.getsource` reads it
+    if isinstance(value, types.ModuleType):
+        return _module_tree(filename, source)
+    if isinstance(value, types.FunctionType):
+        return _functions_by_line(filename, source).get(value.__code__.co_firstlineno)
+    body, node = _module_tree(filename, source).body, None
+    for name in (part for part in value.__qualname__.split(".") if part != "<locals>"):
+        named = [n for n in body if isinstance(n, _DEFINITIONS) and n.name == name]
+        if not named:
+            return None
+        node = named[-1]  # the last definition of a name is the one bound
+        body = node.body
+    return node
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+@functools.cache
+def _module_tree(filename: str, source: bytes) -> ast.Module:
+    """The file's syntax tree without its bare string statements (`_strip_docstrings`)."""
+    return _strip_docstrings(ast.parse(source, filename))
+
+
+@functools.cache
+def _functions_by_line(filename: str, source: bytes) -> dict[int, ast.AST]:
+    # A function's code starts at its first decorator's line, or at `def` when it has none.
+    return {
+        min([node.lineno, *(d.lineno for d in node.decorator_list)]): node
+        for node in ast.walk(_module_tree(filename, source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
 
 
 def behaviour_source(source: str) -> str:
@@ -176,6 +242,11 @@ def behaviour_source(source: str) -> str:
         tree = ast.parse(textwrap.dedent(source))
     except SyntaxError:
         return source
+    return ast.unparse(_strip_docstrings(tree))
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """`tree`, changed in place: every bare string statement (a docstring) left out of every body."""
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if not isinstance(body, list):
@@ -190,7 +261,7 @@ def behaviour_source(source: str) -> str:
             )
         ]
         node.body = kept or [ast.Pass()]
-    return ast.unparse(tree)
+    return tree
 
 
 def _filled(cell: types.CellType) -> bool:
