@@ -447,3 +447,9 @@ def test_partitions_of_a_refresh_share_one_copy_of_the_changed_rows_and_pick_as_
     _, easy = select_in_warehouse(built, "easy", 0, config, "v1")
     assert copied_prompts() == easy["prompts_recomputed"] == 1
     assert stored_selection(built, "easy", 0) == expected_selection(built, "easy", config, 0)
+    # a copy table gone (dropped by hand) is made again, not read
+    with built.connect() as con:
+        con.execute("drop table selection.changed_candidates")
+    _, aepo = select_in_warehouse(built, "aepo", 0, config, "v1")
+    assert copied_prompts() == aepo["prompts_recomputed"] == 1
+    assert stored_selection(built, "aepo", 0) == expected_selection(built, "aepo", config, 0)

@@ -39,7 +39,7 @@ from real_assets.defs.versions import (
     content_of,
     table_metadata,
 )
-from real_assets.resources import Compute, Warehouse
+from real_assets.resources import Compute, Warehouse, table_exists
 
 SELECTED_PAIRS = WarehouseTable(
     "selection.selected_pairs",
@@ -89,6 +89,7 @@ def _changed_rows(con) -> tuple[str, str]:
     con.execute(f"create table if not exists {CHANGED_PROMPTS} (prompt_id varchar)")
     covered = (
         con.execute(f"select candidates, similarity from {CHANGED_FROM}").fetchall() == [tuple(digests)]
+        and all(table_exists(con, copy) for copy in (CHANGED_CANDIDATES, CHANGED_SIMILARITY))
         and not con.execute(
             f"select 1 from _changed_keys where key not in (select prompt_id from {CHANGED_PROMPTS}) limit 1"
         ).fetchone()
