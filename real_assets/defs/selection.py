@@ -81,9 +81,7 @@ partitions). Replaced whenever a partition's changed prompts are not all in it o
 def _changed_rows(con) -> tuple[str, str]:
     """(candidates, similarity): relations holding at least the train candidates and similarities of the
     prompts in `_changed_keys` (the shared copy, refreshed here if it does not cover them), in the
-    partition's transaction."""
-    if not all(table_digests.is_tracked(con, t, PROMPT_KEY) for t in (CANDIDATES_TABLE, SIMILARITY)):
-        return TRAIN_CANDIDATES, SIMILARITY
+    partition's transaction, after `_plan` (whose `plan_refresh` has both tables tracked)."""
     digests = [table_digests.tracked_digest(con, t)[0] for t in (CANDIDATES_TABLE, SIMILARITY)]
     con.execute(f"create table if not exists {CHANGED_FROM} (candidates varchar, similarity varchar)")
     con.execute(f"create table if not exists {CHANGED_PROMPTS} (prompt_id varchar)")
