@@ -357,24 +357,55 @@ def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_re
     assert table_again == table
 
 
-def test_a_full_build_in_small_key_ranges_equals_one_statement_over_everything(built, monkeypatch):
-    """A full build reads its upstream tables one range of prompts at a time (bounded memory): ranges of
-    7 upstream rows give the same rows and digest as one range of the whole corpus."""
+def test_builds_and_refreshes_in_small_key_ranges_equal_one_statement_over_everything(
+    built, tmp_path, monkeypatch
+):
+    """A full build and a refresh read their upstream rows one range of prompts at a time (memory bounded
+    by the range, neither by the corpus nor by the batch): ranges of 7 upstream rows give the same rows and
+    digests as one range of everything."""
     from real_assets.core import sql_models
 
-    one = run_models(built, full_refresh=True)
-    monkeypatch.setattr(sql_models, "FULL_BUILD_ROWS_PER_RANGE", 7)
+    copy = Warehouse(path=str(tmp_path / "copy.duckdb"))
+    shutil.copy(built.database(), copy.database())
+    ranges_per_statement: list[int] = []
+
+    def counted_ranges(*args):
+        ranges = key_ranges(*args)
+        ranges_per_statement.append(len(ranges))
+        return ranges
+
+    monkeypatch.setattr(sql_models, "key_ranges", counted_ranges)
+
+    def both_ways(step) -> None:
+        monkeypatch.setattr(sql_models, "MAX_ROWS_PER_RANGE", 200_000)
+        one = step(built)
+        monkeypatch.setattr(sql_models, "MAX_ROWS_PER_RANGE", 7)
+        ranges_per_statement.clear()
+        ranged = step(copy)
+        assert min(ranges_per_statement) > 3  # each model read its rows in many ranges
+        for name, run in ranged.items():
+            assert run == one[name] and run.rows > 0, name
+            assert rows_of(copy, MODELS[name].table).equals(rows_of(built, MODELS[name].table)), name
+
     with built.connect(read_only=True) as con:
         assert len(key_ranges(con, "select prompt_id from features.response_embeddings", [], 7)) > 20
-    ranged = run_models(built, full_refresh=True)
-    for name, run in ranged.items():
-        assert (run.mode, run.recomputed_keys, run.rows, run.digest) == (
-            one[name].mode,
-            one[name].recomputed_keys,
-            one[name].rows,
-            one[name].digest,
-        ), name
-        assert run.rows > 0
+    both_ways(lambda warehouse: run_models(warehouse, full_refresh=True))
+    # new responses to 12 prompts and 6 new prompts: the refresh's changed prompts span many ranges
+    csv_path = more_rows(built, tmp_path / "more.csv", 12, 6)
+    for warehouse in (built, copy):
+        ingest(warehouse, SourceSpec(source="table", path=str(csv_path)))
+        embed_new_responses(warehouse, RandomVectors(device="cpu"), EmbeddingConfig(model="random"))
+    both_ways(run_models)
+
+
+def test_the_rows_per_range_follow_the_duckdb_memory_limit():
+    from real_assets.core.sql_models import MAX_ROWS_PER_RANGE, RANGE_BYTES_PER_ROW, rows_per_range
+
+    for limit, rows in (("128MB", int(122.0 * 2**20) // RANGE_BYTES_PER_ROW), ("64GB", MAX_ROWS_PER_RANGE)):
+        with duckdb.connect(config={"memory_limit": limit}) as con:
+            assert rows_per_range(con) == rows, limit
+    with duckdb.connect(config={"memory_limit": "1MB"}) as con:
+        assert rows_per_range(con) == 1_000  # a range of whole prompts still needs some rows
 
 
 def test_reference_scores_after_new_rows_look_only_at_the_changed_prompts(built, tmp_path, monkeypatch):

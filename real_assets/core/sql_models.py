@@ -32,8 +32,14 @@ SQL_ROOT = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 checkout)."""
 _KEY_LINE = re.compile(r"^--\s*key:(.*)$", re.MULTILINE)
 _INCREMENTAL_LINE = re.compile(r"^--\s*incremental:(.*)$", re.MULTILINE)
-FULL_BUILD_ROWS_PER_RANGE = 200_000
-"""Upstream rows a full build of an incremental model reads per statement (`_build_in_ranges`)."""
+MAX_ROWS_PER_RANGE = 200_000
+"""At most this many upstream rows per statement of an incremental model (`rows_per_range`)."""
+RANGE_BYTES_PER_ROW = 4096
+"""DuckDB memory a range may count on per upstream row: the similarity self-join of one range of 384-float
+vectors ran out of a 128MB `memory_limit` at 100,000 upstream rows and fit at 30,000 (2026-12-05)."""
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgtp]i?b|bytes?)\s*$", re.IGNORECASE)
+_UNITS = {"byte": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
 
 
 @dataclass(frozen=True)
@@ -177,26 +183,52 @@ def run_sql_model(
     return run
 
 
+def rows_per_range(con: duckdb.DuckDBPyConnection) -> int:
+    """Upstream rows one statement of an incremental model reads: as many as the connection's DuckDB
+    `memory_limit` allows at `RANGE_BYTES_PER_ROW` each, at least 1,000 and at most `MAX_ROWS_PER_RANGE`."""
+    limit = str(con.execute("select current_setting('memory_limit')").fetchone()[0])
+    match = _SIZE.match(limit)
+    if match is None:
+        raise ValueError(f"DuckDB memory_limit {limit!r}: not a size this runner reads")
+    allowed = int(float(match[1]) * _UNITS[match[2].lower()]) // RANGE_BYTES_PER_ROW
+    return min(MAX_ROWS_PER_RANGE, max(1_000, allowed))
+
+
+def _insert_in_ranges(
+    con: duckdb.DuckDBPyConnection, model: SqlModel, keys: str, upstream: str, target: str
+) -> None:
+    """Insert into `target` the model's rows of the key values in `keys` (a relation with a `key` column),
+    one range of whole key values at a time: `key_ranges` over `upstream` (the key column of the upstream
+    rows concerned), about `rows_per_range` rows each. Every statement reads and joins a bounded share, so
+    memory grows neither with the corpus (a full build) nor with the batch (a refresh): one statement over
+    every embedding ran out of a 256 MB `memory_limit` at 1M responses."""
+    key = model.incremental_key
+    for after, last in key_ranges(con, upstream, [], rows_per_range(con), key):
+        con.execute(
+            f"create or replace temp table _range_keys as select key from {keys} where key > ? and key <= ?",
+            [after, last],
+        )
+        con.execute(f"insert into {target} by name {restricted_sql(model, '_range_keys')}")
+    con.execute("drop table if exists _range_keys")
+
+
+def _upstream_keys(model: SqlModel, keys: str | None = None) -> str:
+    """The incremental key of every upstream row (only those of the key values in `keys`, if given)."""
+    key = model.incremental_key
+    where = f" where {key} in (select key from {keys})" if keys else ""
+    return " union all ".join(f"select {key} from {table}{where}" for table in model.upstream_tables)
+
+
 def _build_in_ranges(con: duckdb.DuckDBPyConnection, model: SqlModel, key: str) -> None:
-    """A full build of an incremental model, one range of whole key values at a time (`key_ranges` over the
-    upstream tables' rows, about `FULL_BUILD_ROWS_PER_RANGE` each): every statement reads and joins a
-    bounded share of the corpus, so memory does not grow with it (one statement over everything ran out of
-    a 256 MB DuckDB `memory_limit` at 1M responses). The table comes out ordered by the key."""
+    """A full build of an incremental model in ranges of whole key values (`_insert_in_ranges`); the table
+    comes out ordered by the key."""
     con.execute(f"create or replace table {model.table} as select * from ({model.sql}) limit 0")
-    upstream = " union all ".join(f"select {key} from {table}" for table in model.upstream_tables)
-    ranges = key_ranges(con, upstream, [], FULL_BUILD_ROWS_PER_RANGE, key)
+    upstream = _upstream_keys(model)
     # The keys once, so that a range's keys come from them and not from another scan of every upstream row
     con.execute(
         f"create or replace temp table _upstream_keys as select distinct {key} as key from ({upstream})"
     )
-    for after, last in ranges:
-        con.execute(
-            "create or replace temp table _range_keys as "
-            "select key from _upstream_keys where key > ? and key <= ?",
-            [after, last],
-        )
-        con.execute(f"insert into {model.table} by name {restricted_sql(model, '_range_keys')}")
-    con.execute("drop table if exists _range_keys")
+    _insert_in_ranges(con, model, "_upstream_keys", upstream, model.table)
     con.execute("drop table _upstream_keys")
 
 
@@ -235,7 +267,9 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         removed = con.execute(f"select count(*) from {old_rows}").fetchone()[0]
         table_digests.apply_delta(con, model.table, key, old_rows, -1)
         con.execute(f"delete from {model.table} where {key} in (select key from _changed_keys)")
-        con.execute(f"create or replace temp table _new_rows as {restricted_sql(model, '_changed_keys')}")
+        # In the table's own types, so that the digest parts are those of the stored rows
+        con.execute(f"create or replace temp table _new_rows as select * from {model.table} limit 0")
+        _insert_in_ranges(con, model, "_changed_keys", _upstream_keys(model, "_changed_keys"), "_new_rows")
         con.execute(f"insert into {model.table} by name select * from _new_rows")
         added = con.execute("select count(*) from _new_rows").fetchone()[0]
         table_digests.apply_delta(con, model.table, key, "_new_rows", 1)
