@@ -48,20 +48,13 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
         except BaseException:
             con.execute("rollback")
             raise
-    only = "" if changed is None else "and k.prompt_id in (select unnest(?::varchar[]))"
-    params = [reference_version] if changed is None else [reference_version, changed]
-    pending = (
-        f"select k.prompt_id, k.chosen_id, k.rejected_id from {TRAIN_CANDIDATES} as k "
-        f"where not exists (select 1 from {REFERENCE_SCORES} as s where s.reference_version = ? "
-        "and s.prompt_id = k.prompt_id and s.chosen_id = k.chosen_id and s.rejected_id = k.rejected_id) "
-        f"{only}"
-    )
     scored = 0
     ranges = []
     if changed != []:
         with warehouse.connect(read_only=True) as con:
-            ranges = key_ranges(con, pending, params, SCORE_PAIRS_PER_RANGE)
+            ranges = key_ranges(con, *_pending(reference_version, changed), SCORE_PAIRS_PER_RANGE)
     for after, last in ranges:
+        pending, params = _pending(reference_version, changed, (after, last))
         with warehouse.connect(read_only=True) as con:
             pairs = con.execute(
                 f"""select p.prompt_id, p.chosen_id, p.rejected_id, t.prompt, c.response as chosen,
@@ -69,9 +62,8 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
                     from ({pending}) as p join raw.prompts as t using (prompt_id)
                     join raw.responses as c on c.response_id = p.chosen_id
                     join raw.responses as r on r.response_id = p.rejected_id
-                    where p.prompt_id > ? and p.prompt_id <= ?
                     order by p.prompt_id, p.chosen_id, p.rejected_id""",
-                [*params, after, last],
+                params,
             ).df()
         scores = _reference_scores(warehouse, pairs, reference_version, compute, report)
         frame = pd.concat([pairs[KEY_COLUMNS].reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
@@ -83,6 +75,26 @@ def score_pending_pairs(warehouse: Warehouse, reference_version: str, compute: C
     with warehouse.connect() as con:  # every pair seen up to `seen` now has its score
         table_digests.record_inputs(con, REFERENCE_SCORES, reference_version, seen)
     return scored
+
+
+def _pending(
+    reference_version: str, changed: list[str] | None, bounds: tuple[str, str] | None = None
+) -> tuple[str, list]:
+    """The train pairs with no score under `reference_version` (of the `changed` prompts only, and in the
+    `(after, last]` prompt range, where given), and the parameters of that SQL. Both sides of the anti join
+    are narrowed alike, so the scores side is read for those prompts alone: an anti join against every
+    stored score ran out of a 128MB `memory_limit` in a refresh at 1M responses."""
+    narrow, params = "", []
+    if changed is not None:
+        narrow, params = " and prompt_id in (select unnest(?::varchar[]))", [changed]
+    if bounds is not None:
+        narrow, params = f"{narrow} and prompt_id > ? and prompt_id <= ?", [*params, *bounds]
+    sql = f"""select prompt_id, chosen_id, rejected_id
+              from (select * from {CANDIDATES_TABLE} where split = 'train'{narrow}) as k
+              anti join (select prompt_id, chosen_id, rejected_id from {REFERENCE_SCORES}
+                         where reference_version = ?{narrow}) as s
+              using (prompt_id, chosen_id, rejected_id)"""
+    return sql, [*params, reference_version, *params]
 
 
 def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
