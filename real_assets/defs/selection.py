@@ -221,10 +221,13 @@ def select_in_warehouse(
                 )
             else:
                 if entry.needs == "reference_scores":
+                    # the scores of the changed prompts alone in a refresh: a join against every stored
+                    # score ran out of a 128MB memory_limit at 1M responses
+                    scores_only = f" and prompt_id in {changed}" if reason is None else ""
                     candidates = (
                         f"(select c.*, s.ref_margin, s.ches from {candidates} as c left join (select * from "
-                        f"{REFERENCE_SCORES} where reference_version = '{reference_version}') as s "
-                        "using (prompt_id, chosen_id, rejected_id))"
+                        f"{REFERENCE_SCORES} where reference_version = '{reference_version}'{scores_only}) "
+                        "as s using (prompt_id, chosen_id, rejected_id))"
                     )
                 ranked = mode == "global" and entry.order
                 keep = n_keep(stats["pairs"], config.keep_fraction) if ranked else None
