@@ -212,7 +212,7 @@ def _insert_in_ranges(
     con.execute("drop table if exists _range_keys")
 
 
-def _upstream_keys(model: SqlModel, keys: str | None = None) -> str:
+def _upstream_key_rows(model: SqlModel, keys: str | None = None) -> str:
     """The incremental key of every upstream row (only those of the key values in `keys`, if given)."""
     key = model.incremental_key
     where = f" where {key} in (select key from {keys})" if keys else ""
@@ -223,7 +223,7 @@ def _build_in_ranges(con: duckdb.DuckDBPyConnection, model: SqlModel, key: str) 
     """A full build of an incremental model in ranges of whole key values (`_insert_in_ranges`); the table
     comes out ordered by the key."""
     con.execute(f"create or replace table {model.table} as select * from ({model.sql}) limit 0")
-    upstream = _upstream_keys(model)
+    upstream = _upstream_key_rows(model)
     # The keys once, so that a range's keys come from them and not from another scan of every upstream row
     con.execute(
         f"create or replace temp table _upstream_keys as select distinct {key} as key from ({upstream})"
@@ -269,7 +269,9 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         con.execute(f"delete from {model.table} where {key} in (select key from _changed_keys)")
         # In the table's own types, so that the digest parts are those of the stored rows
         con.execute(f"create or replace temp table _new_rows as select * from {model.table} limit 0")
-        _insert_in_ranges(con, model, "_changed_keys", _upstream_keys(model, "_changed_keys"), "_new_rows")
+        _insert_in_ranges(
+            con, model, "_changed_keys", _upstream_key_rows(model, "_changed_keys"), "_new_rows"
+        )
         con.execute(f"insert into {model.table} by name select * from _new_rows")
         added = con.execute("select count(*) from _new_rows").fetchone()[0]
         table_digests.apply_delta(con, model.table, key, "_new_rows", 1)

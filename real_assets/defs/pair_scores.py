@@ -90,11 +90,12 @@ def _pending(
     if bounds is not None:
         narrow, params = f"{narrow} and prompt_id > ? and prompt_id <= ?", [*params, *bounds]
     sql = f"""select prompt_id, chosen_id, rejected_id
-              from (select * from {CANDIDATES_TABLE} where split = 'train'{narrow}) as k
+              from {TRAIN_CANDIDATES} as k
               anti join (select prompt_id, chosen_id, rejected_id from {REFERENCE_SCORES}
                          where reference_version = ?{narrow}) as s
-              using (prompt_id, chosen_id, rejected_id)"""
-    return sql, [*params, reference_version, *params]
+              using (prompt_id, chosen_id, rejected_id)
+              where true{narrow}"""
+    return sql, [reference_version, *params, *params]
 
 
 def _reference_scores(warehouse, candidates, reference_version, compute, report) -> pd.DataFrame:
