@@ -484,3 +484,29 @@ def test_partitions_of_a_refresh_share_one_copy_of_the_changed_rows_and_pick_as_
     _, aepo = select_in_warehouse(built, "aepo", 0, config, "v1")
     assert copied_prompts() == aepo["prompts_recomputed"] == 1
     assert stored_selection(built, "aepo", 0) == expected_selection(built, "aepo", config, 0)
+
+
+def test_margin_selects_by_the_scores_of_a_reference_version_that_holds_a_quote(built, monkeypatch):
+    """The reference version is a Dagster data version, which whoever reports a materialization chooses:
+    the selection binds it as a parameter. Put into the SQL as text, a quote broke the statement (or
+    changed what it reads)."""
+    from real_assets.defs import pair_scores
+
+    def scores(_warehouse, pairs, _version, _compute, _report):  # a stand-in for the reference model
+        seed = pd.util.hash_pandas_object(pairs[["chosen_id", "rejected_id"]], index=False).to_numpy()
+        return pd.DataFrame({"ref_margin": seed % 1000 / 1000.0 - 0.5, "ches": seed % 997 / 997.0})
+
+    monkeypatch.setattr(pair_scores, "_reference_scores", scores)
+    version = "the reference's v1"
+    assert pair_scores.score_pending_pairs(built, version, None, None) > 0
+    _, summary = select_in_warehouse(built, "margin", 0, SelectionConfig(), "v1", reference_version=version)
+    with built.connect(read_only=True) as con:
+        picked, off_minimum = con.execute(
+            "select count(*), count(*) filter (where abs(s.ref_margin) > (select min(abs(o.ref_margin)) "
+            "from selection.reference_pair_scores as o where o.prompt_id = p.prompt_id)) "
+            "from selection.selected_pairs as p join selection.reference_pair_scores as s "
+            "using (prompt_id, chosen_id, rejected_id) "
+            "where p.strategy = 'margin' and p.seed = 0 and s.reference_version = ?",
+            [version],
+        ).fetchone()
+    assert picked == summary["prompts_recomputed"] > 0 and off_minimum == 0

@@ -210,6 +210,7 @@ def select_in_warehouse(
                 if now != (sorted(picked_for) if picked_for is not None else None):
                     raise dg.Failure(f"the candidates changed while {strategy} picked: materialize it again")
             candidates, similarity = TRAIN_CANDIDATES, SIMILARITY
+            params: dict[str, str] = {}  # a data version reaches the SQL bound, never as text
             if reason is None:
                 candidates, similarity = _changed_rows(con)
                 candidates = f"(select * from {candidates} where prompt_id in {changed})"
@@ -226,9 +227,10 @@ def select_in_warehouse(
                     scores_only = f" and prompt_id in {changed}" if reason is None else ""
                     candidates = (
                         f"(select c.*, s.ref_margin, s.ches from {candidates} as c left join (select * from "
-                        f"{REFERENCE_SCORES} where reference_version = '{reference_version}'{scores_only}) "
+                        f"{REFERENCE_SCORES} where reference_version = $reference_version{scores_only}) "
                         "as s using (prompt_id, chosen_id, rejected_id))"
                     )
+                    params = {"reference_version": reference_version}
                 ranked = mode == "global" and entry.order
                 keep = n_keep(stats["pairs"], config.keep_fraction) if ranked else None
                 select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
@@ -242,7 +244,7 @@ def select_in_warehouse(
                 f"delete from {SELECTED_PAIRS.name} where strategy = ? and seed = ?{only_changed}",
                 [strategy, seed],
             )
-            con.execute(_insert_sql(strategy, seed, select))
+            con.execute(_insert_sql(strategy, seed, select), params)
             parts = table_digests.parts_of(con, touched if kept else rows)
             if kept:
                 parts = tuple(k - r + a for k, r, a in zip(kept, removed, parts, strict=True))
