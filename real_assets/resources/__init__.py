@@ -6,6 +6,7 @@ from real_assets.resources.home import Home
 from real_assets.resources.labelstudio import LabelStudio
 from real_assets.resources.tracking import StepRun, Tracking, TrackingServerUnreachable, check_tracking_server
 from real_assets.resources.warehouse import (
+    CheckpointWarning,
     Warehouse,
     extension_file,
     replace_rows,
@@ -15,6 +16,7 @@ from real_assets.resources.warehouse import (
 )
 
 __all__ = [
+    "CheckpointWarning",
     "Compute",
     "Home",
     "LabelStudio",

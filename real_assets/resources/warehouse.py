@@ -8,6 +8,8 @@ import os
 import random
 import threading
 import time
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,15 @@ from real_assets.core.sql_models import validate_identifier
 
 SCHEMAS = ("raw", "features", "selection", "models", "eval")
 DUCKLAKE_PREFIX = "ducklake:"
+
+
+class CheckpointWarning(RuntimeWarning):
+    """DuckDB did not checkpoint the warehouse file when the process's last connection to it closed."""
+
+
+_OPEN_FILES: Counter[str] = Counter()
+"""Open connections per DuckDB file in this process: DuckDB checkpoints a file when the last one closes."""
+_OPEN_FILES_LOCK = threading.Lock()
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -81,6 +92,8 @@ class Warehouse(dg.ConfigurableResource):
             if read_only and not db.exists():
                 raise FileNotFoundError(f"warehouse {db} does not exist yet: materialize raw_responses first")
             con = self._open(db, read_only)
+            with _OPEN_FILES_LOCK:
+                _OPEN_FILES[os.path.abspath(db)] += 1
         try:
             if not read_only:
                 for schema in SCHEMAS:
@@ -88,6 +101,31 @@ class Warehouse(dg.ConfigurableResource):
             yield con
         finally:
             con.close()
+            if not self.is_lake:
+                self._closed(db, read_only)
+
+    def _closed(self, db: Path, read_only: bool) -> None:
+        # DuckDB checkpoints a file when the last connection of the process closes, and says nothing when
+        # that fails: the write-ahead log then stays, grows, and is replayed into memory at every open.
+        with _OPEN_FILES_LOCK:
+            key = os.path.abspath(db)
+            _OPEN_FILES[key] -= 1
+            last = _OPEN_FILES[key] <= 0
+            if last:
+                del _OPEN_FILES[key]
+        wal = db.with_name(db.name + ".wal")
+        if last and not read_only and wal.exists():
+            limit = self.memory_limit or "DuckDB's default, 80% of RAM"
+            warnings.warn(
+                f"warehouse {db}: DuckDB did not checkpoint it when its last connection closed, so its "
+                f"write-ahead log {wal.name} ({wal.stat().st_size / 2**20:.1f} MiB) stays and is replayed "
+                f"into memory at every open. The likely cause is the warehouse's memory_limit ({limit}): "
+                "on DuckDB 1.5 a table with deleted rows all over (every refresh leaves such tables) needs "
+                "about 8-10 bytes a row to checkpoint (docs/scale.md, item 6). Nothing is lost; raise "
+                "memory_limit, and the next connection to close checkpoints it.",
+                CheckpointWarning,
+                stacklevel=4,
+            )
 
     def _config(self) -> dict[str, Any]:
         # No replacement scans: a table name that does not exist is an error naming it, never a Python
