@@ -201,15 +201,13 @@ def _insert_in_ranges(
     one range of whole key values at a time: `key_ranges` over `upstream` (the key column of the upstream
     rows concerned), about `rows_per_range` rows each. Every statement reads and joins a bounded share, so
     memory grows neither with the corpus (a full build) nor with the batch (a refresh): one statement over
-    every embedding ran out of a 256 MB `memory_limit` at 1M responses."""
-    key = model.incremental_key
-    for after, last in key_ranges(con, upstream, [], rows_per_range(con), key):
-        con.execute(
-            f"create or replace temp table _range_keys as select key from {keys} where key > ? and key <= ?",
-            [after, last],
-        )
-        con.execute(f"insert into {target} by name {restricted_sql(model, '_range_keys')}")
-    con.execute("drop table if exists _range_keys")
+    every embedding ran out of a 256 MB `memory_limit` at 1M responses. The range's bounds are bound
+    parameters of one statement: a temp table of keys replaced for every range kept each old copy until
+    the build's transaction committed (33 MiB of DuckDB's memory after 1,000 ranges of 3,000 keys)."""
+    in_range = f"(select key from {keys} where key > $after and key <= $last)"
+    insert = f"insert into {target} by name {restricted_sql(model, in_range)}"
+    for after, last in key_ranges(con, upstream, [], rows_per_range(con), model.incremental_key):
+        con.execute(insert, {"after": after, "last": last})
 
 
 def _upstream_key_rows(model: SqlModel, keys: str | None = None) -> str:
@@ -219,14 +217,15 @@ def _upstream_key_rows(model: SqlModel, keys: str | None = None) -> str:
     return " union all ".join(f"select {key} from {table}{where}" for table in model.upstream_tables)
 
 
-def _build_in_ranges(con: duckdb.DuckDBPyConnection, model: SqlModel, key: str) -> None:
+def _build_in_ranges(con: duckdb.DuckDBPyConnection, model: SqlModel) -> None:
     """A full build of an incremental model in ranges of whole key values (`_insert_in_ranges`); the table
     comes out ordered by the key."""
     con.execute(f"create or replace table {model.table} as select * from ({model.sql}) limit 0")
     upstream = _upstream_key_rows(model)
     # The keys once, so that a range's keys come from them and not from another scan of every upstream row
     con.execute(
-        f"create or replace temp table _upstream_keys as select distinct {key} as key from ({upstream})"
+        "create or replace temp table _upstream_keys as "
+        f"select distinct {model.incremental_key} as key from ({upstream})"
     )
     _insert_in_ranges(con, model, "_upstream_keys", upstream, model.table)
     con.execute("drop table _upstream_keys")
@@ -251,7 +250,7 @@ def _run(con, model: SqlModel, code_version: str, full_refresh: bool) -> ModelRu
         if key is None:
             con.execute(f"create or replace table {model.table} as {model.sql}")
         else:
-            _build_in_ranges(con, model, key)
+            _build_in_ranges(con, model)
         table_digests.record_full(con, model.table, key)
         recomputed = None
         if key is not None:
