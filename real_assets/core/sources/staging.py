@@ -203,8 +203,10 @@ def _stage_chunk(con: duckdb.DuckDBPyConnection, plan: Plan, chunk: Chunk) -> No
             except duckdb.InvalidInputException:
                 con.execute(insert)
             pending = "item is null and row_number >= ?"
-            rows = con.execute(f"select row_number from _staged where {pending}", [first_row]).arrow()
-            pending_rows = rows.read_all() if isinstance(rows, pa.RecordBatchReader) else rows
+            # A relation's Arrow table: DuckDB 2 has no `.arrow()` on a connection's result any more
+            pending_rows = con.sql(
+                f"select row_number from _staged where {pending}", params=[first_row]
+            ).to_arrow_table()
             if pending_rows.num_rows:
                 con.execute(f"delete from _staged where {pending}", [first_row])
                 with _registered(con, "_pending", pending_rows):
