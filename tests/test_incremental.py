@@ -325,16 +325,18 @@ def test_key_ranges_cover_every_row_in_whole_keys_of_about_max_rows():
     assert key_ranges(con, "select * from t where false", [], 4) == []
 
 
+def hashed_scores(_warehouse, pairs, _version, _compute, _report) -> pd.DataFrame:
+    """A stand-in for the reference model (`pair_scores._reference_scores`): scores from the pair ids."""
+    seed = pd.util.hash_pandas_object(pairs[["chosen_id", "rejected_id"]], index=False).to_numpy()
+    return pd.DataFrame({"ref_margin": seed % 1000 / 1000.0, "ches": seed % 997 / 997.0})
+
+
 def test_centroid_and_the_reference_scores_read_in_small_ranges_give_what_one_read_gives(built, monkeypatch):
     """`centroid` (per prompt) and the reference scores of `margin`/`ches` read the candidates a range of
     whole prompts at a time: many small ranges give the same picks and scores as one range of all."""
     from real_assets.defs import pair_scores, train_candidates
 
-    def scores(_warehouse, pairs, _version, _compute, _report):  # a stand-in for the reference model
-        seed = pd.util.hash_pandas_object(pairs[["chosen_id", "rejected_id"]], index=False).to_numpy()
-        return pd.DataFrame({"ref_margin": seed % 1000 / 1000.0, "ches": seed % 997 / 997.0})
-
-    monkeypatch.setattr(pair_scores, "_reference_scores", scores)
+    monkeypatch.setattr(pair_scores, "_reference_scores", hashed_scores)
     config, lines = SelectionConfig(), []
 
     def read_both(version: str):
@@ -492,11 +494,7 @@ def test_margin_selects_by_the_scores_of_a_reference_version_that_holds_a_quote(
     changed what it reads)."""
     from real_assets.defs import pair_scores
 
-    def scores(_warehouse, pairs, _version, _compute, _report):  # a stand-in for the reference model
-        seed = pd.util.hash_pandas_object(pairs[["chosen_id", "rejected_id"]], index=False).to_numpy()
-        return pd.DataFrame({"ref_margin": seed % 1000 / 1000.0 - 0.5, "ches": seed % 997 / 997.0})
-
-    monkeypatch.setattr(pair_scores, "_reference_scores", scores)
+    monkeypatch.setattr(pair_scores, "_reference_scores", hashed_scores)
     version = "the reference's v1"
     assert pair_scores.score_pending_pairs(built, version, None, None) > 0
     _, summary = select_in_warehouse(built, "margin", 0, SelectionConfig(), "v1", reference_version=version)

@@ -210,6 +210,7 @@ def select_in_warehouse(
                 if now != (sorted(picked_for) if picked_for is not None else None):
                     raise dg.Failure(f"the candidates changed while {strategy} picked: materialize it again")
             candidates, similarity = TRAIN_CANDIDATES, SIMILARITY
+            only_changed = f" and prompt_id in {changed}" if reason is None else ""
             params: dict[str, str] = {}  # a data version reaches the SQL bound, never as text
             if reason is None:
                 candidates, similarity = _changed_rows(con)
@@ -224,17 +225,15 @@ def select_in_warehouse(
                 if entry.needs == "reference_scores":
                     # the scores of the changed prompts alone in a refresh: a join against every stored
                     # score ran out of a 128MB memory_limit at 1M responses
-                    scores_only = f" and prompt_id in {changed}" if reason is None else ""
                     candidates = (
                         f"(select c.*, s.ref_margin, s.ches from {candidates} as c left join (select * from "
-                        f"{REFERENCE_SCORES} where reference_version = $reference_version{scores_only}) "
+                        f"{REFERENCE_SCORES} where reference_version = $reference_version{only_changed}) "
                         "as s using (prompt_id, chosen_id, rejected_id))"
                     )
                     params = {"reference_version": reference_version}
                 ranked = mode == "global" and entry.order
                 keep = n_keep(stats["pairs"], config.keep_fraction) if ranked else None
                 select = selection_sql(strategy, mode, config, seed, candidates, similarity, keep)
-            only_changed = f" and prompt_id in {changed}" if reason is None else ""
             # The partition's digest from the rows removed and added, not from all of its rows
             step, rows = _step(strategy, seed), _partition_rows(strategy, seed)
             kept = table_digests.kept_partition_parts(con, step, rows) if reason is None else None
