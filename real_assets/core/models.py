@@ -16,7 +16,6 @@ path relative to the checkpoint and by content digest. `load_policy` follows tha
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from real_assets.core.device import DeviceChoice
-from real_assets.core.hashing import digest_directory, digest_manifest
+from real_assets.core.hashing import digest_directory, digest_file, digest_manifest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -110,14 +109,6 @@ def packaged_gguf(name: str) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_gguf(gguf: Path, models_dir: Path, name: str) -> Path:
     """A float32 safetensors copy of a GGUF model (and its tokenizer and chat template) under
     `<models_dir>/<name>-<sha256[:16]>/`, converted once; later calls return the folder. A missing,
@@ -128,7 +119,7 @@ def convert_gguf(gguf: Path, models_dir: Path, name: str) -> Path:
 
     if not gguf.is_file():
         raise ModelError(f"{gguf}: GGUF file not found")
-    sha = file_sha256(gguf)
+    sha = digest_file(gguf)
     final = models_dir / f"{name}-{sha[:16]}"
     if (final / CONVERTED_MARKER).is_file():
         return final
