@@ -79,10 +79,8 @@ def run(rows: int, memory_limit: str) -> dict:
                 "select count(distinct rowid // 2048) from pairs "
                 "where prompt_id in (select prompt_id from changed)"
             ).fetchone()[0]
-            started = time.perf_counter()
             con.execute("delete from pairs where prompt_id in (select prompt_id from changed)")
             con.execute("checkpoint")
-            first_s = time.perf_counter() - started
         with duckdb.connect(path, config={"memory_limit": memory_limit}) as con:
             step = ["delete"]
 
@@ -97,8 +95,6 @@ def run(rows: int, memory_limit: str) -> dict:
     return {
         "rows": rows,
         "vectors": vectors,
-        "first_delete_and_checkpoint_s": round(first_s, 2),
-        "memory_limit": memory_limit,
         "second_delete_and_checkpoint": "ok" if error is None else f"{step[0]} failed: {error}",
         "peak_mib_by_tag": peak,
     }
