@@ -14,6 +14,7 @@ from typing import TextIO
 import dagster as dg
 
 from real_assets import interrupts
+from real_assets.core.heap import freeze_imported
 from real_assets.core.progress import parse_progress
 from real_assets.defs.common import check_step_config
 from real_assets.home_errors import describe_error_info
@@ -232,6 +233,7 @@ def run_steps(
             name = key.to_user_string()
             label = f"{name}[{partition}]" if partition else name
             line.start(label)
+            freeze_imported()  # what the steps so far imported lives as long as the demo (core.heap)
             started = time.perf_counter()
             result = job.execute_in_process(
                 instance=instance,

@@ -138,6 +138,14 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))
 
 
+def pytest_collection_finish(session):
+    """The test modules and what they import live as long as the worker: frozen for the garbage collector
+    (`core.heap`), so that its full collections during the tests walk only what the tests make."""
+    from real_assets.core.heap import freeze_imported
+
+    freeze_imported()
+
+
 def _built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
     """`<folder>/home` built by `build(home)` once for the whole run: under pytest-xdist the first worker
     to ask builds it in the run's shared temporary folder while the others wait, then all read it."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from real_assets.core.device import DeviceChoice, release_cuda_memory
+from real_assets.core.heap import freeze_imported
 from real_assets.core.lengths import choose_max_length, context_window, encoded_length, fit
 from real_assets.core.models import build_base, checkpoint_parent, load_merged, load_tokenizer, save_policy
 from real_assets.core.progress import Progress, Report
@@ -116,6 +117,15 @@ def dpo_loss_args(cfg) -> dict:
 
 class TrainingDiverged(RuntimeError):
     """Training left non-finite weights: nothing is saved, since every later step would score NaN."""
+
+
+def _freeze_model_libraries() -> None:
+    """Before a training builds its model: the model libraries imported, frozen for the collector
+    (`core.heap`), so that the Trainer's full collection at the start of training walks only what the step
+    made (0.4-0.5 s less per training on CPU)."""
+    import trl  # noqa: F401 - its modules (and transformers', torch's) are what to freeze
+
+    freeze_imported()
 
 
 def _raise_if_diverged(model, curve: list[dict]) -> None:
@@ -234,6 +244,7 @@ def train_reference(
     """The reference policy: the base model of `cfg` (`build_base`: a tokenizer trained on `corpus` when
     it is built from a config; a packaged model converted once under `models_dir`), then SFT on (prompt,
     response) rows (`train_sft`); saves to out_dir. The base's identity is in `result.extra['base']`."""
+    _freeze_model_libraries()
     model, tokenizer, base = build_base(cfg, corpus, models_dir)
     result = train_sft(model, tokenizer, rows, cfg, out_dir, device, reporting, parent=base)
     result.extra["base"] = base
@@ -305,6 +316,7 @@ def train_dpo(
     from datasets import Dataset
     from trl import DPOConfig
 
+    _freeze_model_libraries()
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(reference_dir)
     # float32 master weights; on CUDA the trainer's bf16/fp16 autocast gives the half-precision speed
