@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from real_assets import interrupts
+from real_assets.core.heap import paused_collections
 from real_assets.core.sources.registry import source_names
 from real_assets.homes import INSTANCE_CONFIG_ENV, instance_of, prepare_home, server_environment
 from real_assets.presets import preset_names
@@ -99,47 +100,52 @@ def demo(args) -> int:
 
         quiet_libraries()
         return demo_loop(args, prepare_home(args.home, args.instance_config))
-    apply_preset(args)
-    quiet_libraries()
-    locations = prepare_home(args.home, args.instance_config)
-    root = locations.home
-    if not args.path or Path(args.path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
-    import dagster as dg
+    # Start-up (imports, definitions, instance) makes long-lived objects and little garbage: no collections,
+    # then the objects are frozen (core.heap); 1.1 s less per demo.
+    with paused_collections():
+        apply_preset(args)
+        quiet_libraries()
+        locations = prepare_home(args.home, args.instance_config)
+        root = locations.home
+        if not args.path or Path(args.path).exists():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to fetch: fail fast rather than try a hub
+        import dagster as dg
 
-    from real_assets.core.report import display_table, markdown_table, tie_note
-    from real_assets.core.selection import STRATEGIES
-    from real_assets.definitions import definitions
-    from real_assets.defs.annotation import loop_asset_names
-    from real_assets.defs.common import SettingOutOfRange
-    from real_assets.defs.partitions import SEEDS
-    from real_assets.demo import StepInterrupted, run_steps
-    from real_assets.mixed_data import mixing_notice, stored_ingestions
-    from real_assets.recovery import fail_runs_of_this_process, recover
+        from real_assets.core.report import display_table, markdown_table, tie_note
+        from real_assets.core.selection import STRATEGIES
+        from real_assets.definitions import definitions
+        from real_assets.defs.annotation import loop_asset_names
+        from real_assets.defs.common import SettingOutOfRange
+        from real_assets.defs.partitions import SEEDS
+        from real_assets.demo import StepInterrupted, run_steps
+        from real_assets.mixed_data import mixing_notice, stored_ingestions
+        from real_assets.recovery import fail_runs_of_this_process, recover
 
-    if not 1 <= args.seeds <= len(SEEDS):
-        print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
-        return 2
-    unknown = sorted(set(args.strategies or []) - set(STRATEGIES))
-    if unknown:
-        print(f"--strategies: unknown {', '.join(unknown)}; known: {', '.join(STRATEGIES)}", file=sys.stderr)
-        return 2
-    defs = definitions(locations, args.model_backend)
-    instance = instance_of(locations)
-    for line in recover(instance, root, locations.tracking_uri):
-        print(f"recovered: {line}", flush=True)
-    try:
-        ops = {name: {"config": config} for name, config in _step_configs(args, defs).items()}
-    except ValueError as e:
-        print(f"--config: {e}", file=sys.stderr)
-        return 2
-    preset = f", preset {args.preset}" if args.preset else ""
-    print(f"real-assets demo: home {root}, source {args.source}{preset}", flush=True)
-    warehouse = defs.resources["warehouse"]
-    if args.start in (None, "raw_responses"):
-        notice = mixing_notice(warehouse, ops["raw_responses"]["config"])
-        if notice:
-            print(f"note: {notice}", flush=True)
+        if not 1 <= args.seeds <= len(SEEDS):
+            print(f"--seeds must be between 1 and {len(SEEDS)}", file=sys.stderr)
+            return 2
+        unknown = sorted(set(args.strategies or []) - set(STRATEGIES))
+        if unknown:
+            print(
+                f"--strategies: unknown {', '.join(unknown)}; known: {', '.join(STRATEGIES)}", file=sys.stderr
+            )
+            return 2
+        defs = definitions(locations, args.model_backend)
+        instance = instance_of(locations)
+        for line in recover(instance, root, locations.tracking_uri):
+            print(f"recovered: {line}", flush=True)
+        try:
+            ops = {name: {"config": config} for name, config in _step_configs(args, defs).items()}
+        except ValueError as e:
+            print(f"--config: {e}", file=sys.stderr)
+            return 2
+        preset = f", preset {args.preset}" if args.preset else ""
+        print(f"real-assets demo: home {root}, source {args.source}{preset}", flush=True)
+        warehouse = defs.resources["warehouse"]
+        if args.start in (None, "raw_responses"):
+            notice = mixing_notice(warehouse, ops["raw_responses"]["config"])
+            if notice:
+                print(f"note: {notice}", flush=True)
     total = time.perf_counter()
     try:
         done = run_steps(
