@@ -1,6 +1,7 @@
 """The real-model path end to end, offline: the packaged SmolLM2-135M-Instruct (GGUF in a wheel, converted
-once) trained with LoRA through the graph, reference SFT, DPO and eval on ~16 pairs of 128 tokens, then the
-audit. Training is the subject here, so this test trains for real."""
+once) trained with LoRA through the graph, reference SFT, DPO and eval on ~10 pairs of up to 128 tokens (two
+steps of each training, 10 held-out pairs), then the audit. Training is the subject here, so this test
+trains for real."""
 
 import json
 import shutil
@@ -15,8 +16,8 @@ from real_assets import cli
 pytestmark = pytest.mark.slow
 
 ARGS = [
-    *("--preset", "smollm2-cpu", "--n-prompts", "20", "--seeds", "1", "--strategies", "easy"),
-    *("--config", 'eval_scores={"samples_per_prompt": 1, "max_new_tokens": 8, "max_eval_pairs": 12}'),
+    *("--preset", "smollm2-cpu", "--n-prompts", "16", "--seeds", "1", "--strategies", "easy"),
+    *("--config", 'eval_scores={"samples_per_prompt": 1, "max_new_tokens": 8, "max_eval_pairs": 10}'),
 ]
 
 
