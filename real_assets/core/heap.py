@@ -31,7 +31,7 @@ def freeze_imported() -> None:
 @contextlib.contextmanager
 def paused_collections():
     """No automatic collections inside (a command's start-up: imports, definitions, a Dagster instance,
-    which make long-lived objects and little garbage; a demo's start ran 9 full collections, 1.1 s); then
+    which make long-lived objects and little garbage; a demo's start ran 9 full collections, 1.3 s); then
     `freeze_imported`, and collections as they were."""
     enabled = gc.isenabled()
     gc.disable()
