@@ -231,18 +231,8 @@ def mlflow_ui(args) -> int:
     locations = prepare_home(args.home)
     server_environment(locations)
     uri = locations.tracking_uri
-    cmd = [
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    cmd += ["--workers", str(args.workers)]
+    cmd = ["-m", "mlflow", "server", "--backend-store-uri", uri]
+    cmd += ["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     artifacts = locations.mlflow_artifacts
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]

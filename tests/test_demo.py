@@ -4,6 +4,7 @@ import io
 
 import dagster as dg
 import pytest
+from conftest import restored_environment
 
 from real_assets.core.progress import Progress
 from real_assets.definitions import defs
@@ -45,14 +46,12 @@ def test_demo_from_an_asset_starts_at_its_first_step_and_rejects_unknown_names()
     ],
 )
 @pytest.mark.usefixtures("home_template")  # a new home with migrated stores
-def test_demo_rejects_bad_step_options_before_any_step_runs(tmp_path, monkeypatch, capsys, args, message):
+def test_demo_rejects_bad_step_options_before_any_step_runs(tmp_path, capsys, args, message):
     from real_assets import cli
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "home"
-    for name in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):  # the demo sets them: restore them after
-        monkeypatch.setenv(name, str(home))
-    assert cli.main(["demo", "--home", str(home), *args]) == 2
+    with restored_environment():  # the demo points the environment at its home
+        assert cli.main(["demo", "--home", str(home), *args]) == 2
     assert message in capsys.readouterr().err
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         assert not instance.get_runs()

@@ -4,6 +4,7 @@ instance config."""
 
 import dagster as dg
 import pytest
+from conftest import restored_environment
 from mlflow import MlflowClient
 
 from real_assets.homes import HOME_TEMPLATE_ENV, prepare_home
@@ -55,8 +56,6 @@ def test_a_service_instance_config_and_a_tracking_server_take_nothing_from_the_t
 
 
 def test_a_template_that_is_not_a_prepared_home_fails_clearly(tmp_path, monkeypatch):
-    for name in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):
-        monkeypatch.setenv(name, "")
     monkeypatch.setenv(HOME_TEMPLATE_ENV, str(tmp_path / "nothing"))
-    with pytest.raises(FileNotFoundError, match="is not a prepared home"):
+    with restored_environment(), pytest.raises(FileNotFoundError, match="is not a prepared home"):
         prepare_home(str(tmp_path / "home"))

@@ -1,4 +1,5 @@
-"""The package's modules import each other without a cycle (imports inside functions included)."""
+"""The package's modules: no import cycle among them (imports inside functions included), no ML library
+loaded with the code location, and none over 400 lines."""
 
 import ast
 import subprocess
@@ -81,3 +82,12 @@ def test_loading_the_code_location_imports_no_ml_library():
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.split() == []
+
+
+MAX_MODULE_LINES = 400
+"""Issue 22: a module over this length mixes concerns; split it by what it holds."""
+
+
+def test_no_module_of_the_package_is_over_400_lines():
+    lengths = {p.relative_to(PACKAGE.parent): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {str(path): n for path, n in lengths.items() if n > MAX_MODULE_LINES} == {}

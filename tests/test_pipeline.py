@@ -7,7 +7,15 @@ import math
 import dagster as dg
 import pytest
 import sample_files as sf
-from conftest import DEMO_PROMPTS, DEMO_SEEDS, FAKE_MODELS, SHORT_EVAL, SMALL_SWEEP, demo_partitions
+from conftest import (
+    DEMO_PROMPTS,
+    DEMO_SEEDS,
+    FAKE_MODELS,
+    SHORT_EVAL,
+    SMALL_SWEEP,
+    _cli_in_process,
+    demo_partitions,
+)
 from mlflow import MlflowClient
 
 from real_assets import cli
@@ -263,32 +271,26 @@ than eval's minimum. These tests are about the sources, not the eval: hold out m
 
 
 @pytest.mark.usefixtures("home_template")
-def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, capsys):
+def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, capsys):
     path = sf.write_hh_rlhf(tmp_path / "hh.jsonl")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "hh_home"
-    for name in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):  # the demo sets them: restore them after
-        monkeypatch.setenv(name, str(home))
-    assert (
-        cli.main(
-            [
-                "demo",
-                "--home",
-                str(home),
-                "--source",
-                "hh_rlhf",
-                "--path",
-                str(path),
-                *FAKE_MODELS,
-                "--seeds",
-                "1",
-                *SMALL_SWEEP,
-                "--config",
-                SHORT_EVAL,
-                *SAMPLE_FILE_SPLIT,
-            ]
-        )
-        == 0
+    _cli_in_process(
+        [
+            "demo",
+            "--home",
+            str(home),
+            "--source",
+            "hh_rlhf",
+            "--path",
+            str(path),
+            *FAKE_MODELS,
+            "--seeds",
+            "1",
+            *SMALL_SWEEP,
+            "--config",
+            SHORT_EVAL,
+            *SAMPLE_FILE_SPLIT,
+        ]
     )
     out = capsys.readouterr().out
     assert "preference_accuracy - random" in out and "| easy |" in out and "budget sweep" in out
@@ -317,14 +319,9 @@ def test_demo_runs_the_whole_graph_on_an_hh_rlhf_file(tmp_path, monkeypatch, cap
         ),
     ],
 )
-def test_every_real_source_runs_the_whole_graph_from_a_local_file(
-    tmp_path, monkeypatch, source, writer, name, column_map
-):
+def test_every_real_source_runs_the_whole_graph_from_a_local_file(tmp_path, source, writer, name, column_map):
     path = writer(tmp_path / name)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "home"
-    for env in ("REAL_ASSETS_HOME", "DAGSTER_HOME"):  # the demo sets them: restore them after
-        monkeypatch.setenv(env, str(home))
     args = [
         "demo",
         "--home",
@@ -345,7 +342,7 @@ def test_every_real_source_runs_the_whole_graph_from_a_local_file(
     ]
     if column_map:
         args += ["--column-map", column_map]
-    assert cli.main(args) == 0
+    _cli_in_process(args)
     with Warehouse(path=str(home / "warehouse.duckdb")).connect(read_only=True) as con:
         ingested = con.execute(
             "select sum(input_rows), sum(accepted_rows), sum(rejected_rows) from raw.ingestions"
