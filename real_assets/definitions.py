@@ -78,6 +78,9 @@ CODE_LOCATION = (
     dg.Definitions(assets=domain_assets, asset_checks=dg.load_asset_checks_from_modules(DOMAINS)),
     sql_definitions(domain_assets),
     dg.Definitions(
+        # Every step holds a one-slot pool (warehouse or gpu), so a run's steps barely overlap; in a process
+        # each (the multiprocess executor) every step, asset check included, loaded the code location again.
+        executor=dg.in_process_executor,
         jobs=[*automation.jobs, *annotation_sensor.jobs],
         schedules=automation.schedules,
         sensors=[*automation.sensors, *inbox.sensors, *annotation_sensor.sensors],

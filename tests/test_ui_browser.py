@@ -350,6 +350,9 @@ def test_runs_launched_from_the_ui_complete(page, ui, launched, request):
     with artifacts_on_failure(page, ui, request):
         for run_id in launched.values():
             _wait_for_run(page, run_id)
+    for run_id in launched.values():  # the run's steps, its checks included, ran in its run worker
+        messages = [event.user_message for event in ui["instance"].all_logs(run_id)]
+        assert any(m.startswith("Executing steps in process") for m in messages), run_id
 
 
 def test_a_ui_launched_training_run_shows_progress_lines_in_its_log(page, ui, launched, request):
