@@ -102,9 +102,13 @@ def test_a_missing_or_truncated_gguf_file_names_the_file_and_writes_nothing(tmp_
     truncated = tmp_path / "truncated.gguf"
     with open(packaged_gguf("smollm2-135m-instruct"), "rb") as f:
         truncated.write_bytes(f.read(1 << 20))
+    import gguf
+
+    reader = gguf.GGUFReader
     with pytest.raises(ModelError, match=r"truncated\.gguf: cannot read as a GGUF model"):
         convert_gguf(truncated, models, "m")
     assert not models.exists() or list(models.iterdir()) == []
+    assert gguf.GGUFReader is reader  # the conversion's shared reader is gone after it, even on failure
 
 
 def test_a_gguf_of_an_unsupported_architecture_is_refused(tmp_path):
