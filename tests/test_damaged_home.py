@@ -4,7 +4,11 @@ no traceback (unless --debug); `audit` reads a read-only home; nothing is lost o
 A read-only home is a read-only bind mount and a full disk a small tmpfs, both real file systems (EROFS
 and ENOSPC as a user meets them): they need root and mount rights, as on the project's test machines; the
 tests that need them are skipped elsewhere. (A file-size limit, RLIMIT_FSIZE, needs neither but fails
-writes with EFBIG, and SQLite reports that as a plain "disk I/O error": not the case a user meets.)"""
+writes with EFBIG, and SQLite reports that as a plain "disk I/O error": not the case a user meets.)
+
+The mount tests run the command line as a process of its own, as a user does; the others call it in this
+process and read what it wrote to the file descriptors (`capfd`), which is the same text without the cost of
+a process start (about 3 s of imports and code location each)."""
 
 import contextlib
 import errno
@@ -17,8 +21,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_MODELS
+from conftest import FAKE_MODELS, restored_environment
 
+from real_assets import cli
 from real_assets.home_errors import describe
 from real_assets.homes import copy_home
 from real_assets.resources import CheckpointWarning, Warehouse
@@ -30,16 +35,27 @@ QUICK = [
 ]
 
 
-def _cli(home: Path, *args: str, debug: bool = False) -> subprocess.CompletedProcess:
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     command = [sys.executable, "-c", "import sys; from real_assets.cli import main; sys.exit(main())"]
     return subprocess.run(
-        [*command, *args, "--home", str(home), *(["--debug"] if debug else [])],
+        [*command, *args, "--home", str(home)],
         env={**env, "REAL_ASSETS_HOME": str(home), "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def _in_process(capfd, home: Path, *args: str) -> subprocess.CompletedProcess:
+    """`real-assets ARGS --home HOME` in this process: its exit code and what it wrote to the file
+    descriptors, as `_cli` returns them. For the tests whose subject is the message, not the process (the
+    mount tests and tests/test_signals.py run the command line as a process of its own)."""
+    capfd.readouterr()
+    with restored_environment():
+        code = cli.main([*args, "--home", str(home)])
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def _one_line(result: subprocess.CompletedProcess, *expected: str) -> str:
@@ -95,14 +111,14 @@ def test_a_checkpoint_that_fails_on_close_is_said_and_the_next_close_makes_it(tm
 
 
 @pytest.mark.slow
-def test_a_truncated_warehouse_is_named_by_audit_and_demo(copied):
+def test_a_truncated_warehouse_is_named_by_audit_and_demo(copied, capfd):
     warehouse = copied / "warehouse.duckdb"
     os.truncate(warehouse, warehouse.stat().st_size // 3)
     expected = (f"warehouse {warehouse}: not a DuckDB file or damaged", "restore it from a backup")
-    _one_line(_cli(copied, "audit"), "real-assets audit: ", *expected)
-    _one_line(_cli(copied, "demo", *QUICK), "error in raw_responses: ", *expected)
-    debug = _cli(copied, "audit", debug=True)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    _one_line(_in_process(capfd, copied, "audit"), "real-assets audit: ", *expected)
+    _one_line(_in_process(capfd, copied, "demo", *QUICK), "error in raw_responses: ", *expected)
+    with pytest.raises(Exception, match=r"warehouse\.duckdb"):  # --debug: the error, with its traceback
+        _in_process(capfd, copied, "audit", "--debug")
 
 
 @pytest.mark.slow
@@ -110,16 +126,16 @@ def test_a_truncated_warehouse_is_named_by_audit_and_demo(copied):
     ("store", "name"),
     [("dagster/history/runs.db", "Dagster instance storage"), ("mlflow.db", "MLflow tracking store")],
 )
-def test_a_damaged_sqlite_store_is_named(copied, store, name):
+def test_a_damaged_sqlite_store_is_named(copied, capfd, store, name):
     path = copied / store
     for wal in path.parent.glob(f"{path.name}-*"):
         wal.unlink()
     path.write_bytes(os.urandom(64 * 1024))
-    _one_line(_cli(copied, "audit"), f"{name} ", ": not a SQLite database or damaged: ")
+    _one_line(_in_process(capfd, copied, "audit"), f"{name} ", ": not a SQLite database or damaged: ")
 
 
 @pytest.mark.slow
-def test_a_missing_checkpoint_folder_names_the_asset_to_rematerialize(copied):
+def test_a_missing_checkpoint_folder_names_the_asset_to_rematerialize(copied, capfd):
     import duckdb
 
     with duckdb.connect(str(copied / "warehouse.duckdb"), read_only=True) as con:
@@ -128,7 +144,7 @@ def test_a_missing_checkpoint_folder_names_the_asset_to_rematerialize(copied):
             "order by created_at desc limit 1"
         ).fetchone()
     shutil.rmtree(folder)
-    result = _cli(copied, "demo", *QUICK, "--from", "dpo_checkpoint")
+    result = _in_process(capfd, copied, "demo", *QUICK, "--from", "dpo_checkpoint")
     line = _one_line(result, "error in dpo_checkpoint")
     assert "checkpoint folder of reference_policy" in line and "missing" in line
     assert "Rematerialize reference_policy (real-assets demo --from reference_policy)" in line
