@@ -111,13 +111,14 @@ def test_the_whole_graph_materializes_with_the_ray_engine_and_embeds_only_new_re
     # The graph ran the fake backend's embedder: the first run with the model embeds every row again.
     monkeypatch.setattr(features, "EMBED_CHUNK", 25)
     monkeypatch.setattr(distributed, "BLOCK_ROWS", 9)
-    two_actors = Compute(device="cpu", embed_batch_size=4, engine="ray", embed_actors=2)
-    first = embed_new_responses(warehouse, two_actors, EmbeddingConfig(progress_every_s=0))
+    one_actor = Compute(device="cpu", embed_batch_size=4, engine="ray", embed_actors=1)
+    first = embed_new_responses(warehouse, one_actor, EmbeddingConfig(progress_every_s=0))
     assert first["embedded_now"] == first["rows"] > 0 and first["model"] == DEFAULT_EMBEDDER
     # More responses: only the new ones are embedded, by two actors, in chunks that cut across blocks;
     # every vector (from the first run and from this one) equals the local engine's within 1e-5.
     more = ingest(warehouse, SourceSpec(source="synthetic", n_prompts=40))
     lines: list[str] = []
+    two_actors = Compute(device="cpu", embed_batch_size=4, engine="ray", embed_actors=2)
     again = embed_new_responses(warehouse, two_actors, EmbeddingConfig(progress_every_s=0), lines.append)
     assert again["embedded_now"] == more["new_responses"] > 2 * 25 and again["rows"] == more["responses"]
     assert again["device"].startswith("ray:cpu (2 actors")
