@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -38,6 +39,7 @@ CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/c
 RUN_TIMEOUT_MS = 420_000
 """A UI run starts two Python processes (run and step worker): generous on a busy 2-core box."""
 UI_TIMEOUT_MS = 60_000
+TOAST_TIMEOUT_MS = 15_000
 WEBSERVER = [sys.executable, "-m", "dagster_webserver"]
 
 # The instance config `real-assets ui` writes (pools of one, run monitoring), with runs launched at once
@@ -205,13 +207,15 @@ def launched(browser, ui) -> dict[str, str]:
     page = _new_page(browser, ui)
     try:
         page.goto(f"/assets/{PROGRESS_ASSET}")
+        since = time.time()
         _materialize_button(page).click()
-        LAUNCHED[PROGRESS_ASSET] = _launched_run_id(page)
+        LAUNCHED[PROGRESS_ASSET] = _launched_run_id(page, ui, PROGRESS_ASSET, since)
 
         page.goto(f"/assets/{PARTITION_LAUNCHED}")
+        since = time.time()
         _materialize_button(page).click()
         _choose_partition(page, PARTITION_LAUNCHED, _partition_key(PARTITION_LAUNCHED, ui["strategy"]))
-        LAUNCHED[PARTITION_LAUNCHED] = _launched_run_id(page)
+        LAUNCHED[PARTITION_LAUNCHED] = _launched_run_id(page, ui, PARTITION_LAUNCHED, since)
     except BaseException:
         _keep_artifacts(page, ui, "launched")
         raise
@@ -245,11 +249,26 @@ def _materialize_button(page: Page):
     return page.get_by_role("button").filter(has_text=re.compile(r"^Materialize(…)?$"))
 
 
-def _launched_run_id(page: Page) -> str:
-    """The run id from the toast that follows a launch ("Launched run ... View")."""
+def _launched_run_id(page: Page, ui, asset: str, since: float) -> str:
+    """The run id from the toast that follows a launch ("Launched run ... View"). The toast fades after a
+    few seconds, and the community dialog of a first visit can cover it until then; without it, the run
+    the UI launched (Dagster tags those `dagster/from_ui`) for `asset` since `since`, which must exist."""
     view = page.locator('a[href^="/runs/"]').filter(has_text=re.compile(r"^View$"))
-    expect(view.first).to_be_visible()
-    return view.first.get_attribute("href").removeprefix("/runs/").split("?")[0]
+    with contextlib.suppress(AssertionError):
+        expect(view.first).to_be_visible(timeout=TOAST_TIMEOUT_MS)
+        return view.first.get_attribute("href").removeprefix("/runs/").split("?")[0]
+    launched_since = dg.RunsFilter(
+        tags={"dagster/from_ui": "true"}, created_after=datetime.fromtimestamp(since, UTC)
+    )
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while True:
+        runs = ui["instance"].get_runs(launched_since)
+        matches = [run.run_id for run in runs if dg.AssetKey(asset) in (run.asset_selection or ())]
+        if matches or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(matches) == 1, f"no launch toast, and {len(matches)} UI-launched runs of {asset}"
+    return matches[0]
 
 
 def _choose_partition(page: Page, asset: str, key: str | dg.MultiPartitionKey) -> None:
