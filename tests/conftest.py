@@ -107,30 +107,30 @@ def _cli_in_process(args: list[str]) -> None:
 
 
 MODULE_SECONDS = {
-    "test_pipeline.py": 117,
-    "test_ray.py": 92,
-    "test_ui_browser.py": 86,
-    "test_real_model.py": 80,
-    "test_damaged_home.py": 46,
-    "test_recovery.py": 37,
-    "test_signals.py": 37,
-    "test_deploy_postgres.py": 37,
-    "test_wheel.py": 31,
-    "test_incremental.py": 23,
-    "test_refresh.py": 22,
-    "test_annotation_labelstudio.py": 22,
-    "test_annotation_loop.py": 15,
-    "test_ducklake.py": 13,
-    "test_gpu_check.py": 12,
-    "test_degenerate_data.py": 10,
-    "test_mixed_data.py": 10,
+    "test_pipeline.py": 135,
+    "test_ray.py": 75,
+    "test_real_model.py": 70,
+    "test_ui_browser.py": 55,
+    "test_recovery.py": 39,
+    "test_signals.py": 36,
+    "test_deploy_postgres.py": 29,
+    "test_wheel.py": 27,
+    "test_damaged_home.py": 24,
+    "test_incremental.py": 21,
+    "test_refresh.py": 19,
+    "test_annotation_labelstudio.py": 19,
+    "test_annotation_loop.py": 14,
+    "test_mixed_data.py": 13,
+    "test_ducklake.py": 12,
+    "test_gpu_check.py": 10,
     "test_launcher.py": 9,
     "test_audit.py": 9,
-    "test_dg.py": 8,
+    "test_degenerate_data.py": 8,
+    "test_dg.py": 7,
 }
 """Seconds each slow module's tests took on 2 idle cores (its module and first-use session fixtures included;
-2026-12-05, a timeline of the full suite after the collector freeze). Only the order matters: re-measure when
-a module moves far."""
+2026-12-05, two timelines of the full suite after the in-process executor and in-process damaged-home
+tests). Only the order matters: re-measure when a module moves far."""
 
 
 def pytest_collection_modifyitems(config, items):
