@@ -151,3 +151,58 @@ def test_code_digest_is_the_same_in_every_process_and_reads_each_kind_of_definit
         "function pkg_defs.logic.cached",
     ):
         assert part in output
+
+
+VERSIONS_PROBE = """
+import json
+from real_assets.core.hashing import _source_cache
+from real_assets.definitions import defs
+graph = defs.resolve_asset_graph()
+versions = {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+print(json.dumps({"versions": versions, "parsed": _source_cache().added}))
+"""
+
+
+def test_code_versions_read_from_the_source_cache_equal_those_computed_without_it(tmp_path):
+    """The first process to load the code location parses and prints the syntax trees and keeps the texts
+    (`SourceCache`, under $XDG_CACHE_HOME); the next one parses nothing and gets the same code versions."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def load() -> dict:
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+        done = subprocess.run(
+            [sys.executable, "-c", VERSIONS_PROBE], env=env, capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout.splitlines()[-1])
+
+    cold = load()
+    [cache] = (tmp_path / "real-assets").glob("code-sources-py*.json")
+    assert cold["parsed"] > 0 and len(json.loads(cache.read_text())) == cold["parsed"]
+    warm = load()
+    assert warm == {"versions": cold["versions"], "parsed": 0}
+
+
+def test_a_damaged_or_unwritable_source_cache_is_an_empty_one(tmp_path):
+    import json
+
+    from real_assets.core.hashing import SourceCache
+
+    path = tmp_path / "cache" / "code-sources.json"
+    path.parent.mkdir()
+    path.write_text("{not json")
+    cache = SourceCache(path)
+    assert cache.get("k") is None
+    cache.put("k", "text")
+    cache.save()
+    assert json.loads(path.read_text()) == {"k": "text"}
+    path.write_text("[1, 2]")  # JSON, but not a cache
+    assert SourceCache(path).get("k") is None
+    blocked = tmp_path / "a-file" / "code-sources.json"  # its folder cannot be made: a file is there
+    blocked.parent.write_text("")
+    unwritable = SourceCache(blocked)
+    unwritable.put("k", "text")
+    unwritable.save()  # says nothing: the next process parses again
+    assert unwritable.get("k") == "text" and blocked.parent.read_text() == ""
