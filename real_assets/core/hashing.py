@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import textwrap
 import types
 import unicodedata
@@ -222,7 +223,10 @@ def _located(value: object) -> tuple[str, bytes, str] | None:
 
 @functools.cache
 def _source_cache() -> SourceCache:
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "real-assets"
+    try:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "real-assets"
+    except RuntimeError:  # no home directory to be found: the cache lives as long as the temp folder
+        root = Path(tempfile.gettempdir()) / "real-assets"
     return SourceCache(root / f"code-sources-py{sys.version_info[0]}{sys.version_info[1]}.json")
 
 
