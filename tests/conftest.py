@@ -86,15 +86,16 @@ def restored_environment():
         os.environ.update(saved)
 
 
-def run_cli(capsys, args: list[str]) -> tuple[int, str, str]:
+def run_cli(capture, args: list[str]) -> tuple[int, str, str]:
     """`real-assets ARGS` in this process, as a user runs it: its exit code, stdout and stderr (the
-    environment left as it was)."""
+    environment left as it was), read through `capture`: pytest's `capsys`, or `capfd` for all that was
+    written to the file descriptors."""
     from real_assets import cli
 
-    capsys.readouterr()
+    capture.readouterr()
     with restored_environment():
         code = cli.main(args)
-    out, err = capsys.readouterr()
+    out, err = capture.readouterr()
     return code, out, err
 
 

@@ -21,9 +21,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_MODELS, restored_environment
+from conftest import FAKE_MODELS, run_cli
 
-from real_assets import cli
 from real_assets.home_errors import describe
 from real_assets.homes import copy_home
 from real_assets.resources import CheckpointWarning, Warehouse
@@ -51,10 +50,7 @@ def _in_process(capfd, home: Path, *args: str) -> subprocess.CompletedProcess:
     """`real-assets ARGS --home HOME` in this process: its exit code and what it wrote to the file
     descriptors, as `_cli` returns them. For the tests whose subject is the message, not the process (the
     mount tests and tests/test_signals.py run the command line as a process of its own)."""
-    capfd.readouterr()
-    with restored_environment():
-        code = cli.main([*args, "--home", str(home)])
-    out, err = capfd.readouterr()
+    code, out, err = run_cli(capfd, [*args, "--home", str(home)])
     return subprocess.CompletedProcess(args, code, out, err)
 
 

@@ -37,7 +37,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM_ENV = "REAL_ASSETS_CHROMIUM"
 CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 RUN_TIMEOUT_MS = 420_000
-"""A UI run starts two Python processes (run and step worker): generous on a busy 2-core box."""
+"""A UI run starts its run worker, a Python process that loads the code location: generous on a busy 2-core
+box."""
 UI_TIMEOUT_MS = 60_000
 TOAST_TIMEOUT_MS = 15_000
 WEBSERVER = [sys.executable, "-m", "dagster_webserver"]
